@@ -1,0 +1,38 @@
+# `make repro` and `make test` each do the whole set-up on a fresh machine, then run.
+# Set-up is idempotent: a stamp file skips it while pyproject.toml is unchanged.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+export DVC_NO_ANALYTICS := 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@# open3d needs libusb at import time (Debian package); install it when missing and we can.
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq libusb-1.0-0 >/dev/null || (apt-get update -qq && apt-get install -y -qq libusb-1.0-0); \
+	  else echo "warning: libusb-1.0-0 missing; install it for open3d" >&2; fi; fi
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# torch first and pinned: the CPU build on this disk, so nothing later pulls a CUDA build.
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+repro: setup
+	dvc repro
+
+test: setup
+	python -m pytest -q
+
+bench: setup
+	python bench/read_speed.py
+
+clean:
+	rm -rf $(VENV) data results .pytest_cache

@@ -1,0 +1,222 @@
+"""The one training loop: device, AMP, optimiser, best-epoch selection, logging and checkpoints.
+
+A method module only provides ``training_step(model, batch, tuples) -> {"loss", "pred"}`` and
+``predict(model, batch)``; its model moves the fields it reads to its own device, so this loop never needs to
+know a batch's fields. Batches are re-iterable objects: iterating again is the next epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
+    """The autocast dtype for ``amp``: False -> None; True -> fp16 on CUDA, bf16 on CPU; or "fp16"/"bf16".
+
+    Raises:
+        ValueError: an unknown ``amp`` string.
+    """
+    if amp is False or amp is None or amp == "off":
+        return None
+    if amp is True:
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    if amp not in _AMP_DTYPES:
+        raise ValueError(f"amp must be a bool or one of {sorted(_AMP_DTYPES)}, got {amp!r}")
+    return _AMP_DTYPES[amp]
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return "off" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _progress(batches: Iterable, desc: str) -> Iterable:
+    """tqdm over batches only on an interactive terminal, so DVC logs stay one line per epoch."""
+    if not sys.stderr.isatty():
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=desc, leave=False, unit="batch")
+
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    return len(batch["__key__"])
+
+
+def _train_epoch(method: ModuleType, model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, ctx: Callable, desc: str) -> tuple[float, int]:
+    """One pass over ``batches``; returns (sample-weighted mean loss, number of samples)."""
+    model.train()
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for batch in _progress(batches, desc):
+        with ctx():
+            loss = method.training_step(model, batch, None)["loss"]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        n = _batch_size(batch)
+        # Accumulate on the device and read once per epoch: a .item() per batch would stall the GPU.
+        total = total.to(loss.device) + loss.detach().double() * n
+        count += n
+    return _finite_mean(total, count, desc), count
+
+
+@torch.no_grad()
+def _valid_loss(method: ModuleType, model: nn.Module, batches: Iterable, ctx: Callable) -> float:
+    """Sample-weighted mean loss over ``batches`` in eval mode."""
+    model.eval()
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for batch in batches:
+        with ctx():
+            loss = method.training_step(model, batch, None)["loss"]
+        n = _batch_size(batch)
+        total = total.to(loss.device) + loss.double() * n
+        count += n
+    return _finite_mean(total, count, "validation")
+
+
+def _finite_mean(total: torch.Tensor, count: int, what: str) -> float:
+    if count == 0:
+        raise ValueError(f"{what}: the batches yielded no samples")
+    mean = float(total) / count
+    if not np.isfinite(mean):
+        raise FloatingPointError(f"{what}: loss is {mean}; lower lr, check the inputs for inf/nan, or disable amp")
+    return mean
+
+
+def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, epochs: int, lr: float,
+        weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
+        valid_batches: Iterable | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Train ``model`` with AdamW for ``epochs`` passes over ``train_batches``.
+
+    Args:
+        method: a method module (or its registry name) providing ``training_step``.
+        model: built by that method's ``build_model``; moved to ``device``. Its initial weights are the
+            caller's business (seed before building it); ``seed`` here fixes dropout and other torch draws.
+        train_batches: re-iterable batch dicts; ``set_epoch(e)`` is called first when it exists.
+        epochs, lr, weight_decay: schedule and AdamW settings.
+        device: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+        amp: False, True (fp16 + GradScaler on CUDA, bf16 on CPU), "fp16" or "bf16".
+        seed: passed to ``torch.manual_seed``.
+        valid_batches: when given, the state with the lowest validation loss is restored at the end.
+        log: called with one line per epoch.
+
+    Returns:
+        History: lists ``epoch``, ``train_loss``, ``valid_loss`` (empty without validation), ``seconds``,
+        ``samples_per_s``; ``best_epoch`` (None without validation), ``device``, ``amp``.
+    """
+    if isinstance(method, str):
+        from methods import get_method
+
+        method = get_method(method)
+    torch.manual_seed(seed)
+    dev = resolve_device(device)
+    dtype = amp_dtype(dev, amp)
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # Loss scaling is only needed (and only supported) for fp16 on CUDA; bf16 has fp32's exponent range.
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16 and dev.type == "cuda")
+    ctx = lambda: _autocast(dev, dtype)  # noqa: E731 - a fresh context manager per batch
+    hist: dict[str, Any] = {"epoch": [], "train_loss": [], "valid_loss": [], "seconds": [], "samples_per_s": [],
+                            "best_epoch": None, "device": str(dev), "amp": _dtype_name(dtype)}
+    best_loss, best_state = float("inf"), None
+    for epoch in range(epochs):
+        if hasattr(train_batches, "set_epoch"):
+            train_batches.set_epoch(epoch)
+        start = time.perf_counter()
+        train_loss, n = _train_epoch(method, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}")
+        seconds = time.perf_counter() - start
+        _record(hist, epoch=epoch, train_loss=train_loss, seconds=seconds, samples_per_s=n / max(seconds, 1e-9))
+        line = f"epoch {epoch + 1}/{epochs} train_loss={train_loss:.4f}"
+        if valid_batches is not None:
+            valid_loss = _valid_loss(method, model, valid_batches, ctx)
+            hist["valid_loss"].append(valid_loss)
+            line += f" valid_loss={valid_loss:.4f}"
+            if valid_loss < best_loss:
+                best_loss, hist["best_epoch"] = valid_loss, epoch
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        log(f"{line} {seconds:.1f}s {n / max(seconds, 1e-9):.0f} samples/s")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        log(f"restored epoch {hist['best_epoch'] + 1} (valid_loss={best_loss:.4f})")
+    return hist
+
+
+def _record(hist: dict[str, Any], **values: float) -> None:
+    for key, value in values.items():
+        hist[key].append(value)
+
+
+@torch.no_grad()
+def evaluate(method: ModuleType, model: nn.Module, batches: Iterable) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Predictions over ``batches`` in eval mode (the previous train/eval mode is restored afterwards).
+
+    Returns:
+        ``(pred, truth, keys)``: pred [N] (class ids or values), truth [N] (``batch[model.label_name]``,
+        default "label"), keys: the N sample keys in the same order.
+    """
+    was_training = model.training
+    model.eval()
+    label = getattr(model, "label_name", "label")
+    preds, truths, keys = [], [], []
+    try:
+        for batch in batches:
+            preds.append(method.predict(model, batch).detach().cpu().numpy())
+            y = batch[label]
+            truths.append(y.cpu().numpy() if torch.is_tensor(y) else np.asarray(y))
+            keys.extend(batch["__key__"])
+    finally:
+        model.train(was_training)
+    if not preds:
+        raise ValueError("evaluate: the batches yielded no samples")
+    return np.concatenate(preds), np.concatenate(truths), keys
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write ``{"state_dict", "meta"}`` to ``path`` atomically (temp file + rename); ``meta`` must be plain data."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
+    """Load weights saved by :func:`save_checkpoint` into ``model`` (on its device); returns the meta dict."""
+    device = next(model.parameters()).device
+    ckpt = torch.load(Path(path), map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["state_dict"])
+    return ckpt["meta"]

@@ -1,0 +1,142 @@
+"""``mmdata`` command line: synth, shard, inspect, verify, preview."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from mmdata.synth import SYNTHS
+
+    if args.corpus not in SYNTHS:
+        raise SystemExit(f"unknown corpus {args.corpus!r}; known: {', '.join(sorted(SYNTHS))}")
+    root = SYNTHS[args.corpus](Path(args.out), seed=args.seed)
+    print(f"wrote synthetic {args.corpus} to {root}")
+    return 0
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from mmdata.shards.build import shard_corpus
+
+    manifests = shard_corpus(args.corpus, args.root, args.out, reader=_parse_options(args.option),
+                             max_samples=args.max_samples, max_bytes=args.max_bytes,
+                             max_skip_fraction=args.max_skip_fraction, progress=True)
+    for split, manifest in manifests.items():
+        report = manifest["report"]
+        print(f"{args.corpus}/{split}: raw {report['raw']} = written {report['written']} + skipped "
+              f"{report['skipped']} {report['skipped_by_reason']}; {len(manifest['shards'])} shards")
+    return 0
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {"corpus": manifest["corpus"], "split": manifest["split"], "samples": manifest["samples"],
+            "shards": len(manifest["shards"]), "bytes": sum(s["bytes"] for s in manifest["shards"]),
+            "fields": {n: f"{f['dtype']}{tuple(f['shape'])} .{f['codec']}" for n, f in manifest["features"].items()},
+            "labels": manifest.get("class_counts") or manifest.get("label_summary"),
+            "source": manifest["source"].get("release"),
+            "report": {k: v for k, v in manifest["report"].items() if k != "skips"}}
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from mmdata.shards.manifest import read_manifest
+    from mmdata.shards.verify import split_dirs
+
+    summaries = [_summary(read_manifest(d)) for d in split_dirs(Path(args.dir))]
+    if args.json:
+        print(json.dumps(summaries, indent=1))
+        return 0
+    for s in summaries:
+        print(f"{s['corpus']}/{s['split']}: {s['samples']} samples in {s['shards']} shards, {s['bytes']} bytes")
+        print(f"  source: {s['source']}")
+        for name, desc in s["fields"].items():
+            print(f"  {name}: {desc}")
+        print(f"  labels: {s['labels']}")
+        print(f"  report: {s['report']}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from mmdata.shards.verify import verify
+
+    bad = 0
+    for split, problems in verify(args.dir).items():
+        for problem in problems:
+            print(f"FAIL {split}: {problem}")
+        bad += len(problems)
+        if not problems:
+            print(f"ok {split}")
+    return 1 if bad else 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from mmdata.preview import contact_sheet
+
+    path = contact_sheet(Path(args.dir), Path(args.out), split=args.split, count=args.count)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``mmdata`` command."""
+    parser = argparse.ArgumentParser(prog="mmdata", description="multimodal corpora -> checked WebDataset shards")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("synth", help="write a synthetic mini corpus in its real layout")
+    p.add_argument("corpus")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_cmd_synth)
+    p = sub.add_parser("shard", help="read a raw corpus and write checked shards")
+    p.add_argument("corpus")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="reader option")
+    p.add_argument("--max-samples", type=int, default=1000)
+    p.add_argument("--max-bytes", type=int, default=256 << 20)
+    p.add_argument("--max-skip-fraction", type=float, default=0.05)
+    p.set_defaults(run=_cmd_shard)
+    p = sub.add_parser("inspect", help="summarise the manifests of a shard directory")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_inspect)
+    p = sub.add_parser("verify", help="re-hash shards and reconcile counts; non-zero exit on any mismatch")
+    p.add_argument("dir")
+    p.set_defaults(run=_cmd_verify)
+    p = sub.add_parser("preview", help="contact sheet of samples as a PNG")
+    p.add_argument("dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--count", type=int, default=8)
+    p.set_defaults(run=_cmd_preview)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mmdata`` console script; returns the exit status."""
+    from mmdata.corpora.base import ConfigError
+    from mmdata.shards.manifest import ShardIntegrityError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ConfigError, ShardIntegrityError) as exc:
+        print(f"mmdata {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

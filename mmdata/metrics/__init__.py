@@ -1,0 +1,22 @@
+"""Evaluation metrics, registered by task: ``METRICS[task](pred, truth) -> dict[str, float]``.
+
+Every metric function takes numpy arrays and returns plain floats, so the result goes straight into
+``metrics.json`` for ``dvc metrics diff``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from mmdata.metrics.classification import accuracy, classification_metrics
+from mmdata.metrics.regression import mmsa_regression_metrics
+
+MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+METRICS: dict[str, MetricFn] = {
+    "classification": classification_metrics,
+    "regression": mmsa_regression_metrics,
+}
+
+__all__ = ["METRICS", "MetricFn", "accuracy", "classification_metrics", "mmsa_regression_metrics"]

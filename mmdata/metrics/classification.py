@@ -1,0 +1,49 @@
+"""Classification metrics: accuracy and macro F1 (MultiBench, Hateful Memes, AV-MNIST, CREMA-D conventions)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+
+def _class_ids(logits_or_pred: np.ndarray) -> np.ndarray:
+    """Class ids [n] from either logits/probabilities [n, C] (argmax) or ids [n] (unchanged)."""
+    arr = np.asarray(logits_or_pred)
+    if arr.ndim == 2:
+        return arr.argmax(axis=1)
+    if arr.ndim != 1:
+        raise ValueError(f"expected class ids [n] or logits [n, C], got shape {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Share of samples whose predicted class equals the true class.
+
+    Args:
+        pred: predicted class ids [n].
+        truth: true class ids [n].
+
+    Returns:
+        Accuracy in [0, 1] as a plain float (0.0 for an empty input, so reports stay JSON-serialisable).
+    """
+    pred, truth = np.asarray(pred).reshape(-1), np.asarray(truth).reshape(-1)
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred and truth differ in length: {pred.shape} vs {truth.shape}")
+    return float(np.mean(pred == truth)) if truth.size else 0.0
+
+
+def classification_metrics(logits_or_pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro F1 of a single-label classifier.
+
+    Args:
+        logits_or_pred: logits or probabilities [n, C] (argmax taken) or predicted class ids [n].
+        truth: true class ids [n].
+
+    Returns:
+        ``{"accuracy": float, "f1_macro": float}``. Macro F1 averages over the classes present in truth or
+        predictions (sklearn's default); a class never predicted scores F1 0 without a warning.
+    """
+    pred = _class_ids(logits_or_pred)
+    truth = np.asarray(truth).reshape(-1).astype(np.int64)
+    acc = accuracy(pred, truth)
+    f1 = float(f1_score(truth, pred, average="macro", zero_division=0)) if truth.size else 0.0
+    return {"accuracy": acc, "f1_macro": f1}

@@ -1,0 +1,301 @@
+"""Reading shards: ``load(...)`` -> an iterable of torch batch dicts (design section 5, reliability D4/D7/D8).
+
+How an epoch is planned (all from manifest counts and the index, before any media is read):
+
+1. Shards are shuffled with ``make_rng(seed, "shards", epoch)`` and dealt round-robin to ranks, so the
+   ranks hold disjoint shards that together cover the split; fewer shards than ranks is an error.
+2. Each rank shuffles its own samples with ``make_rng(seed, "samples", epoch, rank)`` and pads by repeating
+   its first samples up to the largest rank's count (counted in ``Loader.padded``), so every rank runs the
+   same number of batches (an uneven epoch hangs DDP collectives, streaming#447).
+3. Batch ``b`` of the rank is produced by DataLoader worker ``b % num_workers`` by random access through the
+   member offsets in ``index.parquet``. PyTorch returns worker batches round-robin, so the batch sequence is
+   identical for any worker count, and only the requested fields' bytes are read and decoded.
+
+Integrity: opening a split checks that every shard exists with the manifest's byte size and that the index
+holds the manifest's count per shard (a truncated shard fails here, naming it); every member read checks
+its tar header and the payload's crc32 from the index (a flipped bit in what is read fails, naming shard,
+key and field). ``verify=True`` also re-hashes every shard against the manifest's sha256 at open.
+"""
+from __future__ import annotations
+
+import os
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mmdata.rng import make_rng
+from mmdata.shards.codec import CodecError, decode
+from mmdata.shards.index import read_index
+from mmdata.shards.manifest import INDEX, ShardIntegrityError, manifest_features, read_manifest, sha256_file
+from mmdata.types import Features, Sample
+
+DEFAULT_SHARDS_ROOT = Path("data/shards")
+Augment = Callable[[Sample, np.random.Generator], Sample]
+
+
+def resolve_split_dir(source: str | Path, split: str, shards_root: str | Path = DEFAULT_SHARDS_ROOT) -> Path:
+    """The split directory for a corpus name, a corpus shard directory or a split directory."""
+    path = Path(source)
+    for candidate in (path, path / split, Path(shards_root) / str(source) / split):
+        if (candidate / "manifest.json").exists():
+            return candidate
+    raise ShardIntegrityError(
+        f"no completed shards for {source!r} split {split!r} (looked in {path}, {path / split} and "
+        f"{Path(shards_root) / str(source) / split}); run `mmdata shard` or `dvc repro` first")
+
+
+@dataclass
+class SplitShards:
+    """A split on disk, checked against its manifest: schema, shard records and the index columns."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    features: Features
+    index: dict[str, np.ndarray]
+    shard_rows: list[np.ndarray]  # index rows of each shard, in manifest order
+
+    @classmethod
+    def open(cls, directory: str | Path, verify: bool = False) -> SplitShards:
+        """Open and check a split directory (see the module docstring for what is checked)."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        index = read_index(directory / INDEX)
+        names = [s["name"] for s in manifest["shards"]]
+        position = {name: i for i, name in enumerate(names)}
+        shard_of_row = np.array([position.get(s, -1) for s in index["shard"]], dtype=np.int64)
+        if (shard_of_row < 0).any() or len(shard_of_row) != manifest["samples"]:
+            raise ShardIntegrityError(f"{directory / INDEX}: {len(shard_of_row)} rows for {manifest['samples']} "
+                                      f"samples in the manifest, or rows naming unlisted shards")
+        shard_rows = [np.flatnonzero(shard_of_row == i) for i in range(len(names))]
+        for record, rows in zip(manifest["shards"], shard_rows):
+            _check_shard(directory / record["name"], record, len(rows), verify)
+        return cls(directory, manifest, manifest_features(manifest), index, shard_rows)
+
+
+def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) -> None:
+    if not path.exists():
+        raise ShardIntegrityError(f"{path}: shard listed in the manifest is missing")
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        raise ShardIntegrityError(f"{path}: {size} bytes, manifest says {record['bytes']} (truncated or altered)")
+    if rows != record["samples"]:
+        raise ShardIntegrityError(f"{path}: index has {rows} samples, manifest says {record['samples']}")
+    if verify and sha256_file(path) != record["sha256"]:
+        raise ShardIntegrityError(f"{path}: sha256 differs from the manifest (corrupted)")
+
+
+def plan_epoch(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int = 0, epoch: int = 0, rank: int = 0,
+               world_size: int = 1, shuffle: bool = True, drop_last: bool = False) -> tuple[list[np.ndarray], int]:
+    """The batches (arrays of index rows) rank ``rank`` reads in ``epoch``, and how many rows are padding.
+
+    Every rank gets the same number of batches; see the module docstring for the rules.
+
+    Raises:
+        ValueError: fewer shards than ranks, or a non-positive batch size.
+    """
+    if len(shard_rows) < world_size:
+        raise ValueError(f"{len(shard_rows)} shards cannot be split over {world_size} ranks; write more shards "
+                         f"(lower shard max_samples) or use fewer ranks")
+    if batch_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
+    order = make_rng(seed, "shards", epoch).permutation(len(shard_rows)) if shuffle else np.arange(len(shard_rows))
+    per_rank = [np.concatenate([shard_rows[s] for s in order[r::world_size]]) for r in range(world_size)]
+    target = max(len(rows) for rows in per_rank)
+    mine = per_rank[rank]
+    if shuffle:
+        mine = make_rng(seed, "samples", epoch, rank).permutation(mine)
+    padded = target - len(mine)
+    mine = np.concatenate([mine, np.resize(mine, padded)]) if padded else mine
+    count = target // batch_size if drop_last else -(-target // batch_size)
+    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(count)], padded
+
+
+class _MemberReader:
+    """Random access to sample fields by index row; one file descriptor per shard, opened lazily."""
+
+    def __init__(self, shards: SplitShards, fields: Sequence[str]) -> None:
+        self.shards, self.fields = shards, tuple(fields)
+        self.fds: dict[str, int] = {}
+
+    def _fd(self, shard: str) -> int:
+        if shard not in self.fds:
+            self.fds[shard] = os.open(self.shards.directory / shard, os.O_RDONLY)
+        return self.fds[shard]
+
+    def _payload(self, row: int, name: str) -> bytes:
+        index, shards = self.shards.index, self.shards
+        shard, key = index["shard"][row], index["key"][row]
+        offset, size = int(index[f"offset_{name}"][row]), int(index[f"size_{name}"][row])
+        # The 512 bytes before the payload are the member's own tar header: checking it catches flipped
+        # header bits and offsets that point at the wrong member.
+        block = os.pread(self._fd(shard), tarfile.BLOCKSIZE + size, offset - tarfile.BLOCKSIZE)
+        where = f"{shards.directory / shard}: sample {key} field {name}"
+        if len(block) != tarfile.BLOCKSIZE + size:
+            raise ShardIntegrityError(f"{where}: shard ends early (truncated)")
+        try:
+            info = tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise ShardIntegrityError(f"{where}: damaged tar header ({exc})") from exc
+        member = f"{key}.{name}.{shards.features[name].codec}"
+        if info.size != size or not info.name or not member.startswith(info.name):
+            raise ShardIntegrityError(f"{where}: header names {info.name!r} ({info.size} bytes), expected {member!r}")
+        payload = block[tarfile.BLOCKSIZE:]
+        if zlib.crc32(payload) != int(index[f"crc32_{name}"][row]):
+            raise ShardIntegrityError(f"{where}: payload checksum mismatch (corrupted)")
+        return payload
+
+    def read(self, row: int) -> Sample:
+        """Decode the requested fields of one index row into a sample dict."""
+        sample: Sample = {"__key__": str(self.shards.index["key"][row])}
+        for name in self.fields:
+            try:
+                sample[name] = decode(self._payload(row, name), self.shards.features[name])
+            except CodecError as exc:
+                raise ShardIntegrityError(f"{self.shards.directory}: sample {sample['__key__']} field {name}: "
+                                          f"{exc}") from exc
+        return sample
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+def collate(samples: Sequence[Sample], features: Features, fields: Sequence[str]) -> dict[str, Any]:
+    """Stack samples into a batch dict.
+
+    Returns:
+        ``__key__``: list[str]; array fields: tensors ``[B, *shape]`` in the stored dtype; a field with a
+        variable first axis: zero-padded ``[B, T_max, ...]`` plus ``<field>_lengths`` int64 ``[B]`` and
+        ``<field>_mask`` bool ``[B, T_max]`` (True = real step); str fields: list[str].
+    """
+    batch: dict[str, Any] = {"__key__": [s["__key__"] for s in samples]}
+    for name in fields:
+        spec, values = features[name], [s[name] for s in samples]
+        if spec.dtype == "str":
+            batch[name] = values
+        elif spec.variable_axes:
+            batch.update(_pad(name, [np.asarray(v, dtype=spec.dtype) for v in values]))
+        else:
+            batch[name] = torch.from_numpy(np.stack([np.asarray(v, dtype=spec.dtype) for v in values]))
+    return batch
+
+
+def _pad(name: str, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    out = np.zeros((len(arrays), int(lengths.max()), *arrays[0].shape[1:]), dtype=arrays[0].dtype)
+    for i, array in enumerate(arrays):
+        out[i, :len(array)] = array
+    mask = np.arange(out.shape[1])[None, :] < lengths[:, None]
+    return {name: torch.from_numpy(out), f"{name}_lengths": torch.from_numpy(lengths),
+            f"{name}_mask": torch.from_numpy(mask)}
+
+
+class _EpochStream(IterableDataset):
+    """One rank's epoch: worker ``w`` of ``W`` yields batches ``w, w + W, ...`` of the plan."""
+
+    def __init__(self, shards: SplitShards, plan: list[np.ndarray], fields: Sequence[str], augment: Augment | None,
+                 seed: int, epoch: int) -> None:
+        self.shards, self.plan, self.fields = shards, plan, tuple(fields)
+        self.augment, self.seed, self.epoch = augment, seed, epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        reader = _MemberReader(self.shards, self.fields)
+        try:
+            for rows in self.plan[worker::workers]:
+                samples = [reader.read(int(r)) for r in rows]
+                if self.augment is not None:
+                    # Keyed by sample, not by worker: the same draw for any worker count (AUG-03).
+                    samples = [self.augment(s, make_rng(self.seed, "augment", self.epoch, s["__key__"]))
+                               for s in samples]
+                yield collate(samples, self.shards.features, self.fields)
+        finally:
+            reader.close()
+
+
+class Loader:
+    """A re-iterable epoch of batch dicts for one rank; call :meth:`set_epoch` (or let the loop) per epoch.
+
+    Attributes:
+        shards: the opened split.
+        fields: the fields decoded into each batch.
+        padded: repeated rows added to this rank in the current epoch to equalise batch counts.
+    """
+
+    def __init__(self, shards: SplitShards, *, fields: Sequence[str], batch_size: int, shuffle: bool, seed: int,
+                 epoch: int, rank: int, world_size: int, num_workers: int, drop_last: bool,
+                 augment: Augment | None) -> None:
+        unknown = sorted(set(fields) - set(shards.features))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown} for {shards.directory}; available: {sorted(shards.features)}")
+        self.shards, self.fields = shards, tuple(fields)
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
+        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self.drop_last, self.augment = drop_last, augment
+        self.plan()  # fail now, not in the first training step, if ranks/batch settings are impossible
+
+    @property
+    def features(self) -> Features:
+        """Schema of the requested fields."""
+        return {name: self.shards.features[name] for name in self.fields}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle the next iteration uses."""
+        self.epoch = epoch
+
+    def plan(self) -> list[np.ndarray]:
+        """This rank's batches of index rows for the current epoch (see :func:`plan_epoch`)."""
+        batches, self.padded = plan_epoch(self.shards.shard_rows, batch_size=self.batch_size, seed=self.seed,
+                                          epoch=self.epoch, rank=self.rank, world_size=self.world_size,
+                                          shuffle=self.shuffle, drop_last=self.drop_last)
+        return batches
+
+    def __len__(self) -> int:
+        return len(self.plan())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        stream = _EpochStream(self.shards, self.plan(), self.fields, self.augment, self.seed, self.epoch)
+        if self.num_workers == 0:
+            return iter(stream)
+        # batch_size=None: workers build whole batches (on 2 cores, per-sample transfer lost to no workers).
+        return iter(DataLoader(stream, batch_size=None, num_workers=self.num_workers))
+
+
+def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | None = None, batch_size: int = 32,
+         shuffle: bool | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
+         num_workers: int = 0, drop_last: bool = False, augment: Augment | None = None, verify: bool = False,
+         shards_root: str | Path = DEFAULT_SHARDS_ROOT) -> Loader:
+    """Open a shard split for training or evaluation.
+
+    Args:
+        source: a corpus name (read from ``shards_root/<name>/<split>``), a corpus shard directory or a split
+            directory.
+        split: "train", "valid", "test".
+        fields: fields to decode (default: all); only these members are read.
+        batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
+        shuffle: epoch-seeded shuffle (default: True for "train", False otherwise).
+        seed, epoch: the shuffle and augmentation seeds (same values -> same batches, any worker count).
+        rank, world_size: this process's share for distributed training (disjoint shards per rank).
+        num_workers: DataLoader worker processes decoding batches.
+        drop_last: drop the last partial batch.
+        augment: ``augment(sample, rng) -> sample`` applied per sample in the workers.
+        verify: re-hash every shard against the manifest at open (slower; catches any corruption).
+        shards_root: where corpus names are looked up.
+
+    Returns:
+        A :class:`Loader`: iterate for batch dicts (see :func:`collate`), ``len()`` for batches per rank.
+    """
+    shards = SplitShards.open(resolve_split_dir(source, split, shards_root), verify=verify)
+    return Loader(shards, fields=list(shards.features) if fields is None else list(fields),
+                  batch_size=batch_size, shuffle=(split == "train") if shuffle is None else shuffle, seed=seed,
+                  epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers, drop_last=drop_last,
+                  augment=augment)

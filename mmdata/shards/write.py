@@ -1,0 +1,325 @@
+"""Deterministic, atomic, size-bounded shard writing (design section 4, reliability D1-D3).
+
+A split is written into ``<split>.tmp-<pid>/``: shards as ``*.tar.partial`` renamed to ``*.tar`` when
+complete, then the reconciliation (re-read every shard and compare keys with what was written), then
+``index.parquet`` and last ``manifest.json``; only then is the directory renamed into place. A killed run
+leaves a ``.tmp-*`` directory and nothing that looks finished; the next run removes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdata.corpora.base import REPAIRS, SOURCE, Skip
+from mmdata.corpora.check import SampleError, check_sample
+from mmdata.shards.codec import encode
+from mmdata.shards.index import write_index
+from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError, write_json_atomic
+from mmdata.types import KEY_PATTERN, Features, Sample, check_features, field_modality
+
+
+class BadInputError(RuntimeError):
+    """Too many raw items were skipped (or none written); the message carries the skip summary."""
+
+
+class _HashingFile:
+    """A write-only file that feeds every byte to sha256 (so no second pass is needed to hash a shard)."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "wb")
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def close(self) -> None:
+        """Flush and fsync before closing: the rename that follows must not publish unwritten bytes."""
+        if not self.handle.closed:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+
+
+@dataclass
+class _Shard:
+    """One shard being written: its tar stream and the keys it holds."""
+
+    path: Path
+    file: _HashingFile
+    tar: tarfile.TarFile
+    keys: list[str] = field(default_factory=list)
+
+
+def _member_info(name: str, size: int) -> tarfile.TarInfo:
+    # Fixed metadata (mtime 0, root owner, no names) makes the bytes depend on content only, and an
+    # integer mtime keeps tarfile from adding a PAX header per member (design 5b).
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class ShardSink:
+    """Writes samples as tar members into numbered shards, rotating at ``max_samples`` or ``max_bytes``."""
+
+    def __init__(self, directory: Path, prefix: str, max_samples: int, max_bytes: int) -> None:
+        if max_samples < 1 or max_bytes < 1:
+            raise ValueError("max_samples and max_bytes must be positive")
+        self.directory, self.prefix = directory, prefix
+        self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.current: _Shard | None = None
+        self.done: list[dict[str, Any]] = []
+
+    def _open(self) -> _Shard:
+        path = self.directory / f"{self.prefix}-{len(self.done):06d}.tar"
+        handle = _HashingFile(path.with_name(path.name + ".partial"))
+        tar = tarfile.TarFile(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT)
+        return _Shard(path, handle, tar)
+
+    def add(self, key: str, members: list[tuple[str, bytes]]) -> tuple[str, list[int]]:
+        """Append one sample's members (consecutive, in the given order); return (shard name, data offsets)."""
+        size = sum(len(data) + 1024 for _, data in members)
+        shard = self.current
+        if shard is not None and shard.keys and (
+                len(shard.keys) >= self.max_samples or shard.tar.offset + size > self.max_bytes):
+            self._finish()
+            shard = None
+        if shard is None:
+            shard = self.current = self._open()
+        offsets = []
+        for name, data in members:
+            shard.tar.addfile(_member_info(name, len(data)), io.BytesIO(data))
+            padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            offsets.append(shard.tar.offset - padded)
+        shard.keys.append(key)
+        return shard.path.name, offsets
+
+    def _finish(self) -> None:
+        shard, self.current = self.current, None
+        shard.tar.close()
+        shard.file.close()
+        os.replace(shard.path.with_name(shard.path.name + ".partial"), shard.path)
+        self.done.append({"name": shard.path.name, "samples": len(shard.keys), "bytes": shard.path.stat().st_size,
+                          "sha256": shard.file.digest.hexdigest(), "first_key": shard.keys[0],
+                          "last_key": shard.keys[-1], "keys": shard.keys})
+
+    def close(self) -> list[dict[str, Any]]:
+        """Finish the open shard; return per-shard records (name, samples, bytes, sha256, keys)."""
+        if self.current is not None:
+            self._finish()
+        return self.done
+
+
+def shard_keys(path: Path) -> list[str]:
+    """Sample keys of a tar shard in order, read back with tarfile (the reconciliation's independent view)."""
+    keys: list[str] = []
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            key = member.name.split(".", 1)[0]
+            if not keys or keys[-1] != key:
+                keys.append(key)
+    return keys
+
+
+def _reconcile(directory: Path, shards: list[dict[str, Any]]) -> None:
+    """Re-read every shard and compare its keys with what the writer recorded (writer counters can lie)."""
+    for shard in shards:
+        got = shard_keys(directory / shard["name"])
+        if got != shard["keys"]:
+            raise ShardIntegrityError(f"{directory / shard['name']}: wrote {len(shard['keys'])} samples, "
+                                      f"read back {len(got)} (reconciliation failed)")
+
+
+@dataclass
+class _Ledger:
+    """Counts that must reconcile: raw = written + skipped; plus the repairs applied."""
+
+    raw: int = 0
+    skips: list[Skip] = field(default_factory=list)
+    repairs: Counter = field(default_factory=Counter)
+    labels: list[Any] = field(default_factory=list)
+
+    def report(self, written: int) -> dict[str, Any]:
+        reasons = Counter(s.reason for s in self.skips)
+        assert self.raw == written + len(self.skips), "ledger does not balance"
+        return {"raw": self.raw, "written": written, "skipped": len(self.skips),
+                "skipped_by_reason": dict(sorted(reasons.items())), "repairs": dict(sorted(self.repairs.items())),
+                "skips": [s.to_json() for s in self.skips]}
+
+
+def _label_summary(labels: list[Any], features: Features, label: str) -> dict[str, Any]:
+    classes = features[label].classes
+    if classes is not None:
+        counts = Counter(int(v) for v in labels)
+        return {"class_counts": {name: counts.get(i, 0) for i, name in enumerate(classes)}}
+    values = np.asarray(labels, dtype=np.float64)
+    rounded = Counter(int(v) for v in np.round(values))
+    return {"label_summary": {"min": float(values.min()), "max": float(values.max()),
+                              "mean": float(values.mean()), "rounded_counts": dict(sorted(rounded.items()))}}
+
+
+def _index_row(key: str, shard: str, sample: Sample, features: Features, label: str,
+               payloads: list[bytes], offsets: list[int]) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": key, "shard": shard}
+    value = sample[label]
+    row["label"] = int(value) if features[label].classes is not None else float(value)
+    for name, data, offset in zip(sorted(features), payloads, offsets):
+        row[f"offset_{name}"] = offset
+        row[f"size_{name}"] = len(data)
+        row[f"crc32_{name}"] = zlib.crc32(data)
+        if features[name].variable_axes:
+            row[f"length_{name}"] = int(np.shape(sample[name])[0])
+    return row
+
+
+def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger: _Ledger,
+           where: str) -> Sample | None:
+    """Count one raw item; return the clean sample to write, or None after recording why it was skipped."""
+    ledger.raw += 1
+    if isinstance(item, Skip):
+        ledger.skips.append(item)
+        return None
+    sample = dict(item)
+    repairs = sample.pop(REPAIRS, ())
+    source = str(sample.pop(SOURCE, where))
+    key = sample.get("__key__", "")
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        ledger.skips.append(Skip(str(key), source, "bad_key", f"key {key!r} does not match {KEY_PATTERN.pattern}"))
+        return None
+    if key in seen:
+        ledger.skips.append(Skip(key, source, "duplicate_key", f"key {key} already written from {seen[key]}"))
+        return None
+    try:
+        check_sample(sample, features)
+    except SampleError as exc:
+        ledger.skips.append(Skip(key, source, exc.reason, str(exc)))
+        return None
+    seen[key] = source
+    ledger.repairs.update(repairs)
+    return sample
+
+
+def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: Path, *, corpus: str, split: str,
+                max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
+                params: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write one split as tar shards + index.parquet + manifest.json, atomically.
+
+    Args:
+        items: the reader's stream of samples and skips, in deterministic order.
+        features: the corpus schema; every sample is checked against it before writing.
+        split_dir: final directory (``data/shards/<corpus>/<split>``); replaced only when complete.
+        corpus, split: names recorded in the manifest and used in shard file names.
+        max_samples, max_bytes: shard size bounds (a shard always holds at least one sample).
+        max_skip_fraction: fail (nothing committed) when more than this share of raw items is skipped.
+        params, source: the params used and the raw-source fingerprint, recorded in the manifest.
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        BadInputError: no sample written, or too many skipped (the summary names the reasons).
+    """
+    check_features(features)
+    split_dir = Path(split_dir)
+    tmp = split_dir.with_name(f"{split_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
+                               max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
+                               source=source or {})
+        replace_dir(tmp, split_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
+        raise
+    return manifest
+
+
+def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *, corpus: str, split: str,
+                max_samples: int, max_bytes: int, max_skip_fraction: float, params: dict[str, Any],
+                source: dict[str, Any]) -> dict[str, Any]:
+    label = next(n for n in features if field_modality(n) == "label")
+    names = sorted(features)
+    sink = ShardSink(tmp, f"{corpus}-{split}", max_samples, max_bytes)
+    ledger, seen, rows = _Ledger(), {}, []
+    where = str(source.get("release", corpus))
+    for item in items:
+        sample = _admit(item, features, seen, ledger, where)
+        if sample is None:
+            continue
+        key = sample["__key__"]
+        payloads = [encode(sample[name], features[name]) for name in names]
+        members = [(f"{key}.{name}.{features[name].codec}", data) for name, data in zip(names, payloads)]
+        shard, offsets = sink.add(key, members)
+        rows.append(_index_row(key, shard, sample, features, label, payloads, offsets))
+        ledger.labels.append(sample[label])
+    shards = sink.close()
+    report = ledger.report(len(rows))
+    _check_budget(report, max_skip_fraction, f"{corpus}/{split}")
+    _reconcile(tmp, shards)
+    write_index(tmp / INDEX, rows)
+    manifest = {
+        "format": FORMAT, "toolkit_version": _version(), "corpus": corpus, "split": split,
+        "features": {n: features[n].to_json() for n in names},
+        "codecs": {n: features[n].codec for n in names}, "label_field": label,
+        "shards": [{k: v for k, v in s.items() if k != "keys"} for s in shards],
+        "samples": len(rows), **_label_summary(ledger.labels, features, label),
+        "source": source, "params": params, "report": report,
+    }
+    write_json_atomic(tmp / MANIFEST, manifest)  # last: its presence means the split is complete
+    return manifest
+
+
+def _check_budget(report: dict[str, Any], max_skip_fraction: float, what: str) -> None:
+    summary = f"raw {report['raw']}, written {report['written']}, skipped {report['skipped_by_reason']}"
+    if report["written"] == 0:
+        raise BadInputError(f"{what}: no sample written ({summary})")
+    if report["skipped"] > max_skip_fraction * report["raw"]:
+        first = report["skips"][0]
+        raise BadInputError(
+            f"{what}: skipped {report['skipped']}/{report['raw']} raw items, more than max_skip_fraction "
+            f"{max_skip_fraction} ({summary}); first: {first['source']} {first['key']}: {first['detail']}")
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a completed directory into place, replacing ``dst``; the old one is removed after the swap."""
+    old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale(directory: Path) -> list[Path]:
+    """Delete ``*.tmp-*`` / ``*.old-*`` leftovers of killed runs next to and inside ``directory``."""
+    stale = []
+    if directory.parent.is_dir():  # only this directory's own leftovers, never a sibling corpus's
+        stale += [p for p in directory.parent.iterdir()
+                  if p.name.startswith((f"{directory.name}.tmp-", f"{directory.name}.old-"))]
+    if directory.is_dir():
+        stale += [p for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return stale
+
+
+def _version() -> str:
+    from mmdata import __version__
+
+    return __version__

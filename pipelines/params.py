@@ -1,0 +1,69 @@
+"""params.yaml loading with the checks that turn a typo into an immediate, named error."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmdata.corpora.base import ConfigError
+
+PARAMS = Path("params.yaml")
+TOP_LEVEL = {"seed", "corpora", "train", "experiments"}
+CORPUS_KEYS = {"root", "synth", "reader", "shard"}
+EXPERIMENT_KEYS = {"corpus", "method", "fields", "model", "train"}
+
+
+def keyword_options(fn: Callable[..., Any]) -> set[str]:
+    """Names of the keyword-only parameters of ``fn`` (the options a params.yaml block may set)."""
+    return {n for n, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
+
+
+def check_keys(given: dict[str, Any], allowed: set[str], where: str) -> None:
+    """Raise ConfigError naming unknown keys, the valid ones, and where to fix them."""
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where} of params.yaml; valid: {sorted(allowed)}")
+
+
+def load_params(path: Path = PARAMS) -> dict[str, Any]:
+    """params.yaml as a dict, with its top-level, corpus and experiment keys checked."""
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run from the repository root")
+    params = yaml.safe_load(path.read_text()) or {}
+    check_keys(params, TOP_LEVEL, "the top level")
+    for name, block in params.get("corpora", {}).items():
+        check_keys(block, CORPUS_KEYS, f"corpora.{name}")
+    for name, block in params.get("experiments", {}).items():
+        check_keys(block, EXPERIMENT_KEYS, f"experiments.{name}")
+    return params
+
+
+def corpus_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``corpora.<name>`` block, or ConfigError listing the configured corpora."""
+    try:
+        return params["corpora"][name]
+    except KeyError:
+        raise ConfigError(f"corpus {name!r} is not configured under corpora: in params.yaml; "
+                          f"configured: {sorted(params.get('corpora', {}))}") from None
+
+
+def experiment_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``experiments.<name>`` block, or ConfigError listing the configured experiments."""
+    try:
+        return params["experiments"][name]
+    except KeyError:
+        raise ConfigError(f"experiment {name!r} is not configured under experiments: in params.yaml; "
+                          f"configured: {sorted(params.get('experiments', {}))}") from None
+
+
+def shards_dir(name: str) -> Path:
+    """Where corpus ``name``'s shards live (the DVC output of its shard stage)."""
+    return Path("data/shards") / name
+
+
+def experiment_dir(name: str) -> Path:
+    """Where experiment ``name``'s model, history and metrics live."""
+    return Path("results/exp") / name

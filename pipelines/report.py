@@ -1,0 +1,78 @@
+"""Stage ``report``: one comparison table (results/report.md), a plot (results/report.png) and
+results/metrics.json (experiment -> test metrics), which ``dvc metrics diff`` compares."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
+
+from mmdata.corpora import get_corpus  # noqa: E402
+from pipelines.params import experiment_dir, load_params  # noqa: E402
+
+RESULTS = Path("results")
+#: The metric each task's plot shows.
+HEADLINE = {"classification": "accuracy", "regression": "non0_acc2"}
+
+
+def collect(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """experiment -> {corpus, method, fields, metrics} for every configured experiment."""
+    rows = {}
+    for name, exp in params["experiments"].items():
+        metrics = json.loads((experiment_dir(name) / "metrics.json").read_text())
+        rows[name] = {"corpus": exp["corpus"], "method": exp["method"], "fields": list(exp["fields"]),
+                      "metrics": metrics}
+    return rows
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    """A markdown table per corpus: one line per experiment, one column per metric."""
+    lines = ["# mmdata report", "", "Test-split metrics per experiment (fused against each single modality).", ""]
+    for corpus in sorted({r["corpus"] for r in rows.values()}):
+        mine = {n: r for n, r in rows.items() if r["corpus"] == corpus}
+        names = sorted({m for r in mine.values() for m in r["metrics"]})
+        lines += [f"## {corpus}", "", "| experiment | method | fields | " + " | ".join(names) + " |",
+                  "|---" * (3 + len(names)) + "|"]
+        for name, r in mine.items():
+            values = " | ".join(_fmt(r["metrics"].get(m)) for m in names)
+            lines.append(f"| {name} | {r['method']} | {', '.join(r['fields'])} | {values} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """One bar panel per corpus with its task's headline metric."""
+    corpora = sorted({r["corpus"] for r in rows.values()})
+    fig, axes = plt.subplots(1, len(corpora), figsize=(4.5 * len(corpora), 3.5), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora):
+        metric = HEADLINE[get_corpus(corpus).task]
+        mine = {n: r["metrics"][metric] for n, r in rows.items() if r["corpus"] == corpus}
+        ax.bar(range(len(mine)), list(mine.values()), color="tab:blue")
+        ax.set_xticks(range(len(mine)), list(mine), rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{corpus}: {metric}")
+        ax.set_ylim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    rows = collect(load_params())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "report.md").write_text(table(rows) + "\n")
+    plot(rows, RESULTS / "report.png")
+    metrics = {name: r["metrics"] for name, r in rows.items()}
+    (RESULTS / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    print((RESULTS / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
