@@ -58,8 +58,12 @@ class ImageEncoder(nn.Module):
     conv makes it insensitive to the input scale (0..1 or 0..255 floats).
     """
 
-    def __init__(self, channels: int, dim: int, width: int = 16) -> None:
+    def __init__(self, channels: int, dim: int, width: int = 16, size: tuple[int, int] = (32, 32)) -> None:
         super().__init__()
+        # Inputs larger than ~32 px are average-pooled first: a 112x112 spectrogram trained 9x slower on
+        # 2 CPU cores at full size with no accuracy gain on AV-MNIST.
+        pool = max(1, min(size) // 32)
+        self.stem = nn.AvgPool2d(pool) if pool > 1 else nn.Identity()
         self.convs = nn.Sequential(
             _conv_block(channels, width), _conv_block(width, 2 * width), _conv_block(2 * width, 4 * width)
         )
@@ -68,16 +72,17 @@ class ImageEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """[B, H, W] or [B, H, W, C] -> [B, dim]; ``mask`` is ignored (images have fixed size)."""
         x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-        return self.proj(self.convs(x).mean(dim=(2, 3)))
+        return self.proj(self.convs(self.stem(x)).mean(dim=(2, 3)))
 
 
 class SequenceEncoder(nn.Module):
-    """Per-step projection then masked mean and max pooling over time.
+    """Per-step projection then masked mean and max pooling over time (the default sequence encoder).
 
-    Input [B, T, D] with optional mask [B, T] (True = real step); output [B, dim]. Chosen over a 1-layer GRU:
-    on MOSI-like features it trained as well and ran several times faster on CPU (see the report in
-    ``tests/test_methods.py``). LayerNorm after the projection makes it insensitive to raw feature scales
-    (COVAREP values span orders of magnitude).
+    Input [B, T, D] with optional mask [B, T] (True = real step); output [B, dim]. Measured against
+    :class:`GRUEncoder` on 2 CPU threads, B=32: 4x (T=50, D=768) to 30x (T=500, D=20) faster per training step.
+    The GRU fits order-dependent synthetic targets better, hence it stays available as ``"gru"``. LayerNorm
+    after the projection keeps it working on unnormalised features (x100 inputs: test MAE 0.20 with it, 0.33
+    without, GRU saturated at the constant baseline), at some cost on unit-scale ones (0.12 vs 0.05).
     """
 
     def __init__(self, in_dim: int, dim: int) -> None:
@@ -98,6 +103,29 @@ class SequenceEncoder(nn.Module):
         return self.proj(torch.cat([mean, peak], dim=-1))
 
 
+class GRUEncoder(nn.Module):
+    """One-layer GRU over the real steps (packed, so padding is never read); last hidden state -> linear.
+
+    Input [B, T, D] with optional mask [B, T]; output [B, dim]. Slower than :class:`SequenceEncoder` on CPU
+    but sensitive to step order. The mask is assumed to be a prefix (True steps first), as padding is.
+    """
+
+    def __init__(self, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(in_dim, dim, batch_first=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, D] (+ mask [B, T]) -> [B, dim]."""
+        if mask is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+        else:  # pack_padded_sequence wants CPU lengths >= 1; an empty sequence reads one zero step.
+            lengths = mask.sum(dim=1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)
+        return self.proj(h[-1])
+
+
 class VectorEncoder(nn.Module):
     """Two-layer MLP for fixed vectors: [B, D] -> [B, dim]."""
 
@@ -110,7 +138,10 @@ class VectorEncoder(nn.Module):
         return self.net(x)
 
 
-ENCODERS: dict[str, type[nn.Module]] = {"image": ImageEncoder, "sequence": SequenceEncoder, "vector": VectorEncoder}
+#: Encoder classes by kind; sequence fields use ``"sequence"`` unless a method asks for ``"gru"``.
+ENCODERS: dict[str, type[nn.Module]] = {
+    "image": ImageEncoder, "sequence": SequenceEncoder, "gru": GRUEncoder, "vector": VectorEncoder,
+}
 
 
 def encoder_kind(name: str, field: Field) -> str:
@@ -134,11 +165,19 @@ def encoder_kind(name: str, field: Field) -> str:
     raise ValueError(f"no encoder for field {name!r} with modality {modality!r} and shape {shape}")
 
 
-def build_encoder(name: str, field: Field, dim: int) -> nn.Module:
-    """An encoder mapping field ``name`` (batch tensor [B, *shape]) to [B, dim], chosen by :func:`encoder_kind`."""
+def build_encoder(name: str, field: Field, dim: int, sequence: str = "sequence") -> nn.Module:
+    """An encoder mapping field ``name`` (batch tensor [B, *shape]) to [B, dim], chosen by :func:`encoder_kind`.
+
+    Args:
+        sequence: the :data:`ENCODERS` kind used for [T, D] fields ("sequence" = mean+max pooling, or "gru").
+    """
     kind = encoder_kind(name, field)
+    if kind == "sequence":
+        if sequence not in ("sequence", "gru"):
+            raise ValueError(f"sequence encoder must be 'sequence' or 'gru', got {sequence!r}")
+        kind = sequence
     if kind == "image":
-        return ImageEncoder(field.shape[2] if len(field.shape) == 3 else 1, dim)
+        return ImageEncoder(field.shape[2] if len(field.shape) == 3 else 1, dim, size=field.shape[:2])
     return ENCODERS[kind](field.shape[-1], dim)
 
 

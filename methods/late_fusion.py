@@ -24,13 +24,14 @@ class LateFusion(nn.Module):
         task: "classification" (head outputs [B, C] logits) or "regression" (head output [B]).
     """
 
-    def __init__(self, features: Features, fields: list[str], dim: int, hidden: int, dropout: float, fusion: str):
+    def __init__(self, features: Features, fields: list[str], dim: int, hidden: int, dropout: float, fusion: str,
+                 sequence: str = "sequence"):
         super().__init__()
         self.label_name, label = label_field(features)
         self.task = "classification" if label.classes else "regression"
         self.fields = tuple(fields)
         self.features = {n: features[n] for n in self.fields}
-        self.encoders = nn.ModuleDict({n: build_encoder(n, features[n], dim) for n in self.fields})
+        self.encoders = nn.ModuleDict({n: build_encoder(n, features[n], dim, sequence) for n in self.fields})
         self.fusion = FUSIONS[fusion]({n: dim for n in self.fields}, hidden, dropout)
         self.head = nn.Linear(hidden, len(label.classes) if label.classes else 1)
 
@@ -58,6 +59,7 @@ def build_model(
     hidden: int = 128,
     dropout: float = 0.1,
     fusion: str = "concat",
+    sequence: str = "sequence",
 ) -> LateFusion:
     """A late-fusion model over ``fields`` of a corpus schema.
 
@@ -68,6 +70,7 @@ def build_model(
         hidden: fused embedding size.
         dropout: dropout after the fusion MLP.
         fusion: a key of ``methods.blocks.FUSIONS``.
+        sequence: encoder for [T, D] fields: "sequence" (masked mean+max pooling, fast) or "gru".
 
     Raises:
         ValueError: empty or unknown ``fields``, an unknown fusion, or a field no encoder handles.
@@ -77,7 +80,7 @@ def build_model(
         raise ValueError(f"fields must name input fields of the corpus; unknown {missing}, known {sorted(features)}")
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(sorted(FUSIONS))}")
-    return LateFusion(features, list(fields), dim, hidden, dropout, fusion)
+    return LateFusion(features, list(fields), dim, hidden, dropout, fusion, sequence)
 
 
 def _target(model: LateFusion, batch: dict[str, Any]) -> torch.Tensor:

@@ -127,14 +127,13 @@ def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, 
         valid_batches: when given, the state with the lowest validation loss is restored at the end.
         log: called with one line per epoch.
 
+    The model is left in eval mode.
+
     Returns:
         History: lists ``epoch``, ``train_loss``, ``valid_loss`` (empty without validation), ``seconds``,
         ``samples_per_s``; ``best_epoch`` (None without validation), ``device``, ``amp``.
     """
-    if isinstance(method, str):
-        from methods import get_method
-
-        method = get_method(method)
+    method = _as_method(method)
     torch.manual_seed(seed)
     dev = resolve_device(device)
     dtype = amp_dtype(dev, amp)
@@ -145,32 +144,49 @@ def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, 
     ctx = lambda: _autocast(dev, dtype)  # noqa: E731 - a fresh context manager per batch
     hist: dict[str, Any] = {"epoch": [], "train_loss": [], "valid_loss": [], "seconds": [], "samples_per_s": [],
                             "best_epoch": None, "device": str(dev), "amp": _dtype_name(dtype)}
-    best_loss, best_state = float("inf"), None
+    best_state = None
     for epoch in range(epochs):
-        if hasattr(train_batches, "set_epoch"):
-            train_batches.set_epoch(epoch)
-        start = time.perf_counter()
-        train_loss, n = _train_epoch(method, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}")
-        seconds = time.perf_counter() - start
-        _record(hist, epoch=epoch, train_loss=train_loss, seconds=seconds, samples_per_s=n / max(seconds, 1e-9))
-        line = f"epoch {epoch + 1}/{epochs} train_loss={train_loss:.4f}"
-        if valid_batches is not None:
-            valid_loss = _valid_loss(method, model, valid_batches, ctx)
-            hist["valid_loss"].append(valid_loss)
-            line += f" valid_loss={valid_loss:.4f}"
-            if valid_loss < best_loss:
-                best_loss, hist["best_epoch"] = valid_loss, epoch
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        log(f"{line} {seconds:.1f}s {n / max(seconds, 1e-9):.0f} samples/s")
+        rec = _fit_epoch(method, model, epoch, train_batches, valid_batches, opt, scaler, ctx)
+        for key, value in rec.items():
+            hist[key].append(value)
+        best = hist["best_epoch"]
+        if "valid_loss" in rec and (best is None or rec["valid_loss"] < hist["valid_loss"][best]):
+            # Copied to CPU so that keeping the best state costs no accelerator memory.
+            hist["best_epoch"], best_state = epoch, {k: v.detach().to("cpu", copy=True)
+                                                     for k, v in model.state_dict().items()}
+        log(_format(rec, epochs))
     if best_state is not None:
         model.load_state_dict(best_state)
-        log(f"restored epoch {hist['best_epoch'] + 1} (valid_loss={best_loss:.4f})")
+        log(f"restored epoch {hist['best_epoch'] + 1} (valid_loss={hist['valid_loss'][hist['best_epoch']]:.4f})")
+    model.eval()
     return hist
 
 
-def _record(hist: dict[str, Any], **values: float) -> None:
-    for key, value in values.items():
-        hist[key].append(value)
+def _as_method(method: ModuleType | str) -> ModuleType:
+    from methods import get_method  # here, not at the top: methods/__init__ imports the method modules
+
+    return get_method(method) if isinstance(method, str) else method
+
+
+def _fit_epoch(method: ModuleType, model: nn.Module, epoch: int, train_batches: Iterable,
+               valid_batches: Iterable | None, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               ctx: Callable) -> dict[str, float]:
+    """One training epoch plus the optional validation pass; returns the history record of the epoch."""
+    if hasattr(train_batches, "set_epoch"):
+        train_batches.set_epoch(epoch)
+    start = time.perf_counter()
+    train_loss, n = _train_epoch(method, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}")
+    seconds = time.perf_counter() - start
+    rec = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9)}
+    if valid_batches is not None:
+        rec["valid_loss"] = _valid_loss(method, model, valid_batches, ctx)
+    return rec
+
+
+def _format(rec: dict[str, float], epochs: int) -> str:
+    valid = f" valid_loss={rec['valid_loss']:.4f}" if "valid_loss" in rec else ""
+    return (f"epoch {rec['epoch'] + 1}/{epochs} train_loss={rec['train_loss']:.4f}{valid} "
+            f"{rec['seconds']:.1f}s {rec['samples_per_s']:.0f} samples/s")
 
 
 @torch.no_grad()

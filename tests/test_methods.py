@@ -49,7 +49,8 @@ def fake_batch(features, size, seed=0, lengths=None):
 def test_build_encoder_picks_by_shape_and_modality():
     assert isinstance(build_encoder("image", AVMNIST["image"], 8), ImageEncoder)
     assert isinstance(build_encoder("audio_spec", AVMNIST["audio_spec"], 8), ImageEncoder)
-    assert isinstance(build_encoder("image", Field("uint8", (32, 32, 3), "jpg"), 8), ImageEncoder)
+    rgb = build_encoder("image", Field("uint8", (32, 32, 3), "jpg"), 8)
+    assert isinstance(rgb, ImageEncoder) and rgb(torch.rand(2, 32, 32, 3)).shape == (2, 8)
     assert isinstance(build_encoder("feat_text", MOSI["feat_text"], 8), SequenceEncoder)
     assert isinstance(build_encoder("feat_audio", MOSI["feat_audio"], 8), SequenceEncoder)
     assert isinstance(build_encoder("feat_pooled", Field("float32", (7,), "npy"), 8), VectorEncoder)
@@ -163,7 +164,9 @@ def test_fit_reduces_loss_and_restores_best():
     pred, truth, keys = evaluate(late_fusion, model, valid)
     assert pred.shape == truth.shape == (32,) and keys == [k for b in valid for k in b["__key__"]]
     assert (pred == truth).mean() > 0.9
-    assert model.training is False or model.training is True  # evaluate restores the mode it found
+    model.train()
+    evaluate(late_fusion, model, valid)
+    assert model.training  # evaluate restores the mode it found
 
 
 def test_fit_regression_and_bf16_amp_on_cpu():
@@ -185,3 +188,11 @@ def test_checkpoint_round_trip(tmp_path):
     assert load_checkpoint(path, other) == {"method": "late_fusion", "epoch": 3}
     assert torch.equal(other(batch), model(batch))
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left behind
+
+
+def test_gru_sequence_encoder_respects_lengths():
+    model = late_fusion.build_model(MOSI, fields=["feat_audio"], dim=8, hidden=16, sequence="gru").eval()
+    batch = fake_batch(MOSI, 3, lengths=[2, 6, 4])
+    out = model(batch)
+    batch["feat_audio"] = batch["feat_audio"] + 9.0 * ~batch["feat_audio_mask"][..., None]
+    assert torch.allclose(model(batch), out, atol=1e-6)
