@@ -11,21 +11,24 @@ import yaml
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from mmdata.corpora.base import ConfigError
     from mmdata.synth import SYNTHS
 
     if args.corpus not in SYNTHS:
-        raise SystemExit(f"unknown corpus {args.corpus!r}; known: {', '.join(sorted(SYNTHS))}")
+        raise ConfigError(f"unknown corpus {args.corpus!r}; known: {', '.join(sorted(SYNTHS))}")
     root = SYNTHS[args.corpus](Path(args.out), seed=args.seed)
     print(f"wrote synthetic {args.corpus} to {root}")
     return 0
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    from mmdata.corpora.base import ConfigError
+
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"--option expects KEY=VALUE, got {pair!r}")
         options[key] = yaml.safe_load(value)
     return options
 
