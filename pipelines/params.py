@@ -11,7 +11,7 @@ import yaml
 from mmdata.corpora.base import ConfigError
 
 PARAMS = Path("params.yaml")
-TOP_LEVEL = {"seed", "corpora", "train", "experiments"}
+TOP_LEVEL = {"seed", "corpora", "train", "experiments", "samplers"}
 CORPUS_KEYS = {"root", "synth", "reader", "shard"}
 EXPERIMENT_KEYS = {"corpus", "method", "fields", "model", "train"}
 

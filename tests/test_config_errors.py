@@ -1,0 +1,145 @@
+"""Configuration mistakes fail at once with a ConfigError that names the bad key or name and the valid ones."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmdata.corpora import CORPORA, ConfigError, get_corpus
+from pipelines import shard as shard_stage
+from pipelines import synth as synth_stage
+from pipelines.params import CORPUS_KEYS, EXPERIMENT_KEYS, TOP_LEVEL, corpus_params, experiment_params, load_params
+from pipelines.train import TRAIN_KEYS, build, train_settings
+
+GOOD = {
+    "seed": 0,
+    "corpora": {"avmnist": {"root": "data/raw/avmnist", "synth": {"seed": 0, "train": 24, "test": 10},
+                            "reader": {}, "shard": {"max_samples": 10}}},
+    "train": {"epochs": 1, "batch_size": 4, "lr": 0.01},
+    "experiments": {"avmnist_fused": {"corpus": "avmnist", "method": "late_fusion", "fields": ["image"]}},
+}
+
+
+def _write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _with(**changes) -> dict:
+    """A deep copy of GOOD with ``changes`` applied at dotted paths (``corpora__avmnist__rooot=...``)."""
+    params = yaml.safe_load(yaml.safe_dump(GOOD))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return params
+
+
+def test_good_params_load(tmp_path):
+    assert load_params(_write(tmp_path, GOOD)) == GOOD
+
+
+@pytest.mark.parametrize("typo, where, valid", [
+    ({"sed": 1}, "the top level", TOP_LEVEL),
+    ({"corpora__avmnist__rooot": "x"}, "corpora.avmnist", CORPUS_KEYS),
+    ({"experiments__avmnist_fused__feilds": ["image"]}, "experiments.avmnist_fused", EXPERIMENT_KEYS),
+])
+def test_typo_names_the_key_where_and_the_valid_ones(tmp_path, typo, where, valid):
+    bad = next(iter(typo)).split("__")[-1]
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, _with(**typo)))
+    message = str(err.value)
+    assert repr(bad) in message and where in message
+    assert all(repr(key) in message for key in valid)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_unconfigured_corpus_and_experiment_list_the_configured_ones():
+    with pytest.raises(ConfigError, match=r"'mosi' is not configured.*\['avmnist'\]"):
+        corpus_params(GOOD, "mosi")
+    with pytest.raises(ConfigError, match=r"'nope' is not configured.*\['avmnist_fused'\]"):
+        experiment_params(GOOD, "nope")
+
+
+def test_shard_stage_of_an_unconfigured_corpus(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match=r"corpus 'mosi' is not configured under corpora:.*\['avmnist'\]"):
+        shard_stage.main(["mosi"])
+    assert not (tmp_path / "data").exists()
+
+
+def test_shard_stage_rejects_an_unregistered_corpus(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, GOOD)
+    with pytest.raises(SystemExit) as exc:
+        shard_stage.main(["nope"])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "nope" in err and all(name in err for name in CORPORA)
+
+
+def test_shard_stage_typo_in_shard_block(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, _with(corpora__avmnist__shard={"max_sampels": 5}))
+    with pytest.raises(ConfigError, match=r"'max_sampels'.*corpora\.avmnist\.shard.*'max_samples'"):
+        shard_stage.main(["avmnist"])
+
+
+def test_shard_stage_unknown_reader_option(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, _with(corpora__avmnist__reader={"mmapp": True}))
+    with pytest.raises(ConfigError, match=r"'mmapp'.*valid: \['mmap'\].*corpora\.avmnist\.reader"):
+        shard_stage.main(["avmnist"])
+    assert not (tmp_path / "data").exists()
+
+
+def test_shard_stage_missing_root_says_run_synth(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match=r"mmdata synth avmnist"):
+        shard_stage.main(["avmnist"])
+
+
+def test_synth_stage_typo_in_synth_block(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, _with(corpora__avmnist__synth={"trian": 24}))
+    with pytest.raises(ConfigError, match=r"'trian'.*corpora\.avmnist\.synth.*'train'"):
+        synth_stage.main(["avmnist"])
+    assert not (tmp_path / "data").exists()
+
+
+def test_unknown_method_names_the_known_ones():
+    exp = {"corpus": "avmnist", "method": "early_fuson", "fields": ["image"]}
+    with pytest.raises(ValueError, match=r"unknown method 'early_fuson'; known: .*late_fusion"):
+        build(exp, None, 0)  # fails before the loader is touched
+
+
+def test_unknown_model_option_names_the_valid_ones():
+    exp = {"corpus": "avmnist", "method": "late_fusion", "fields": ["image"], "model": {"dimm": 8}}
+    with pytest.raises(ConfigError, match=r"'dimm'.*'dim'") as err:
+        build(exp, None, 0)
+    assert "'fields'" not in str(err.value).split("valid:")[1]  # fields come from the experiment, not model:
+
+
+def test_typo_in_train_settings(tmp_path):
+    params = _with(experiments__avmnist_fused__train={"epoch": 2})
+    with pytest.raises(ConfigError, match=r"'epoch'.*experiments\.avmnist_fused\.train") as err:
+        train_settings(params, "avmnist_fused")
+    assert all(repr(key) in str(err.value) for key in TRAIN_KEYS)
+
+
+def test_get_corpus_unknown_lists_known():
+    with pytest.raises(ConfigError) as err:
+        get_corpus("nope")
+    assert "'nope'" in str(err.value) and all(name in str(err.value) for name in CORPORA)
+    assert isinstance(err.value, ValueError)  # callers catching ValueError still catch it
+    assert get_corpus("avmnist") is CORPORA["avmnist"]

@@ -1,0 +1,279 @@
+"""Convention tests: the registries, params.yaml, dvc.yaml and the modules on disk agree (design.md section 10).
+
+One name everywhere: a corpus's registry key == ``Corpus.name`` == ``mmdata/corpora/<name>.py`` == synth
+generator key == ``mmdata/synth/<name>.py`` == ``corpora.<name>`` in params.yaml == DVC foreach item. Every
+params.yaml block only sets keyword arguments the code it configures accepts, and every dvc.yaml stage declares
+as deps the code its entry point imports.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from methods import METHODS
+from mmdata.corpora import CORPORA
+from mmdata.metrics import METRICS
+from mmdata.shards.build import shard_corpus
+from mmdata.synth import SYNTHS
+from mmdata.types import field_modality
+from pipelines.params import CORPUS_KEYS, EXPERIMENT_KEYS, TOP_LEVEL, keyword_options
+from pipelines.train import TRAIN_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
+STAGES = ("synth", "shard", "train", "evaluate", "report")
+#: Tiny synthetic sizes, enough for ``features(root)`` (which may depend on the files found).
+TINY = {"avmnist": {"train": 12, "test": 1}, "mosi": {"train": 1, "valid": 1, "test": 1}}
+#: Splits the train/evaluate stages open.
+PIPELINE_SPLITS = {"train", "valid", "test"}
+
+
+@pytest.fixture(scope="module")
+def corpus_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """corpus -> its features as read (with the params.yaml reader options) from a tiny synthetic corpus."""
+    base = tmp_path_factory.mktemp("conventions")
+    features = {}
+    for name, generate in SYNTHS.items():
+        root = generate(base / name, seed=0, **TINY.get(name, {}))
+        features[name] = CORPORA[name].features(root, **PARAMS["corpora"].get(name, {}).get("reader", {}))
+    return features
+
+
+# --- one name everywhere ---
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_corpus_name_module_synth_and_params_agree(name):
+    corpus = CORPORA[name]
+    assert corpus.name == name
+    assert (REPO / "mmdata" / "corpora" / f"{name}.py").is_file()
+    assert corpus.iter_samples.__module__ == corpus.features.__module__ == f"mmdata.corpora.{name}"
+    assert name in SYNTHS and (REPO / "mmdata" / "synth" / f"{name}.py").is_file()
+    assert SYNTHS[name].__module__ == f"mmdata.synth.{name}"
+    assert name in PARAMS["corpora"], f"corpora.{name} missing from params.yaml"
+
+
+def test_registries_and_params_list_the_same_corpora():
+    modules = {p.stem for p in (REPO / "mmdata" / "corpora").glob("*.py")} - {"__init__", "base", "check"}
+    synth_modules = {p.stem for p in (REPO / "mmdata" / "synth").glob("*.py")} - {"__init__"}
+    assert set(CORPORA) == set(SYNTHS) == set(PARAMS["corpora"]) == modules == synth_modules
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_module_and_interface(name):
+    method = METHODS[name]
+    assert method.__name__ == f"methods.{name}" and (REPO / "methods" / f"{name}.py").is_file()
+    for fn in ("build_model", "training_step", "predict", "embed"):
+        assert callable(getattr(method, fn, None)), f"methods.{name} lacks {fn}"
+    assert "fields" in keyword_options(method.build_model)
+
+
+# --- params.yaml keys == keyword arguments of the code they configure ---
+
+
+def test_params_top_level_keys():
+    assert set(PARAMS) <= TOP_LEVEL
+    assert all(set(block) <= CORPUS_KEYS for block in PARAMS["corpora"].values())
+    assert all(set(block) <= EXPERIMENT_KEYS for block in PARAMS["experiments"].values())
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS["corpora"]))
+def test_corpus_params_blocks_are_keyword_options(name):
+    block = PARAMS["corpora"][name]
+    assert set(block.get("reader", {})) <= CORPORA[name].options()
+    assert set(block.get("synth", {})) <= keyword_options(SYNTHS[name])
+    assert set(block.get("shard", {})) <= keyword_options(shard_corpus) - {"reader", "progress"}
+    assert "root" in block
+
+
+def test_train_keys_are_loop_and_loader_options():
+    from methods.loop import fit
+    from mmdata.shards.read import load
+
+    assert set(PARAMS.get("train", {})) <= TRAIN_KEYS
+    assert TRAIN_KEYS - {"batch_size", "num_workers"} <= keyword_options(fit)
+    assert {"batch_size", "num_workers"} <= set(inspect.signature(load).parameters)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS["experiments"]))
+def test_experiment_names_registered_corpus_method_and_real_fields(corpus_features, name):
+    exp = PARAMS["experiments"][name]
+    assert exp["corpus"] in CORPORA and exp["corpus"] in PARAMS["corpora"]
+    assert exp["method"] in METHODS
+    assert exp["fields"] and set(exp["fields"]) <= set(corpus_features[exp["corpus"]])
+    assert set(exp.get("model", {})) <= keyword_options(METHODS[exp["method"]].build_model) - {"fields"}
+    assert set(exp.get("train", {})) <= TRAIN_KEYS
+    assert PIPELINE_SPLITS <= set(CORPORA[exp["corpus"]].splits)
+
+
+# --- schemas, tasks and metrics ---
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_every_field_starts_with_a_modality(corpus_features, name):
+    for field in corpus_features[name]:
+        field_modality(field)  # raises on a malformed or modality-less name
+
+
+def test_metrics_are_keyed_by_corpus_tasks():
+    tasks = {corpus.task for corpus in CORPORA.values()}
+    assert set(METRICS) <= tasks, f"metrics for tasks no corpus has: {sorted(set(METRICS) - tasks)}"
+    assert tasks <= set(METRICS), f"corpus tasks without metrics: {sorted(tasks - set(METRICS))}"
+
+
+# --- dvc.yaml ---
+
+
+def _interpolate(value: str, key: str | None, item: Any) -> str:
+    """``${key}`` and ``${item.a.b}`` of a foreach stage; anything else left over fails the test."""
+    def sub(match: re.Match) -> str:
+        expr = match.group(1)
+        if expr == "key" and key is not None:
+            return key
+        if expr.startswith("item.") and item is not None:
+            out = item
+            for part in expr.split(".")[1:]:
+                out = out[part]
+            return str(out)
+        raise AssertionError(f"unresolvable ${{{expr}}} in dvc.yaml entry {value!r}")
+
+    return re.sub(r"\$\{([^}]+)\}", sub, value)
+
+
+def _paths(entries: list) -> list[str]:
+    """Paths of a deps/outs list whose entries are strings or ``{path: options}``."""
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def _expand() -> list[dict[str, Any]]:
+    """Every concrete stage: {stage, key, item, cmd, deps, outs, params}, foreach expanded over params.yaml."""
+    concrete = []
+    for stage, spec in DVC["stages"].items():
+        if "foreach" in spec:
+            match = re.fullmatch(r"\$\{(\w+)\}", spec["foreach"])
+            assert match and match.group(1) in PARAMS, f"{stage}: foreach must name a params.yaml block"
+            items, body = PARAMS[match.group(1)].items(), spec["do"]
+        else:
+            items, body = [(None, None)], spec
+        for key, item in items:
+            concrete.append({
+                "stage": stage, "key": key, "item": item,
+                "cmd": _interpolate(body["cmd"], key, item),
+                **{part: [_interpolate(p, key, item) for p in _paths(body.get(part, []))]
+                   for part in ("deps", "outs", "metrics")},
+                "params": [_interpolate(p, key, item) for p in body.get("params", [])],
+            })
+    return concrete
+
+
+CONCRETE = _expand()
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def test_dvc_has_the_pipeline_stages_running_their_entry_points():
+    assert set(STAGES) <= set(DVC["stages"])
+    for stage in CONCRETE:
+        module = stage["cmd"].split()[2] if stage["cmd"].startswith("python -m ") else None
+        assert module == f"pipelines.{stage['stage']}", stage["cmd"]
+        assert f"pipelines/{stage['stage']}.py" in stage["deps"]
+        if stage["key"] is not None:
+            assert stage["cmd"].split()[3:] == [stage["key"]]
+
+
+def test_dvc_foreach_items_are_the_params_blocks():
+    assert {s["key"] for s in CONCRETE if s["stage"] in ("synth", "shard")} == set(CORPORA)
+    assert {s["key"] for s in CONCRETE if s["stage"] in ("train", "evaluate")} == set(PARAMS["experiments"])
+
+
+def test_dvc_deps_exist_or_are_produced_by_another_stage():
+    for stage in CONCRETE:
+        produced = [(o, s["stage"]) for s in CONCRETE if s is not stage for o in s["outs"] + s["metrics"]]
+        for dep in stage["deps"]:
+            if (REPO / dep).exists() and not any(_inside(dep, o) for o, _ in produced):
+                continue
+            assert any(_inside(dep, o) or _inside(o, dep) for o, _ in produced), \
+                f"{stage['stage']}@{stage['key']}: dep {dep} neither in the repo nor an output of another stage"
+
+
+def test_dvc_params_name_existing_params_keys():
+    for stage in CONCRETE:
+        for dotted in stage["params"]:
+            node = PARAMS
+            for part in dotted.split("."):
+                assert isinstance(node, dict) and part in node, f"{stage['stage']}: params {dotted} not in params.yaml"
+                node = node[part]
+
+
+def _imports(path: Path) -> set[str]:
+    """Dotted names of the mmdata/methods/pipelines modules a file imports (at any depth in the file)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:  # ``from pkg import submodule`` imports the submodule
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if _module_path(sub).exists() or _module_path(sub).with_suffix(".py").exists()
+                          else node.module)
+    return {m for m in found if m.split(".")[0] in ("mmdata", "methods", "pipelines")}
+
+
+def _module_path(module: str) -> Path:
+    return REPO / module.replace(".", "/")
+
+
+def _required(module: str, stage: dict[str, Any]) -> list[str]:
+    """The repo paths a stage's deps must cover for one imported module (see test docstring)."""
+    item = stage["item"] or {}
+    if stage["stage"] in ("synth", "shard"):
+        corpora, methods = [stage["key"]], []
+    elif stage["key"] is not None:
+        corpora, methods = [item["corpus"]], [item["method"]]
+    else:
+        corpora = sorted({e["corpus"] for e in PARAMS["experiments"].values()})
+        methods = sorted({e["method"] for e in PARAMS["experiments"].values()})
+    registries = {"mmdata.corpora": [f"mmdata/corpora/{c}.py" for c in corpora],
+                  "mmdata.synth": [f"mmdata/synth/{c}.py" for c in corpora],
+                  "methods": [f"methods/{m}.py" for m in methods],
+                  "mmdata": ["mmdata/shards"]}
+    if module in registries:
+        return registries[module]
+    path = _module_path(module)
+    return [path.with_suffix(".py").relative_to(REPO).as_posix() if path.with_suffix(".py").is_file()
+            else path.relative_to(REPO).as_posix()]
+
+
+def test_dvc_deps_cover_the_code_each_stage_imports():
+    """Every module a stage's entry point ``pipelines/<stage>.py`` imports is covered by that stage's deps.
+
+    Rule: a dep covers a repo path when it is that path or a folder above it. The imports considered are the
+    direct imports of the entry point (any depth in the file, parsed with ``ast``); an imported
+    ``pipelines.<x>`` must itself be a dep (``pipelines/<x>.py``). Library modules map to their file
+    (``mmdata.shards.build`` -> ``mmdata/shards/build.py``, covered by ``mmdata/shards``) or package folder
+    (``mmdata.metrics`` -> ``mmdata/metrics``). Registries map to the entries the stage uses, not the whole
+    package: ``mmdata.corpora`` -> ``mmdata/corpora/<corpus>.py``, ``mmdata.synth`` -> ``mmdata/synth/<corpus>.py``
+    and ``methods`` -> ``methods/<method>.py``, where the corpus is ``${key}`` of a per-corpus stage and
+    ``${item.corpus}``/``${item.method}`` of a per-experiment stage, and every configured one for a stage
+    without foreach. The bare package ``mmdata`` only re-exports ``load``, so it maps to ``mmdata/shards``.
+    What library modules import in turn is not followed (deps such as ``mmdata/corpora/base.py`` of the shard
+    stage are listed by hand for that).
+    """
+    missing = []
+    for stage in CONCRETE:
+        entry = REPO / "pipelines" / f"{stage['stage']}.py"
+        for module in sorted(_imports(entry)):
+            for path in _required(module, stage):
+                assert (REPO / path).exists(), f"{module} -> {path} does not exist"
+                if not any(_inside(path, dep) for dep in stage["deps"]):
+                    missing.append(f"{stage['stage']}@{stage['key']}: imports {module}, no dep covers {path}")
+    assert not missing, "\n".join(missing)
