@@ -1,0 +1,67 @@
+"""End to end with the real DVC CLI: repro, up-to-date second run, `exp run -S`, `params diff`, `metrics diff`.
+
+Runs in a copy of the repository (tracked and unignored files) with tiny corpus sizes and one epoch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _copy_repo(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dst / name)
+
+
+def _shrink_params(path: Path) -> None:
+    params = yaml.safe_load(path.read_text())
+    params["corpora"]["avmnist"].update(synth={"seed": 0, "train": 120, "test": 40},
+                                        shard={"max_samples": 40, "max_bytes": 1 << 26, "max_skip_fraction": 0.05})
+    params["corpora"]["mosi"].update(synth={"seed": 0, "train": 36, "valid": 12, "test": 24},
+                                     shard={"max_samples": 12, "max_bytes": 1 << 26, "max_skip_fraction": 0.05})
+    params["train"].update(epochs=1, batch_size=16)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_dvc_repro_exp_run_and_diffs(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_repo(repo)
+    _shrink_params(repo / "params.yaml")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        _run(cmd, repo)
+    _run(["dvc", "repro"], repo)
+    metrics = json.loads((repo / "results/metrics.json").read_text())
+    assert set(metrics) == set(yaml.safe_load((repo / "params.yaml").read_text())["experiments"])
+    assert "Data and pipelines are up to date" in _run(["dvc", "repro"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
+    _run(["dvc", "exp", "run", "-S", "train.epochs=3"], repo)
+    params_diff = json.loads(_run(["dvc", "params", "diff", "--json"], repo))
+    epochs = params_diff["params.yaml"]["train.epochs"]
+    assert (epochs["old"], epochs["new"]) == (1, 3)
+    diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], repo))["results/metrics.json"]
+    changed = [k for k, v in diff.items() if v.get("diff")]
+    assert any(k.startswith("mosi_fused.") for k in changed), diff
