@@ -38,7 +38,16 @@ def load_params(path: Path = PARAMS) -> dict[str, Any]:
         check_keys(block, CORPUS_KEYS, f"corpora.{name}")
     for name, block in params.get("experiments", {}).items():
         check_keys(block, EXPERIMENT_KEYS, f"experiments.{name}")
+    _check_samplers(params.get("samplers", {}))
     return params
+
+
+def _check_samplers(blocks: dict[str, Any]) -> None:
+    from mmdata.samplers import CONTEXT_OPTIONS, REGISTRY, sampler_options
+
+    check_keys(blocks, set(REGISTRY), "samplers")
+    for name, block in blocks.items():
+        check_keys(block, sampler_options(name) - CONTEXT_OPTIONS, f"samplers.{name}")
 
 
 def corpus_params(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -143,3 +143,20 @@ def test_get_corpus_unknown_lists_known():
     assert "'nope'" in str(err.value) and all(name in str(err.value) for name in CORPORA)
     assert isinstance(err.value, ValueError)  # callers catching ValueError still catch it
     assert get_corpus("avmnist") is CORPORA["avmnist"]
+
+
+def test_sampler_block_typo_is_a_config_error(tmp_path):
+    import yaml
+
+    from pipelines.params import PARAMS, load_params
+
+    params = yaml.safe_load(PARAMS.read_text())
+    params["samplers"]["tuple_disturb"]["num_negative"] = 3
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"num_negative.*samplers.tuple_disturb.*num_negatives"):
+        load_params(path)
+    params["samplers"]["tuple_disturbb"] = params["samplers"].pop("tuple_disturb")
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="tuple_disturbb"):
+        load_params(path)
