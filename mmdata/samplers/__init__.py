@@ -9,8 +9,8 @@ experiment's ``fields``). Three registries, by what they return:
 - :data:`SUBSETS` -> fraction -> index rows.
 
 Randomness comes only from the ``rng`` argument; in training derive it with :func:`batch_rng` from
-``(seed, epoch, batch index)`` so tuples do not depend on the worker or worker count. See README.md here
-for the samplers on plain tensors outside the toolkit.
+``(seed, epoch, batch index)`` so tuples do not depend on the worker or worker count. The project README shows
+the samplers on plain tensors outside the toolkit.
 """
 from __future__ import annotations
 
