@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
 import numpy as np  # noqa: E402
 
-from mmdata.shards.read import SplitShards, _MemberReader, resolve_split_dir  # noqa: E402
+from mmdata.shards.read import SplitShards, MemberReader, resolve_split_dir  # noqa: E402
 from mmdata.types import Field, field_modality  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def contact_sheet(source: Path, out: Path, *, split: str = "train", count: int =
     """
     shards = SplitShards.open(resolve_split_dir(source, split))
     names = sorted(shards.features)
-    reader = _MemberReader(shards, names)
+    reader = MemberReader(shards, names)
     rows = min(count, len(shards.index["key"]))
     fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names), 1.9 * rows), squeeze=False)
     try:

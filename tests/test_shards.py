@@ -104,13 +104,14 @@ def test_bad_samples_are_skipped_with_reasons_and_counts_reconcile(tmp_path):
     samples[5]["label"] = np.int64(7)
     samples[8]["__key__"] = samples[2]["__key__"]
     samples[9]["image"] = samples[9]["image"][:4]
+    samples[10]["__key__"] = "toy/train/" + "x" * 90
     items = [*samples, Skip("toy/train/raw-x", "raw/x.bin", "decode_error", "unreadable")]
     manifest = write_split(items, TOY_FEATURES, tmp_path / "s", corpus="toy", split="train", max_samples=10,
                            max_skip_fraction=0.5)
     report = manifest["report"]
     assert report["raw"] == 31 == report["written"] + report["skipped"]
-    assert report["skipped_by_reason"] == {"decode_error": 1, "duplicate_key": 1, "label_range": 1,
-                                           "non_finite": 1, "shape": 1}
+    assert report["skipped_by_reason"] == {"decode_error": 1, "duplicate_key": 1, "key_too_long": 1,
+                                           "label_range": 1, "non_finite": 1, "shape": 1}
     dup = next(s for s in report["skips"] if s["reason"] == "duplicate_key")
     assert dup["key"] == samples[2]["__key__"]
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mmdata.samplers.derange import MAX_TRIES, derangements
-from mmdata.shards.read import SplitShards, _MemberReader, collate
+from mmdata.shards.read import SplitShards, MemberReader, collate
 from mmdata.types import Sample, Tuples
 
 
@@ -124,11 +124,11 @@ class NegativeReader:
         unknown = sorted(set(tuples.modalities) - set(self.shards.features))
         if unknown:
             raise ValueError(f"unknown field(s) {unknown}; {self.shards.directory} has {sorted(self.shards.features)}")
-        self._readers: dict[str, _MemberReader] = {}
+        self._readers: dict[str, MemberReader] = {}
 
-    def _reader(self, name: str) -> _MemberReader:
+    def _reader(self, name: str) -> MemberReader:
         if name not in self._readers:
-            self._readers[name] = _MemberReader(self.shards, [name])
+            self._readers[name] = MemberReader(self.shards, [name])
         return self._readers[name]
 
     def read(self, row: int, negative: int = 0) -> Sample:

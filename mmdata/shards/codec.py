@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -50,7 +51,7 @@ def _decode_npy(data: bytes) -> np.ndarray:
     else:
         raise CodecError(f"unsupported .npy version {major}")
     dtype, shape, fortran = _npy_header(bytes(data[start:start + length]))
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     offset = start + length
     if len(data) - offset != count * dtype.itemsize:
         raise CodecError(f".npy payload has {len(data) - offset} bytes, header says {count * dtype.itemsize}")

@@ -78,6 +78,11 @@ class SplitShards:
             _check_shard(directory / record["name"], record, len(rows), verify)
         return cls(directory, manifest, manifest_features(manifest), index, shard_rows)
 
+    def columns(self, fields: Sequence[str]) -> dict[str, list]:
+        """Index columns a reader of ``fields`` needs, as Python lists (scalar lookups 5x faster than numpy)."""
+        names = ["key", "shard"] + [f"{c}_{f}" for f in fields for c in ("offset", "size", "crc32")]
+        return {name: self.index[name].tolist() for name in names}
+
 
 def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) -> None:
     if not path.exists():
@@ -117,11 +122,46 @@ def plan_epoch(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int =
     return [mine[i * batch_size:(i + 1) * batch_size] for i in range(count)], padded
 
 
-class _MemberReader:
-    """Random access to sample fields by index row; one file descriptor per shard, opened lazily."""
+def _header_problem(header: memoryview, member: bytes, size: int) -> str | None:
+    """What is wrong with a member's 512-byte ustar/GNU header, or None when name, size and checksum agree.
+
+    A plain-Python check (3 us) instead of ``tarfile.TarInfo.frombuf`` (16 us, most of the read time).
+    """
+    if bytes(header[:100]).rstrip(b"\0") != member:
+        return f"header names {bytes(header[:100]).rstrip(bytes(1))!r}, expected {member!r}"
+    try:
+        stored_size = int(bytes(header[124:136]).strip(b"\0 ") or b"0", 8)
+        stored_sum = int(bytes(header[148:156]).strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        return "unparsable size or checksum field"
+    # The checksum counts its own 8-byte field as spaces (POSIX ustar).
+    computed = int(np.frombuffer(header, np.uint8).sum()) - sum(header[148:156]) + 8 * 32
+    if stored_sum != computed:
+        return f"header checksum {stored_sum} != computed {computed}"
+    if stored_size != size:
+        return f"header says {stored_size} bytes, index says {size}"
+    return None
+
+
+class MemberReader:
+    """Random access to sample fields by index row; one file descriptor per shard, opened lazily.
+
+    The writer stores a sample's members consecutively in sorted field order, so requested fields that are
+    neighbours in that order are fetched with one ``pread`` (header of the first to payload end of the last).
+    """
 
     def __init__(self, shards: SplitShards, fields: Sequence[str]) -> None:
         self.shards, self.fields = shards, tuple(fields)
+        order = sorted(shards.features)
+        positions = sorted(order.index(name) for name in self.fields)
+        self.runs: list[list[str]] = []
+        for pos in positions:
+            if self.runs and order.index(self.runs[-1][-1]) == pos - 1:
+                self.runs[-1].append(order[pos])
+            else:
+                self.runs.append([order[pos]])
+        self.cols = shards.columns(self.fields)
+        self.members = {n: f".{n}.{shards.features[n].codec}" for n in self.fields}
         self.fds: dict[str, int] = {}
 
     def _fd(self, shard: str) -> int:
@@ -129,37 +169,38 @@ class _MemberReader:
             self.fds[shard] = os.open(self.shards.directory / shard, os.O_RDONLY)
         return self.fds[shard]
 
-    def _payload(self, row: int, name: str) -> bytes:
-        index, shards = self.shards.index, self.shards
-        shard, key = index["shard"][row], index["key"][row]
-        offset, size = int(index[f"offset_{name}"][row]), int(index[f"size_{name}"][row])
-        # The 512 bytes before the payload are the member's own tar header: checking it catches flipped
-        # header bits and offsets that point at the wrong member.
-        block = os.pread(self._fd(shard), tarfile.BLOCKSIZE + size, offset - tarfile.BLOCKSIZE)
-        where = f"{shards.directory / shard}: sample {key} field {name}"
-        if len(block) != tarfile.BLOCKSIZE + size:
-            raise ShardIntegrityError(f"{where}: shard ends early (truncated)")
-        try:
-            info = tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
-            raise ShardIntegrityError(f"{where}: damaged tar header ({exc})") from exc
-        member = f"{key}.{name}.{shards.features[name].codec}"
-        if info.size != size or not info.name or not member.startswith(info.name):
-            raise ShardIntegrityError(f"{where}: header names {info.name!r} ({info.size} bytes), expected {member!r}")
-        payload = block[tarfile.BLOCKSIZE:]
-        if zlib.crc32(payload) != int(index[f"crc32_{name}"][row]):
-            raise ShardIntegrityError(f"{where}: payload checksum mismatch (corrupted)")
-        return payload
+    def _fail(self, row: int, name: str, problem: str) -> ShardIntegrityError:
+        shard, key = self.cols["shard"][row], self.cols["key"][row]
+        return ShardIntegrityError(f"{self.shards.directory / shard}: sample {key} field {name}: {problem}")
+
+    def _run(self, row: int, run: list[str], sample: Sample) -> None:
+        cols, block_size = self.cols, tarfile.BLOCKSIZE
+        start = cols[f"offset_{run[0]}"][row] - block_size
+        end = cols[f"offset_{run[-1]}"][row] + cols[f"size_{run[-1]}"][row]
+        block = memoryview(os.pread(self._fd(cols["shard"][row]), end - start, start))
+        if len(block) != end - start:
+            raise self._fail(row, run[0], "shard ends early (truncated)")
+        for name in run:
+            offset, size = cols[f"offset_{name}"][row] - start, cols[f"size_{name}"][row]
+            member = (cols["key"][row] + self.members[name]).encode()
+            # The header before each payload is checked too: it catches flipped header bits and offsets
+            # that point at the wrong member.
+            problem = _header_problem(block[offset - block_size:offset], member, size)
+            payload = block[offset:offset + size]
+            if problem is None and zlib.crc32(payload) != cols[f"crc32_{name}"][row]:
+                problem = "payload checksum mismatch (corrupted)"
+            if problem is not None:
+                raise self._fail(row, name, problem)
+            try:
+                sample[name] = decode(payload, self.shards.features[name])
+            except CodecError as exc:
+                raise self._fail(row, name, str(exc)) from exc
 
     def read(self, row: int) -> Sample:
         """Decode the requested fields of one index row into a sample dict."""
-        sample: Sample = {"__key__": str(self.shards.index["key"][row])}
-        for name in self.fields:
-            try:
-                sample[name] = decode(self._payload(row, name), self.shards.features[name])
-            except CodecError as exc:
-                raise ShardIntegrityError(f"{self.shards.directory}: sample {sample['__key__']} field {name}: "
-                                          f"{exc}") from exc
+        sample: Sample = {"__key__": self.cols["key"][row]}
+        for run in self.runs:
+            self._run(row, run, sample)
         return sample
 
     def close(self) -> None:
@@ -209,7 +250,7 @@ class _EpochStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        reader = _MemberReader(self.shards, self.fields)
+        reader = MemberReader(self.shards, self.fields)
         try:
             for rows in self.plan[worker::workers]:
                 samples = [reader.read(int(r)) for r in rows]

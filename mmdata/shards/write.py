@@ -29,6 +29,11 @@ from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError,
 from mmdata.types import KEY_PATTERN, Features, Sample, check_features, field_modality
 
 
+#: Longest tar member name: the ustar name field. Longer names would need GNU long-name records between
+#: members, which would break the reader's one-``pread``-per-run layout assumption.
+MAX_MEMBER_NAME = 100
+
+
 class BadInputError(RuntimeError):
     """Too many raw items were skipped (or none written); the message carries the skip summary."""
 
@@ -201,6 +206,11 @@ def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger
     key = sample.get("__key__", "")
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
         ledger.skips.append(Skip(str(key), source, "bad_key", f"key {key!r} does not match {KEY_PATTERN.pattern}"))
+        return None
+    longest = max(len(f".{n}.{f.codec}") for n, f in features.items())
+    if len(key.encode()) + longest > MAX_MEMBER_NAME:
+        ledger.skips.append(Skip(key, source, "key_too_long",
+                                 f"member names of key {key} exceed {MAX_MEMBER_NAME} bytes"))
         return None
     if key in seen:
         ledger.skips.append(Skip(key, source, "duplicate_key", f"key {key} already written from {seen[key]}"))
