@@ -1,7 +1,6 @@
 """Methods: encoders chosen from Field, late fusion shapes, masking, unimodal runs, the loop and checkpoints."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

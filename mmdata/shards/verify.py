@@ -5,7 +5,7 @@ from pathlib import Path
 
 from mmdata.shards.index import read_index
 from mmdata.shards.manifest import INDEX, MANIFEST, ShardIntegrityError, read_manifest, sha256_file
-from mmdata.shards.write import shard_keys
+from mmdata.shards.tar import shard_keys
 
 
 def split_dirs(directory: Path) -> list[Path]:

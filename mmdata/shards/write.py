@@ -7,11 +7,8 @@ leaves a ``.tmp-*`` directory and nothing that looks finished; the next run remo
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import shutil
-import tarfile
 import zlib
 from collections import Counter
 from collections.abc import Iterable
@@ -26,120 +23,12 @@ from mmdata.corpora.check import SampleError, check_sample
 from mmdata.shards.codec import encode
 from mmdata.shards.index import write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError, write_json_atomic
+from mmdata.shards.tar import MAX_MEMBER_NAME, ShardSink, shard_keys
 from mmdata.types import KEY_PATTERN, Features, Sample, check_features, field_modality
-
-
-#: Longest tar member name: the ustar name field. Longer names would need GNU long-name records between
-#: members, which would break the reader's one-``pread``-per-run layout assumption.
-MAX_MEMBER_NAME = 100
 
 
 class BadInputError(RuntimeError):
     """Too many raw items were skipped (or none written); the message carries the skip summary."""
-
-
-class _HashingFile:
-    """A write-only file that feeds every byte to sha256 (so no second pass is needed to hash a shard)."""
-
-    def __init__(self, path: Path) -> None:
-        self.handle = open(path, "wb")
-        self.digest = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return self.handle.write(data)
-
-    def tell(self) -> int:
-        return self.handle.tell()
-
-    def close(self) -> None:
-        """Flush and fsync before closing: the rename that follows must not publish unwritten bytes."""
-        if not self.handle.closed:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-            self.handle.close()
-
-
-@dataclass
-class _Shard:
-    """One shard being written: its tar stream and the keys it holds."""
-
-    path: Path
-    file: _HashingFile
-    tar: tarfile.TarFile
-    keys: list[str] = field(default_factory=list)
-
-
-def _member_info(name: str, size: int) -> tarfile.TarInfo:
-    # Fixed metadata (mtime 0, root owner, no names) makes the bytes depend on content only, and an
-    # integer mtime keeps tarfile from adding a PAX header per member (design 5b).
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-class ShardSink:
-    """Writes samples as tar members into numbered shards, rotating at ``max_samples`` or ``max_bytes``."""
-
-    def __init__(self, directory: Path, prefix: str, max_samples: int, max_bytes: int) -> None:
-        if max_samples < 1 or max_bytes < 1:
-            raise ValueError("max_samples and max_bytes must be positive")
-        self.directory, self.prefix = directory, prefix
-        self.max_samples, self.max_bytes = max_samples, max_bytes
-        self.current: _Shard | None = None
-        self.done: list[dict[str, Any]] = []
-
-    def _open(self) -> _Shard:
-        path = self.directory / f"{self.prefix}-{len(self.done):06d}.tar"
-        handle = _HashingFile(path.with_name(path.name + ".partial"))
-        tar = tarfile.TarFile(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT)
-        return _Shard(path, handle, tar)
-
-    def add(self, key: str, members: list[tuple[str, bytes]]) -> tuple[str, list[int]]:
-        """Append one sample's members (consecutive, in the given order); return (shard name, data offsets)."""
-        size = sum(len(data) + 1024 for _, data in members)
-        shard = self.current
-        if shard is not None and shard.keys and (
-                len(shard.keys) >= self.max_samples or shard.tar.offset + size > self.max_bytes):
-            self._finish()
-            shard = None
-        if shard is None:
-            shard = self.current = self._open()
-        offsets = []
-        for name, data in members:
-            shard.tar.addfile(_member_info(name, len(data)), io.BytesIO(data))
-            padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-            offsets.append(shard.tar.offset - padded)
-        shard.keys.append(key)
-        return shard.path.name, offsets
-
-    def _finish(self) -> None:
-        shard, self.current = self.current, None
-        shard.tar.close()
-        shard.file.close()
-        os.replace(shard.path.with_name(shard.path.name + ".partial"), shard.path)
-        self.done.append({"name": shard.path.name, "samples": len(shard.keys), "bytes": shard.path.stat().st_size,
-                          "sha256": shard.file.digest.hexdigest(), "first_key": shard.keys[0],
-                          "last_key": shard.keys[-1], "keys": shard.keys})
-
-    def close(self) -> list[dict[str, Any]]:
-        """Finish the open shard; return per-shard records (name, samples, bytes, sha256, keys)."""
-        if self.current is not None:
-            self._finish()
-        return self.done
-
-
-def shard_keys(path: Path) -> list[str]:
-    """Sample keys of a tar shard in order, read back with tarfile (the reconciliation's independent view)."""
-    keys: list[str] = []
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            key = member.name.split(".", 1)[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
-    return keys
 
 
 def _reconcile(directory: Path, shards: list[dict[str, Any]]) -> None:
