@@ -11,7 +11,7 @@ import yaml
 from mmdata.corpora.base import ConfigError
 
 PARAMS = Path("params.yaml")
-TOP_LEVEL = {"seed", "corpora", "train", "experiments", "samplers"}
+TOP_LEVEL = {"seed", "corpora", "train", "experiments", "samplers", "augment"}
 CORPUS_KEYS = {"root", "synth", "reader", "shard"}
 EXPERIMENT_KEYS = {"corpus", "method", "fields", "model", "train"}
 
@@ -39,7 +39,19 @@ def load_params(path: Path = PARAMS) -> dict[str, Any]:
     for name, block in params.get("experiments", {}).items():
         check_keys(block, EXPERIMENT_KEYS, f"experiments.{name}")
     _check_samplers(params.get("samplers", {}))
+    _check_augment(params.get("augment", {}), set(params.get("corpora", {})))
     return params
+
+
+def _check_augment(blocks: dict[str, Any], corpora: set[str]) -> None:
+    import dataclasses
+
+    from mmdata.augment import Augmenter
+
+    check_keys(blocks, corpora, "augment (one block per configured corpus)")
+    valid = {f.name for f in dataclasses.fields(Augmenter)} - {"rates"}  # rates come from the Fields
+    for name, block in blocks.items():
+        check_keys(block, valid, f"augment.{name}")
 
 
 def _check_samplers(blocks: dict[str, Any]) -> None:

@@ -160,3 +160,31 @@ def test_sampler_block_typo_is_a_config_error(tmp_path):
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match="tuple_disturbb"):
         load_params(path)
+
+
+def test_augment_block_typo_is_a_config_error(tmp_path):
+    import yaml
+
+    from pipelines.params import PARAMS, load_params
+
+    params = yaml.safe_load(PARAMS.read_text())
+    params["augment"]["avmnist"]["strenght"] = 0.2
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"strenght.*augment.avmnist.*strength"):
+        load_params(path)
+
+
+def test_augment_blocks_build_augmenters_for_the_corpus_fields(tmp_path):
+    import yaml
+
+    from mmdata.augment import Augmenter
+    from mmdata.synth import SYNTHS
+    from pipelines.params import PARAMS
+
+    params = yaml.safe_load(PARAMS.read_text())
+    for name, block in params["augment"].items():
+        root = SYNTHS[name](tmp_path / name, **({"train": 24, "test": 6} if name == "avmnist" else
+                                                {"train": 6, "valid": 3, "test": 3}))
+        features = CORPORA[name].features(root, **params["corpora"][name]["reader"])
+        assert isinstance(Augmenter.from_features(features, **block), Augmenter)
