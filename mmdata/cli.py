@@ -48,6 +48,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"corpus": manifest["corpus"], "split": manifest["split"], "samples": manifest["samples"],
+            "rows": manifest["rows"], "view": manifest["view"],
             "shards": len(manifest["shards"]), "bytes": sum(s["bytes"] for s in manifest["shards"]),
             "fields": {n: f"{f['dtype']}{tuple(f['shape'])} .{f['codec']}" for n, f in manifest["features"].items()},
             "labels": manifest.get("class_counts") or manifest.get("label_summary"),

@@ -6,7 +6,7 @@ shapes, never a framework object, so each part can be replaced and tested alone.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -137,3 +137,59 @@ class Tuples:
 
 #: Sentinel index in :class:`Tuples` meaning "this modality is dropped".
 DROPPED = -1
+
+
+#: Sample entry listing the index rows one stored sample expands into (see :class:`View`); each entry is a
+#: dict with ``id`` (appended to the key: ``<key>/<id>``), ``label`` and the view's parameter (``pick`` or
+#: ``start``). The writer turns it into index rows and strips it.
+ROWS = "__rows__"
+
+
+@dataclass(frozen=True)
+class View:
+    """How one stored sample expands into several training samples at read time, from its index rows.
+
+    Bytes then grow with what is stored, not with what is derived: SNLI-VE stores an image once with all its
+    hypotheses (``pick``: row ``j`` takes element ``j`` of each view field), a price history is stored once
+    and cut into overlapping windows (``window``: row takes ``[start, start + length)`` of each view field).
+    The label of a viewed sample always comes from its index row.
+
+    Attributes:
+        kind: "pick" or "window".
+        fields: the stored fields the view applies to (their first axis is the one picked or windowed).
+        length: window length in steps (``window`` only).
+    """
+
+    kind: str
+    fields: tuple[str, ...]
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("pick", "window") or (self.kind == "window") != (self.length is not None):
+            raise ValueError(f"a View is 'pick' (no length) or 'window' (with length), got {self.kind}, {self.length}")
+
+    @property
+    def param(self) -> str:
+        """The index column holding each row's parameter: ``pick`` or ``start``."""
+        return "pick" if self.kind == "pick" else "start"
+
+    def features(self, stored: Features, label: str) -> Features:
+        """The schema of viewed samples, given the stored schema and the label field name."""
+        out = dict(stored)
+        for name in self.fields:
+            rest = stored[name].shape[1:]
+            shape = rest if self.kind == "pick" else (self.length, *rest)
+            out[name] = replace(stored[name], shape=shape)
+        out[label] = replace(stored[label], shape=())
+        return out
+
+    def apply(self, sample: Sample, value: int) -> Sample:
+        """The viewed sample for one row (``value`` = its pick index or window start); input not mutated."""
+        out = dict(sample)
+        for name in self.fields:
+            out[name] = sample[name][value] if self.kind == "pick" else sample[name][value:value + self.length]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (for the manifest)."""
+        return {"kind": self.kind, "fields": list(self.fields), "length": self.length}

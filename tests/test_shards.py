@@ -280,3 +280,64 @@ def test_verify_option_rehashes_at_open(toy_split):
     assert len(_all_keys(mmdata.load(toy_split))) == 40
     with pytest.raises(ShardIntegrityError, match="sha256"):
         mmdata.load(toy_split, verify=True)
+
+
+def _pairs_samples(n: int) -> list[dict]:
+    """Toy 'one image, several captions' samples: sample i holds i % 3 + 1 captions, each with a label."""
+    out = []
+    for i in range(n):
+        count = i % 3 + 1
+        out.append({"__key__": f"toy/train/img{i:03d}", "image": np.full((4, 4), i, np.uint8),
+                    "text": [f"caption {i}.{j}" for j in range(count)], "label": [j % 2 for j in range(count)],
+                    "__rows__": [{"id": f"c{j}", "label": j % 2, "pick": j} for j in range(count)]})
+    return out
+
+
+PAIR_FEATURES = {"image": Field("uint8", (4, 4), "npy"), "text": Field("str", (None,), "json"),
+                 "label": Field("int64", (None,), "json", classes=("no", "yes"))}
+
+
+def test_pick_view_stores_each_image_once_and_expands_rows_on_reading(tmp_path):
+    from mmdata.types import View
+
+    view = View("pick", ("text",))
+    manifest = write_split(_pairs_samples(12), PAIR_FEATURES, tmp_path / "s", corpus="toy", split="train",
+                           max_samples=4, view=view)
+    assert manifest["samples"] == 12 and manifest["rows"] == 24 and manifest["class_counts"] == {"no": 16, "yes": 8}
+    assert verify(tmp_path / "s") == {"s": []}
+    loader = mmdata.load(tmp_path / "s", batch_size=5, shuffle=False)
+    assert loader.features["text"].shape == () and loader.features["label"].shape == ()
+    batches = list(loader)
+    keys = [k for b in batches for k in b["__key__"]]
+    assert len(keys) == 24 and keys[:3] == ["toy/train/img000/c0", "toy/train/img001/c0", "toy/train/img001/c1"]
+    texts = [t for b in batches for t in b["text"]]
+    assert texts[2] == "caption 1.1" and batches[0]["label"].tolist() == [0, 0, 1, 0, 1]
+    assert batches[0]["image"][2, 0, 0].item() == 1
+    tar_samples = list(wds.WebDataset([str(p) for p in sorted((tmp_path / "s").glob("*.tar"))], shardshuffle=False))
+    assert len(tar_samples) == 12
+
+
+def test_window_view_cuts_windows_at_read_time(tmp_path):
+    from mmdata.types import View
+
+    series = np.arange(40, dtype=np.float32).reshape(20, 2)
+    sample = {"__key__": "toy/train/all", "series": series, "label": np.zeros(20, np.float32),
+              "__rows__": [{"id": f"w{s}", "label": float(series[s + 5, 0]), "start": s} for s in range(15)]}
+    features = {"series": Field("float32", (None, 2), "npy"), "label": Field("float32", (None,), "npy")}
+    write_split([sample], features, tmp_path / "s", corpus="toy", split="train", view=View("window", ("series",), 5))
+    loader = mmdata.load(tmp_path / "s", batch_size=15, shuffle=False)
+    batch = next(iter(loader))
+    assert batch["series"].shape == (15, 5, 2) and loader.features["series"].shape == (5, 2)
+    np.testing.assert_array_equal(batch["series"][3].numpy(), series[3:8])
+    assert batch["label"].tolist() == [float(series[s + 5, 0]) for s in range(15)]
+
+
+def test_bad_view_rows_are_skipped(tmp_path):
+    from mmdata.types import View
+
+    samples = _pairs_samples(20)
+    samples[4]["__rows__"][0]["pick"] = 7  # outside the 2 captions
+    samples[5]["__rows__"][0]["label"] = 3  # not a class
+    manifest = write_split(samples, PAIR_FEATURES, tmp_path / "s", corpus="toy", split="train",
+                           view=View("pick", ("text",)), max_skip_fraction=0.2)
+    assert manifest["report"]["skipped_by_reason"] == {"bad_row": 1, "label_range": 1}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmdata.types import Features, Sample
+from mmdata.types import Features, Sample, View
 
 #: Optional sample entry naming the raw file a sample came from (for error messages); the writer strips it.
 SOURCE = "__source__"
@@ -60,6 +60,8 @@ class Corpus:
         iter_samples: ``iter_samples(root, split, **options) -> Iterator[Sample | Skip]``, deterministic order.
         sources: ``sources(root, **options) -> list[Path]``: the raw files read, for the source fingerprint.
         describe: ``describe(root, **options) -> str``: which release/layout was found, in words.
+        view: how a stored sample expands into training samples at read time (samples then carry
+            ``__rows__``), or None for one training sample per stored sample.
     """
 
     name: str
@@ -69,6 +71,7 @@ class Corpus:
     iter_samples: Callable[..., Iterator[Sample | Skip]]
     sources: Callable[..., list[Path]]
     describe: Callable[..., str]
+    view: View | None = None
 
     def options(self) -> set[str]:
         """Keyword options the reader accepts (== the keys of ``corpora.<name>.reader`` in params.yaml)."""

@@ -14,15 +14,37 @@ class SampleError(ValueError):
         self.reason = reason
 
 
+def _check_text(name: str, value: object, spec: Field) -> None:
+    texts = value if spec.shape else [value]  # shape (None,): a list of strings (e.g. SNLI-VE hypotheses)
+    if spec.shape and (not isinstance(value, (list, tuple)) or not value):
+        raise SampleError("dtype", f"field {name}: expected a non-empty list of str, got {type(value).__name__}")
+    for text in texts:
+        if not isinstance(text, str):
+            raise SampleError("dtype", f"field {name}: expected str, got {type(text).__name__}")
+        if not text.strip():
+            raise SampleError("empty_text", f"field {name}: empty text")
+
+
+def _decoded(name: str, value: object, spec: Field) -> object:
+    """Source image bytes (stored as they are) decoded once here, so a corrupt file is skipped at write time."""
+    if spec.codec in ("jpg", "png") and isinstance(value, (bytes, bytearray)):
+        from mmdata.shards.codec import CodecError, decode
+
+        if not value:
+            raise SampleError("empty_file", f"field {name}: zero-byte image")
+        try:
+            return decode(bytes(value), spec)
+        except CodecError as exc:
+            raise SampleError("decode_error", f"field {name}: {exc}") from exc
+    return value
+
+
 def check_value(name: str, value: object, spec: Field) -> None:
     """Raise SampleError unless ``value`` matches ``spec`` (dtype, shape, finiteness, value range)."""
     if spec.dtype == "str":
-        if not isinstance(value, str):
-            raise SampleError("dtype", f"field {name}: expected str, got {type(value).__name__}")
-        if not value.strip():
-            raise SampleError("empty_text", f"field {name}: empty text")
+        _check_text(name, value, spec)
         return
-    array = np.asarray(value)
+    array = np.asarray(_decoded(name, value, spec))
     if array.dtype != np.dtype(spec.dtype):
         raise SampleError("dtype", f"field {name}: expected {spec.dtype}, got {array.dtype}")
     if array.ndim != len(spec.shape) or any(
@@ -38,8 +60,8 @@ def check_value(name: str, value: object, spec: Field) -> None:
         if array.min() < low or array.max() > high:
             raise SampleError(
                 "value_range", f"field {name}: values [{array.min()}, {array.max()}] outside [{low}, {high}]")
-    if spec.classes is not None and not 0 <= int(array) < len(spec.classes):
-        raise SampleError("label_range", f"field {name}: class {int(array)} not in 0..{len(spec.classes) - 1}")
+    if spec.classes is not None and ((array < 0) | (array >= len(spec.classes))).any():
+        raise SampleError("label_range", f"field {name}: class {array.tolist()} not in 0..{len(spec.classes) - 1}")
 
 
 def check_sample(sample: Sample, features: Features) -> None:

@@ -55,7 +55,8 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
                          disable=None if progress is None else not progress)
             manifests[split] = write_split(items, features, tmp / split, corpus=name, split=split,
                                            max_samples=max_samples, max_bytes=max_bytes,
-                                           max_skip_fraction=max_skip_fraction, params=params, source=source)
+                                           max_skip_fraction=max_skip_fraction, params=params, source=source,
+                                           view=corpus.view)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ from mmdata.rng import make_rng
 from mmdata.shards.index import read_index
 from mmdata.shards.manifest import INDEX, ShardIntegrityError, manifest_features, read_manifest, sha256_file
 from mmdata.shards.tar import MemberReader
-from mmdata.types import Features, Sample
+from mmdata.types import Features, Sample, View
 
 DEFAULT_SHARDS_ROOT = Path("data/shards")
 Augment = Callable[[Sample, np.random.Generator], Sample]
@@ -54,9 +54,20 @@ class SplitShards:
 
     directory: Path
     manifest: dict[str, Any]
-    features: Features
+    stored: Features  # the schema of the tar members
     index: dict[str, np.ndarray]
     shard_rows: list[np.ndarray]  # index rows of each shard, in manifest order
+    view: View | None = None
+
+    @property
+    def label(self) -> str:
+        """The label field's name."""
+        return self.manifest["label_field"]
+
+    @property
+    def features(self) -> Features:
+        """The schema of the samples a reader gets (the stored schema, or the viewed one under a View)."""
+        return self.view.features(self.stored, self.label) if self.view else self.stored
 
     @classmethod
     def open(cls, directory: str | Path, verify: bool = False) -> SplitShards:
@@ -67,17 +78,21 @@ class SplitShards:
         names = [s["name"] for s in manifest["shards"]]
         position = {name: i for i, name in enumerate(names)}
         shard_of_row = np.array([position.get(s, -1) for s in index["shard"]], dtype=np.int64)
-        if (shard_of_row < 0).any() or len(shard_of_row) != manifest["samples"]:
-            raise ShardIntegrityError(f"{directory / INDEX}: {len(shard_of_row)} rows for {manifest['samples']} "
-                                      f"samples in the manifest, or rows naming unlisted shards")
+        if (shard_of_row < 0).any() or len(shard_of_row) != manifest["rows"]:
+            raise ShardIntegrityError(f"{directory / INDEX}: {len(shard_of_row)} rows for {manifest['rows']} "
+                                      f"rows in the manifest, or rows naming unlisted shards")
         shard_rows = [np.flatnonzero(shard_of_row == i) for i in range(len(names))]
         for record, rows in zip(manifest["shards"], shard_rows):
             _check_shard(directory / record["name"], record, len(rows), verify)
-        return cls(directory, manifest, manifest_features(manifest), index, shard_rows)
+        view = manifest.get("view")
+        view = View(view["kind"], tuple(view["fields"]), view["length"]) if view else None
+        return cls(directory, manifest, manifest_features(manifest), index, shard_rows, view)
 
     def columns(self, fields: Sequence[str]) -> dict[str, list]:
         """Index columns a reader of ``fields`` needs, as Python lists (scalar lookups 5x faster than numpy)."""
-        names = ["key", "shard"] + [f"{c}_{f}" for f in fields for c in ("offset", "size", "crc32")]
+        names = ["key", "sample", "shard", "label"] + [f"{c}_{f}" for f in fields for c in ("offset", "size", "crc32")]
+        if self.view is not None:
+            names.append(self.view.param)
         return {name: self.index[name].tolist() for name in names}
 
 
@@ -87,8 +102,8 @@ def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) ->
     size = path.stat().st_size
     if size != record["bytes"]:
         raise ShardIntegrityError(f"{path}: {size} bytes, manifest says {record['bytes']} (truncated or altered)")
-    if rows != record["samples"]:
-        raise ShardIntegrityError(f"{path}: index has {rows} samples, manifest says {record['samples']}")
+    if rows != record["rows"]:
+        raise ShardIntegrityError(f"{path}: index has {rows} rows, manifest says {record['rows']}")
     if verify and sha256_file(path) != record["sha256"]:
         raise ShardIntegrityError(f"{path}: sha256 differs from the manifest (corrupted)")
 

@@ -164,17 +164,19 @@ class MemberReader:
     """
 
     def __init__(self, shards: SplitShards, fields: Sequence[str]) -> None:
-        self.shards, self.fields = shards, tuple(fields)
-        order = sorted(shards.features)
-        positions = sorted(order.index(name) for name in self.fields)
+        self.shards, self.fields, self.view = shards, tuple(fields), shards.view
+        # Under a View the label comes from the index row, so its member is never read.
+        stored = [n for n in self.fields if not (self.view and n == shards.label)]
+        order = sorted(shards.stored)
+        positions = sorted(order.index(name) for name in stored)
         self.runs: list[list[str]] = []
         for pos in positions:
             if self.runs and order.index(self.runs[-1][-1]) == pos - 1:
                 self.runs[-1].append(order[pos])
             else:
                 self.runs.append([order[pos]])
-        self.cols = shards.columns(self.fields)
-        self.members = {n: f".{n}.{shards.features[n].codec}" for n in self.fields}
+        self.cols = shards.columns(stored)
+        self.members = {n: f".{n}.{shards.stored[n].codec}" for n in stored}
         self.fds: dict[str, int] = {}
 
     def _fd(self, shard: str) -> int:
@@ -195,7 +197,7 @@ class MemberReader:
             raise self._fail(row, run[0], "shard ends early (truncated)")
         for name in run:
             offset, size = cols[f"offset_{name}"][row] - start, cols[f"size_{name}"][row]
-            member = (cols["key"][row] + self.members[name]).encode()
+            member = (cols["sample"][row] + self.members[name]).encode()
             # The header before each payload is checked too: it catches flipped header bits and offsets
             # that point at the wrong member.
             problem = _header_problem(block[offset - block_size:offset], member, size)
@@ -205,7 +207,7 @@ class MemberReader:
             if problem is not None:
                 raise self._fail(row, name, problem)
             try:
-                sample[name] = decode(payload, self.shards.features[name])
+                sample[name] = decode(payload, self.shards.stored[name])
             except CodecError as exc:
                 raise self._fail(row, name, str(exc)) from exc
 
@@ -214,6 +216,11 @@ class MemberReader:
         sample: Sample = {"__key__": self.cols["key"][row]}
         for run in self.runs:
             self._run(row, run, sample)
+        if self.view is None:
+            return sample
+        sample = self.view.apply(sample, self.cols[self.view.param][row])
+        if self.shards.label in self.fields:
+            sample[self.shards.label] = self.cols["label"][row]
         return sample
 
     def close(self) -> None:

@@ -34,9 +34,9 @@ def verify_split(directory: Path) -> list[str]:
     for record in manifest["shards"]:
         problems += _verify_shard(directory / record["name"], record, index)
     report = manifest["report"]
-    if len(index["key"]) != manifest["samples"] or report["written"] != manifest["samples"]:
-        problems.append(f"{directory}: index rows {len(index['key'])}, manifest samples {manifest['samples']}, "
-                        f"report written {report['written']} disagree")
+    if len(index["key"]) != manifest["rows"] or report["written"] != manifest["samples"]:
+        problems.append(f"{directory}: index rows {len(index['key'])} (manifest {manifest['rows']}), manifest "
+                        f"samples {manifest['samples']}, report written {report['written']} disagree")
     if report["raw"] != report["written"] + report["skipped"]:
         problems.append(f"{directory}: raw {report['raw']} != written {report['written']} + skipped "
                         f"{report['skipped']}")
@@ -54,7 +54,9 @@ def _verify_shard(path: Path, record: dict, index: dict) -> list[str]:
         keys = shard_keys(path)
     except Exception as exc:  # noqa: BLE001 - any tar failure is a finding, reported with the path
         return [f"{path}: unreadable tar ({exc})"]
-    expected = [str(k) for k, s in zip(index["key"], index["shard"]) if s == record["name"]]
+    # Index rows of one stored sample (a View) are consecutive and share its ``sample`` key.
+    expected = [str(k) for k, s in zip(index["sample"], index["shard"]) if s == record["name"]]
+    expected = [k for i, k in enumerate(expected) if i == 0 or expected[i - 1] != k]
     if keys != expected or len(keys) != record["samples"]:
         return [f"{path}: {len(keys)} samples in the tar, manifest says {record['samples']}, index lists "
                 f"{len(expected)} (or the key order differs)"]

@@ -12,19 +12,19 @@ import shutil
 import zlib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Skip
-from mmdata.corpora.check import SampleError, check_sample
+from mmdata.corpora.check import SampleError, check_sample, check_value
 from mmdata.shards.codec import encode
 from mmdata.shards.index import write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError, write_json_atomic
 from mmdata.shards.tar import MAX_MEMBER_NAME, ShardSink, shard_keys
-from mmdata.types import KEY_PATTERN, Features, Sample, check_features, field_modality
+from mmdata.types import ROWS, KEY_PATTERN, Features, Sample, View, check_features, field_modality
 
 
 class BadInputError(RuntimeError):
@@ -47,7 +47,6 @@ class _Ledger:
     raw: int = 0
     skips: list[Skip] = field(default_factory=list)
     repairs: Counter = field(default_factory=Counter)
-    labels: list[Any] = field(default_factory=list)
 
     def report(self, written: int) -> dict[str, Any]:
         reasons = Counter(s.reason for s in self.skips)
@@ -68,29 +67,53 @@ def _label_summary(labels: list[Any], features: Features, label: str) -> dict[st
                               "mean": float(values.mean()), "rounded_counts": dict(sorted(rounded.items()))}}
 
 
-def _index_row(key: str, shard: str, sample: Sample, features: Features, label: str,
-               payloads: list[bytes], offsets: list[int]) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key, "shard": shard}
-    value = sample[label]
-    row["label"] = int(value) if features[label].classes is not None else float(value)
+def _index_rows(key: str, shard: str, sample: Sample, features: Features, label: str, payloads: list[bytes],
+                offsets: list[int], rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Index rows of one stored sample: one row, or one per entry of its ``__rows__`` (a :class:`View`)."""
+    base: dict[str, Any] = {"key": key, "sample": key, "shard": shard}
     for name, data, offset in zip(sorted(features), payloads, offsets):
-        row[f"offset_{name}"] = offset
-        row[f"size_{name}"] = len(data)
-        row[f"crc32_{name}"] = zlib.crc32(data)
+        base[f"offset_{name}"] = offset
+        base[f"size_{name}"] = len(data)
+        base[f"crc32_{name}"] = zlib.crc32(data)
         if features[name].variable_axes:
-            row[f"length_{name}"] = int(np.shape(sample[name])[0])
-    return row
+            base[f"length_{name}"] = int(np.shape(sample[name])[0])
+    as_label = int if features[label].classes is not None else float
+    if rows is None:
+        return [{**base, "label": as_label(sample[label])}]
+    return [{**base, "key": f"{key}/{row['id']}", "label": as_label(row["label"]),
+             **{k: v for k, v in row.items() if k not in ("id", "label")}} for row in rows]
 
 
-def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger: _Ledger,
-           where: str) -> Sample | None:
-    """Count one raw item; return the clean sample to write, or None after recording why it was skipped."""
+def _check_rows(key: str, sample: Sample, rows: Any, view: View | None, features: Features, label: str) -> None:
+    """Raise SampleError unless ``rows`` fit the view: unique ids, valid labels, picks/windows in range."""
+    if view is None:
+        if rows is not None:
+            raise ValueError(f"{key}: {ROWS} given but the corpus declares no View")
+        return
+    if not rows:
+        raise SampleError("no_rows", f"{key}: the sample expands into no rows")
+    ids = [str(row.get("id", "")) for row in rows]
+    if len(set(ids)) != len(ids) or not all(KEY_PATTERN.match(f"{key}/{i}") for i in ids):
+        raise SampleError("bad_row", f"{key}: row ids must be unique key parts, got {ids[:5]}")
+    extent = min(len(sample[name]) for name in view.fields)
+    for row in rows:
+        check_value(f"{label} (row {row['id']})", np.asarray(row.get("label")).astype(features[label].dtype),
+                    replace(features[label], shape=()))
+        value = int(row.get(view.param, -1))
+        top = extent - 1 if view.kind == "pick" else extent - view.length
+        if not 0 <= value <= top:
+            raise SampleError("bad_row", f"{key}/{row['id']}: {view.param} {value} outside 0..{top}")
+
+
+def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger: _Ledger, where: str,
+           view: View | None) -> tuple[Sample, list[dict[str, Any]] | None] | None:
+    """Count one raw item; return (clean sample, its view rows), or None after recording why it was skipped."""
     ledger.raw += 1
     if isinstance(item, Skip):
         ledger.skips.append(item)
         return None
     sample = dict(item)
-    repairs = sample.pop(REPAIRS, ())
+    repairs, rows = sample.pop(REPAIRS, ()), sample.pop(ROWS, None)
     source = str(sample.pop(SOURCE, where))
     key = sample.get("__key__", "")
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
@@ -106,17 +129,23 @@ def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger
         return None
     try:
         check_sample(sample, features)
+        _check_rows(key, sample, rows, view, features, _label_name(features))
     except SampleError as exc:
         ledger.skips.append(Skip(key, source, exc.reason, str(exc)))
         return None
     seen[key] = source
     ledger.repairs.update(repairs)
-    return sample
+    return sample, rows
+
+
+def _label_name(features: Features) -> str:
+    return next(n for n in features if field_modality(n) == "label")
 
 
 def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: Path, *, corpus: str, split: str,
                 max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
-                params: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+                params: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
+                view: View | None = None) -> dict[str, Any]:
     """Write one split as tar shards + index.parquet + manifest.json, atomically.
 
     Args:
@@ -127,6 +156,7 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         max_samples, max_bytes: shard size bounds (a shard always holds at least one sample).
         max_skip_fraction: fail (nothing committed) when more than this share of raw items is skipped.
         params, source: the params used and the raw-source fingerprint, recorded in the manifest.
+        view: how stored samples expand into index rows (samples then carry ``__rows__``), or None.
 
     Returns:
         The manifest written.
@@ -142,7 +172,7 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
     try:
         manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
                                max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
-                               source=source or {})
+                               source=source or {}, view=view)
         replace_dir(tmp, split_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
@@ -152,33 +182,35 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
 
 def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *, corpus: str, split: str,
                 max_samples: int, max_bytes: int, max_skip_fraction: float, params: dict[str, Any],
-                source: dict[str, Any]) -> dict[str, Any]:
-    label = next(n for n in features if field_modality(n) == "label")
-    names = sorted(features)
+                source: dict[str, Any], view: View | None) -> dict[str, Any]:
+    label, names = _label_name(features), sorted(features)
     sink = ShardSink(tmp, f"{corpus}-{split}", max_samples, max_bytes)
     ledger, seen, rows = _Ledger(), {}, []
     where = str(source.get("release", corpus))
     for item in items:
-        sample = _admit(item, features, seen, ledger, where)
-        if sample is None:
+        admitted = _admit(item, features, seen, ledger, where, view)
+        if admitted is None:
             continue
+        sample, views = admitted
         key = sample["__key__"]
         payloads = [encode(sample[name], features[name]) for name in names]
         members = [(f"{key}.{name}.{features[name].codec}", data) for name, data in zip(names, payloads)]
         shard, offsets = sink.add(key, members)
-        rows.append(_index_row(key, shard, sample, features, label, payloads, offsets))
-        ledger.labels.append(sample[label])
+        rows += _index_rows(key, shard, sample, features, label, payloads, offsets, views)
     shards = sink.close()
-    report = ledger.report(len(rows))
+    report = ledger.report(sum(s["samples"] for s in shards))
     _check_budget(report, max_skip_fraction, f"{corpus}/{split}")
     _reconcile(tmp, shards)
     write_index(tmp / INDEX, rows)
+    per_shard = Counter(row["shard"] for row in rows)
     manifest = {
         "format": FORMAT, "toolkit_version": _version(), "corpus": corpus, "split": split,
         "features": {n: features[n].to_json() for n in names},
         "codecs": {n: features[n].codec for n in names}, "label_field": label,
-        "shards": [{k: v for k, v in s.items() if k != "keys"} for s in shards],
-        "samples": len(rows), **_label_summary(ledger.labels, features, label),
+        "view": view.to_json() if view else None,
+        "shards": [{**{k: v for k, v in s.items() if k != "keys"}, "rows": per_shard[s["name"]]} for s in shards],
+        "samples": report["written"], "rows": len(rows),
+        **_label_summary([row["label"] for row in rows], features, label),
         "source": source, "params": params, "report": report,
     }
     write_json_atomic(tmp / MANIFEST, manifest)  # last: its presence means the split is complete
