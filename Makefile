@@ -33,6 +33,8 @@ test: setup
 
 bench: setup
 	python bench/read_speed.py
+	python bench/samplers.py
+	python bench/augment.py
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache
