@@ -24,43 +24,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import mmdata
+from common import avmnist_shards, timed
 from mmdata.augment import Augmenter
 from mmdata.augment.batched import augment_batch, loader_rngs
 from mmdata.rng import make_rng
-from mmdata.shards.build import shard_corpus
 from mmdata.shards.read import collate
-from mmdata.synth import SYNTHS
 from mmdata.types import Field
 
 DEVICE = torch.device("cuda") if torch.cuda.is_available() else None
-
-
-def build(workdir: Path) -> Path:
-    """Synthesise and shard the AV-MNIST mini once; return the corpus shard directory."""
-    out = workdir / "shards" / "avmnist"
-    if not (out / "train" / "manifest.json").exists():
-        root = SYNTHS["avmnist"](workdir / "raw", train=2000, test=200)
-        shard_corpus("avmnist", root, out, max_samples=250, progress=False)
-    return out
-
-
-def timed(fn: Callable[[], object], sync: bool = False) -> tuple[float, object]:
-    """Seconds one call took, and its result (synchronising the GPU around it when asked)."""
-    if sync:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if sync:
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, result
 
 
 def unbatch(batch: dict, fields: list[str]) -> list[dict]:
@@ -171,7 +148,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE or 'cpu only'}")
     with tempfile.TemporaryDirectory() as tmp:
-        shards = build(args.workdir or Path(tmp))
+        shards = avmnist_shards(args.workdir or Path(tmp))
         avmnist_table(shards, args.batch_sizes, args.epochs)
     if args.large_batch:
         large_table(args.large_batch, args.repeats)

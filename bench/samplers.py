@@ -15,35 +15,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 import mmdata
+from common import avmnist_shards, timed
 from mmdata.rng import make_rng
 from mmdata.samplers import (NegativeReader, batch_rng, drop_tuples, gather, marginal_permute, modality_dropout,
                              negative_dataset, tuple_disturb, tuple_infonce)
-from mmdata.shards.build import shard_corpus
-from mmdata.synth import SYNTHS
 
 FIELDS = ("image", "audio_spec")
-
-
-def build(workdir: Path) -> Path:
-    """Synthesise and shard the AV-MNIST mini once; return the corpus shard directory."""
-    out = workdir / "shards" / "avmnist"
-    if not (out / "train" / "manifest.json").exists():
-        root = SYNTHS["avmnist"](workdir / "raw", train=2000, test=200)
-        shard_corpus("avmnist", root, out, max_samples=250, progress=False)
-    return out
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def sampler_steps(batch: int, negatives: int) -> dict[str, Callable[[object, dict], object]]:
@@ -104,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core, as a DataLoader worker or the training process would have
     with tempfile.TemporaryDirectory() as tmp:
-        shards = build(args.workdir or Path(tmp))
+        shards = avmnist_shards(args.workdir or Path(tmp))
         table = {b: measure(shards, b, args.negatives, args.epochs, args.repeats) for b in args.batch_sizes}
     names = [name for name, _ in table[args.batch_sizes[0]]]
     print(f"AV-MNIST mini, fields {FIELDS}, {args.negatives} negatives; ms per batch (% of loading that batch)")

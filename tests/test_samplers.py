@@ -126,8 +126,11 @@ def test_distinct_partners_uniform_and_valid():
     assert len(counts) == 6 and chi_square(counts) < 20.5  # C(4, 2) subsets; chi-square(5) 99.9%
     with pytest.raises(ValueError, match="at most 4"):
         distinct_partners(5, 5, make_rng(0))
-    big = distinct_partners(100, 30, make_rng(1), count=400)  # above KEYS_MAX_POOL: Floyd's algorithm
-    assert big.shape == (400, 100, 30) and (big != np.arange(100)[:, None]).all()
+
+@pytest.mark.parametrize("k", [30, 8])  # above PERMUTE_MAX_POOL: Floyd's algorithm (k=30), rejection (k=8)
+def test_distinct_partners_large_pools_uniform_and_valid(k):
+    big = distinct_partners(100, k, make_rng(1), count=400)
+    assert big.shape == (400, 100, k) and (big != np.arange(100)[:, None]).all()
     assert (np.diff(np.sort(big, axis=-1), axis=-1) > 0).all()
     assert chi_square(np.bincount(big[:, 0].ravel(), minlength=100)[1:]) < 148  # chi-square(98) 99.9%
     assert chi_square(np.bincount(big[:, 0, 0], minlength=100)[1:]) < 148  # the order is uniform too

@@ -71,9 +71,9 @@ def is_derangement(perm: np.ndarray) -> np.ndarray:
     return is_perm & (perm != np.arange(n)).all(axis=-1)
 
 
-#: Up to this many candidates per row, partners come from sorting random keys (a few vectorised calls over
-#: ``[n, n - 1]``); above it, Floyd's algorithm (k vectorised steps over ``[n]``) is cheaper. Both are uniform.
-KEYS_MAX_POOL = 64
+#: Up to this many candidates per row, partners are the head of a uniform permutation of the pool (one
+#: vectorised ``permuted`` call); above it the per-row cost of a full permutation dominates.
+PERMUTE_MAX_POOL = 64
 
 
 def distinct_partners(n: int, k: int, rng: np.random.Generator, count: int | None = None) -> np.ndarray:
@@ -97,21 +97,36 @@ def distinct_partners(n: int, k: int, rng: np.random.Generator, count: int | Non
     if not 0 <= k <= n - 1:
         raise ValueError(f"cannot draw {k} distinct partners per row from {n} items (at most {max(n - 1, 0)}); "
                          f"lower the number of negatives or raise the batch size")
-    shape = (1 if count is None else int(count), n)
-    chosen = _subsets_by_keys(shape, n - 1, k, rng) if n - 1 <= KEYS_MAX_POOL else _subsets_floyd(shape, n - 1, k, rng)
+    shape, pool = (1 if count is None else int(count), n), n - 1
+    if pool <= PERMUTE_MAX_POOL:
+        chosen = _subsets_by_permutation(shape, pool, k, rng)
+    elif k * (k - 1) <= pool:  # a k-tuple of independent draws is distinct with probability >~ e^-1/2
+        chosen = _subsets_by_rejection(shape, pool, k, rng)
+    else:
+        chosen = _subsets_floyd(shape, pool, k, rng)
     chosen = chosen + (chosen >= np.arange(n)[:, None])  # skip the row itself: 0..n-2 -> 0..n-1 without b
     return chosen[0] if count is None else chosen
 
 
-def _subsets_by_keys(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform ordered k-subsets of ``range(pool)`` per row: the k smallest of ``pool`` random keys, sorted."""
-    keys = rng.random((*shape, pool))
-    if k < pool:
-        keys_k = np.argpartition(keys, k - 1, axis=-1)[..., :k] if k else np.empty((*shape, 0), np.int64)
-    else:
-        keys_k = np.broadcast_to(np.arange(pool), (*shape, pool))
-    order = np.argsort(np.take_along_axis(keys, keys_k, axis=-1), axis=-1)
-    return np.take_along_axis(keys_k, order, axis=-1).astype(np.int64)
+def _subsets_by_permutation(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform ordered k-subsets of ``range(pool)`` per row: the first k entries of a uniform permutation."""
+    return rng.permuted(np.broadcast_to(np.arange(pool, dtype=np.int64), (*shape, pool)), axis=-1)[..., :k]
+
+
+def _subsets_by_rejection(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform ordered k-subsets: k independent uniform draws per row, rows with a repeat redrawn.
+
+    Independent uniform k-tuples conditioned on being distinct are uniform over ordered k-subsets.
+    """
+    out = rng.integers(0, pool, (*shape, k), dtype=np.int64).reshape(-1, k)
+    bad = np.arange(len(out))
+    for _ in range(MAX_TRIES):
+        ordered = np.sort(out[bad], axis=-1)
+        bad = bad[(ordered[:, 1:] == ordered[:, :-1]).any(axis=-1)]
+        if not bad.size:
+            return out.reshape(*shape, k)
+        out[bad] = rng.integers(0, pool, (bad.size, k), dtype=np.int64)
+    raise RuntimeError(f"could not draw {k} distinct partners from {pool} in {MAX_TRIES} rounds")
 
 
 def _subsets_floyd(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
