@@ -62,22 +62,22 @@ def _check_samplers(blocks: dict[str, Any]) -> None:
         check_keys(block, sampler_options(name) - CONTEXT_OPTIONS, f"samplers.{name}")
 
 
+def _block(params: dict[str, Any], section: str, what: str, name: str) -> dict[str, Any]:
+    try:
+        return params[section][name]
+    except KeyError:
+        raise ConfigError(f"{what} {name!r} is not configured under {section}: in params.yaml; "
+                          f"configured: {sorted(params.get(section, {}))}") from None
+
+
 def corpus_params(params: dict[str, Any], name: str) -> dict[str, Any]:
     """The ``corpora.<name>`` block, or ConfigError listing the configured corpora."""
-    try:
-        return params["corpora"][name]
-    except KeyError:
-        raise ConfigError(f"corpus {name!r} is not configured under corpora: in params.yaml; "
-                          f"configured: {sorted(params.get('corpora', {}))}") from None
+    return _block(params, "corpora", "corpus", name)
 
 
 def experiment_params(params: dict[str, Any], name: str) -> dict[str, Any]:
     """The ``experiments.<name>`` block, or ConfigError listing the configured experiments."""
-    try:
-        return params["experiments"][name]
-    except KeyError:
-        raise ConfigError(f"experiment {name!r} is not configured under experiments: in params.yaml; "
-                          f"configured: {sorted(params.get('experiments', {}))}") from None
+    return _block(params, "experiments", "experiment", name)
 
 
 def shards_dir(name: str) -> Path:
