@@ -7,9 +7,13 @@ from __future__ import annotations
 from types import ModuleType
 
 from methods import late_fusion
+from methods import point_boxes
+from methods import rgbd_seg
 
 METHODS: dict[str, ModuleType] = {
     "late_fusion": late_fusion,
+    "rgbd_seg": rgbd_seg,
+    "point_boxes": point_boxes,
 }
 
 

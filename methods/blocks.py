@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from methods.text import TextEncoder
 from mmdata.types import Field, Features, field_modality
 
 # Modalities whose fixed 2-D/3-D arrays are pictures ([H, W] or [H, W, C]); a fixed 2-D ``audio`` array is a
@@ -30,8 +31,11 @@ def field_input(
 
     Returns:
         ``(x, mask)``: x float32 [B, *shape]; mask bool [B, T] (True = real step) for variable-length fields,
-        built from ``<name>_lengths`` when ``<name>_mask`` is absent; None for fixed-shape fields.
+        built from ``<name>_lengths`` when ``<name>_mask`` is absent; None for fixed-shape fields. A str field
+        comes back as its list of B strings (the text encoder tokenises and places them).
     """
+    if field.dtype == "str":
+        return batch[name], None
     x = batch[name]
     x = x.to(device, non_blocking=True) if device is not None else x
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
@@ -138,9 +142,37 @@ class VectorEncoder(nn.Module):
         return self.net(x)
 
 
+class VideoEncoder(nn.Module):
+    """Frames through one small :class:`ImageEncoder` each, then a masked mean over time.
+
+    Input [B, T, H, W, C] (frames, channels last) or a filmstrip [B, T * S, S, C] of square S x S frames
+    stacked vertically (CREMA-D's ``video_format: jpg``), with optional mask [B, T] / [B, T * S] (True = real
+    frame or row); output [B, dim]. Only real frames go through the CNN, so padding never reaches BatchNorm.
+    """
+
+    def __init__(self, channels: int, dim: int, size: tuple[int, int] = (32, 32)) -> None:
+        super().__init__()
+        self.frame = ImageEncoder(channels, dim, size=size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, H, W, C] or [B, T * S, S, C] (+ mask) -> [B, dim]."""
+        if x.dim() == 4:  # filmstrip: unstack the square frames
+            side = x.shape[2]
+            x = x.reshape(x.shape[0], -1, side, side, x.shape[3])
+            mask = mask[:, ::side] if mask is not None else None
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        h = self.frame(x[mask])  # [real frames, dim]
+        out = torch.zeros(*x.shape[:2], h.shape[-1], dtype=h.dtype, device=x.device)
+        out[mask] = h
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (out * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # clamp: a clip with no frame pools to zeros
+
+
 #: Encoder classes by kind; sequence fields use ``"sequence"`` unless a method asks for ``"gru"``.
 ENCODERS: dict[str, type[nn.Module]] = {
     "image": ImageEncoder, "sequence": SequenceEncoder, "gru": GRUEncoder, "vector": VectorEncoder,
+    "text": TextEncoder, "video": VideoEncoder,
 }
 
 
@@ -148,28 +180,40 @@ def encoder_kind(name: str, field: Field) -> str:
     """Which :data:`ENCODERS` entry fits a field, from its modality and shape.
 
     [D] -> vector; [T, D] with variable T, or any ``feat``/``series`` [T, D] -> sequence; fixed [H, W] or
-    [H, W, C] of a picture-like modality (incl. ``audio`` spectrograms) -> image.
+    [H, W, C] of a picture-like modality (incl. ``audio`` spectrograms) -> image; one string per sample of a
+    ``text`` field -> text (hashed n-grams, :mod:`methods.text`); ``video`` [T, H, W, C] frames or a
+    [T * S, S, C] JPEG filmstrip -> video.
 
     Raises:
-        ValueError: the field is text, a label or metadata, or a shape no encoder handles yet (video, points).
+        ValueError: a label or metadata field, a list of strings, or a shape no encoder handles yet (points,
+            images of varying size).
     """
     modality, shape = field_modality(name), field.shape
+    if field.dtype == "str" and modality == "text" and shape == ():
+        return "text"
     if field.dtype == "str" or modality in ("label", "meta", "text"):
-        raise ValueError(f"field {name!r} ({modality}, {field.dtype}) has no tensor encoder")
+        raise ValueError(f"field {name!r} ({modality}, {field.dtype}, shape {shape}) has no tensor encoder")
+    if modality == "image" and len(shape) == 3 and None in shape[:2]:
+        raise ValueError(f"field {name!r} holds images of varying size {shape}, which cannot be batched; set "
+                         f"the corpus reader's image_size to resize them once at shard time")
     if len(shape) == 1 and shape[0] is not None:
         return "vector"
     if len(shape) == 2 and shape[1] is not None and (shape[0] is None or modality in ("feat", "series")):
         return "sequence"
     if len(shape) in (2, 3) and None not in shape and modality in _IMAGE_MODALITIES:
         return "image"
+    strip = len(shape) == 3 and field.codec == "jpg"  # [T * S, S, C]: square frames stacked in one JPEG
+    if modality == "video" and None not in shape[1:] and (len(shape) == 4 or strip):
+        return "video"
     raise ValueError(f"no encoder for field {name!r} with modality {modality!r} and shape {shape}")
 
 
-def build_encoder(name: str, field: Field, dim: int, sequence: str = "sequence") -> nn.Module:
+def build_encoder(name: str, field: Field, dim: int, sequence: str = "sequence", *, text_ngrams: int = 2) -> nn.Module:
     """An encoder mapping field ``name`` (batch tensor [B, *shape]) to [B, dim], chosen by :func:`encoder_kind`.
 
     Args:
         sequence: the :data:`ENCODERS` kind used for [T, D] fields ("sequence" = mean+max pooling, or "gru").
+        text_ngrams: n-gram order of the hashed :class:`~methods.text.TextEncoder` (text fields only).
     """
     kind = encoder_kind(name, field)
     if kind == "sequence":
@@ -178,6 +222,11 @@ def build_encoder(name: str, field: Field, dim: int, sequence: str = "sequence")
         kind = sequence
     if kind == "image":
         return ImageEncoder(field.shape[2] if len(field.shape) == 3 else 1, dim, size=field.shape[:2])
+    if kind == "text":
+        return TextEncoder(dim, ngrams=text_ngrams)
+    if kind == "video":
+        size = tuple(field.shape[1:3]) if len(field.shape) == 4 else (field.shape[1], field.shape[1])
+        return VideoEncoder(field.shape[-1], dim, size=size)
     return ENCODERS[kind](field.shape[-1], dim)
 
 

@@ -15,23 +15,30 @@ from methods.blocks import FUSIONS, build_encoder, field_input, label_field
 from mmdata.types import Features, Tuples
 
 
+#: Regression losses by name (the ``regression_loss`` option).
+REGRESSION_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+
+
 class LateFusion(nn.Module):
     """Encoders for ``fields`` -> fusion -> head; reads only its fields and moves them to its own device.
 
     Attributes:
         fields: the input field names, in fusion order.
         label_name: the batch key of the target.
-        task: "classification" (head outputs [B, C] logits) or "regression" (head output [B]).
+        task: "classification" (head outputs [B, C] logits), "multilabel" (a class label of shape [C], e.g.
+            multi-hot genres: [B, C] logits, one sigmoid each) or "regression" (head output [B]).
     """
 
     def __init__(self, features: Features, fields: list[str], dim: int, hidden: int, dropout: float, fusion: str,
-                 sequence: str = "sequence"):
+                 sequence: str = "sequence", regression_loss: str = "l1", text_ngrams: int = 2):
         super().__init__()
         self.label_name, label = label_field(features)
-        self.task = "classification" if label.classes else "regression"
+        self.regression_loss = regression_loss
+        self.task = "regression" if not label.classes else "multilabel" if label.shape else "classification"
         self.fields = tuple(fields)
         self.features = {n: features[n] for n in self.fields}
-        self.encoders = nn.ModuleDict({n: build_encoder(n, features[n], dim, sequence) for n in self.fields})
+        self.encoders = nn.ModuleDict({n: build_encoder(n, features[n], dim, sequence, text_ngrams=text_ngrams)
+                                       for n in self.fields})
         self.fusion = FUSIONS[fusion]({n: dim for n in self.fields}, hidden, dropout)
         self.head = nn.Linear(hidden, len(label.classes) if label.classes else 1)
 
@@ -46,9 +53,9 @@ class LateFusion(nn.Module):
         return self.fusion(parts)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Logits [B, C] (classification) or predicted values [B] (regression)."""
+        """Logits [B, C] (classification, multilabel) or predicted values [B] (regression)."""
         out = self.head(self.embed(batch))
-        return out if self.task == "classification" else out.squeeze(-1)
+        return out.squeeze(-1) if self.task == "regression" else out
 
 
 def build_model(
@@ -60,6 +67,8 @@ def build_model(
     dropout: float = 0.1,
     fusion: str = "concat",
     sequence: str = "sequence",
+    regression_loss: str = "l1",
+    text_ngrams: int = 2,
 ) -> LateFusion:
     """A late-fusion model over ``fields`` of a corpus schema.
 
@@ -71,6 +80,8 @@ def build_model(
         dropout: dropout after the fusion MLP.
         fusion: a key of ``methods.blocks.FUSIONS``.
         sequence: encoder for [T, D] fields: "sequence" (masked mean+max pooling, fast) or "gru".
+        regression_loss: "l1" (MMSA / MultiBench on MOSI, MOSEI) or "mse" (MultiBench's stocks examples).
+        text_ngrams: word n-gram order of the hashed text encoder of ``text*`` fields (2: uni- and bigrams).
 
     Raises:
         ValueError: empty or unknown ``fields``, an unknown fusion, or a field no encoder handles.
@@ -80,11 +91,14 @@ def build_model(
         raise ValueError(f"fields must name input fields of the corpus; unknown {missing}, known {sorted(features)}")
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(sorted(FUSIONS))}")
-    return LateFusion(features, list(fields), dim, hidden, dropout, fusion, sequence)
+    if regression_loss not in REGRESSION_LOSSES:
+        raise ValueError(f"unknown regression_loss {regression_loss!r}; known: {', '.join(REGRESSION_LOSSES)}")
+    return LateFusion(features, list(fields), dim, hidden, dropout, fusion, sequence, regression_loss,
+                      text_ngrams=text_ngrams)
 
 
 def _target(model: LateFusion, batch: dict[str, Any]) -> torch.Tensor:
-    """The batch's labels on the model's device: int64 [B] or float32 [B]."""
+    """The batch's labels on the model's device: int64 [B], float32 multi-hot [B, C] or float32 [B]."""
     y = batch[model.label_name].to(model.device, non_blocking=True)
     return y.long() if model.task == "classification" else y.float()
 
@@ -93,21 +107,33 @@ def training_step(model: LateFusion, batch: dict[str, Any], tuples: Tuples | Non
     """Loss and predictions for one batch (``tuples`` unused: late fusion needs no negatives).
 
     Returns:
-        ``{"loss": scalar, "pred": [B]}``: cross-entropy and class ids, or L1 loss (as MMSA and MultiBench
-        train MOSI/MOSEI regression) and predicted values; ``pred`` is detached.
+        ``{"loss": scalar, "pred": [B] or [B, C]}``: cross-entropy and class ids; binary cross-entropy per
+        class and 0/1 predictions at probability 0.5 [B, C] (multilabel, as MultiBench and MMBT train
+        MM-IMDB); or the ``regression_loss`` (L1 by default, as MMSA and MultiBench train MOSI/MOSEI
+        regression; MSE for the stocks) and predicted values.
+        ``pred`` is detached.
     """
     out = model(batch).float()  # float: under fp16 autocast the loss must still be computed in fp32
     y = _target(model, batch)
     if model.task == "classification":
         return {"loss": F.cross_entropy(out, y), "pred": out.argmax(dim=-1).detach()}
-    return {"loss": F.l1_loss(out, y), "pred": out.detach()}
+    if model.task == "multilabel":
+        return {"loss": F.binary_cross_entropy_with_logits(out, y), "pred": (out > 0).long().detach()}
+    return {"loss": REGRESSION_LOSSES[model.regression_loss](out, y), "pred": out.detach()}
 
 
 @torch.no_grad()
 def predict(model: LateFusion, batch: dict[str, Any]) -> torch.Tensor:
-    """Predicted class ids (int64 [B]) or values (float32 [B]) for a batch, without gradients."""
+    """Scores for a batch, without gradients.
+
+    Returns:
+        Class probabilities float32 [B, C] (softmax; classification: metrics take the argmax, and AUROC needs
+        the scores), per-class probabilities [B, C] (sigmoid; multilabel) or values [B] (regression).
+    """
     out = model(batch).float()
-    return out.argmax(dim=-1) if model.task == "classification" else out
+    if model.task == "classification":
+        return out.softmax(dim=-1)
+    return out.sigmoid() if model.task == "multilabel" else out
 
 
 def embed(model: LateFusion, batch: dict[str, Any]) -> torch.Tensor:

@@ -194,7 +194,8 @@ def evaluate(method: ModuleType, model: nn.Module, batches: Iterable) -> tuple[n
     """Predictions over ``batches`` in eval mode (the previous train/eval mode is restored afterwards).
 
     Returns:
-        ``(pred, truth, keys)``: pred [N] (class ids or values), truth [N] (``batch[model.label_name]``,
+        ``(pred, truth, keys)``: pred [N] or [N, C] (whatever ``method.predict`` returns: values, class ids,
+        or class scores), truth [N] or [N, C] (``batch[model.label_name]``,
         default "label"), keys: the N sample keys in the same order.
     """
     was_training = model.training

@@ -21,6 +21,10 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _FIELD_PATTERN = re.compile(r"^[a-z]+(_[a-z0-9]+)*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
+#: Label value of a sample kept without a label (a Field declares it with ``unlabeled=UNLABELED``); the same
+#: convention as Hugging Face datasets' -1 on test splits whose labels are withheld.
+UNLABELED = -1
+
 #: Codecs a field may declare (file extension of its tar member).
 CODECS = ("npy", "txt", "cls", "json", "png", "jpg")
 
@@ -54,6 +58,8 @@ class Field:
         value_range: inclusive (low, high) bounds checked on every sample (labels, pixel ranges), or None.
         rate: sample rate (audio, Hz) or frame rate (video, fps) when relevant.
         description: provenance and units, in words.
+        unlabeled: for a class label, the value marking a sample kept without a label (:data:`UNLABELED`,
+            e.g. the Hateful Memes test file whose labels were withheld), or None when every sample is labeled.
     """
 
     dtype: str
@@ -63,6 +69,7 @@ class Field:
     value_range: tuple[float, float] | None = None
     rate: float | None = None
     description: str = ""
+    unlabeled: int | None = None
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -184,9 +191,14 @@ class View:
         return out
 
     def apply(self, sample: Sample, value: int) -> Sample:
-        """The viewed sample for one row (``value`` = its pick index or window start); input not mutated."""
+        """The viewed sample for one row (``value`` = its pick index or window start); input not mutated.
+
+        View fields a reader did not decode (not requested) are absent from ``sample`` and stay absent.
+        """
         out = dict(sample)
         for name in self.fields:
+            if name not in sample:
+                continue
             out[name] = sample[name][value] if self.kind == "pick" else sample[name][value:value + self.length]
         return out
 

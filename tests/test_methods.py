@@ -6,6 +6,7 @@ import torch
 
 from methods import METHODS, get_method, late_fusion
 from methods.blocks import ImageEncoder, SequenceEncoder, VectorEncoder, build_encoder, field_input
+from methods.text import TextEncoder
 from methods.loop import evaluate, fit, load_checkpoint, save_checkpoint
 from mmdata.types import Field
 
@@ -53,8 +54,11 @@ def test_build_encoder_picks_by_shape_and_modality():
     assert isinstance(build_encoder("feat_text", MOSI["feat_text"], 8), SequenceEncoder)
     assert isinstance(build_encoder("feat_audio", MOSI["feat_audio"], 8), SequenceEncoder)
     assert isinstance(build_encoder("feat_pooled", Field("float32", (7,), "npy"), 8), VectorEncoder)
+    assert isinstance(build_encoder("text", MOSI["text"], 8), TextEncoder)  # hashed n-grams, no download
     with pytest.raises(ValueError):
-        build_encoder("text", MOSI["text"], 8)
+        build_encoder("label", MOSI["label"], 8)
+    with pytest.raises(ValueError, match="image_size"):
+        build_encoder("image", Field("uint8", (None, None, 3), "jpg"), 8)
 
 
 def test_field_input_scales_uint8_and_builds_mask_from_lengths():
@@ -73,7 +77,8 @@ def test_avmnist_shapes():
     assert model(batch).shape == (4, 10)
     step = late_fusion.training_step(model, batch)
     assert step["loss"].dim() == 0 and step["pred"].shape == (4,) and step["pred"].dtype == torch.int64
-    assert late_fusion.predict(model, batch).shape == (4,)
+    prob = late_fusion.predict(model, batch)  # class probabilities: metrics argmax them, AUROC ranks them
+    assert prob.shape == (4, 10) and torch.allclose(prob.sum(dim=1), torch.ones(4))
     assert late_fusion.embed(model, batch).shape == (4, 32)
 
 
@@ -161,8 +166,8 @@ def test_fit_reduces_loss_and_restores_best():
     assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
     assert set(hist) >= {"train_loss", "valid_loss", "seconds", "samples_per_s", "best_epoch"}
     pred, truth, keys = evaluate(late_fusion, model, valid)
-    assert pred.shape == truth.shape == (32,) and keys == [k for b in valid for k in b["__key__"]]
-    assert (pred == truth).mean() > 0.9
+    assert pred.shape == (32, 2) and truth.shape == (32,) and keys == [k for b in valid for k in b["__key__"]]
+    assert (pred.argmax(axis=1) == truth).mean() > 0.9
     model.train()
     evaluate(late_fusion, model, valid)
     assert model.training  # evaluate restores the mode it found

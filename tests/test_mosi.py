@@ -44,7 +44,7 @@ def read(root: Path | str, split: str, **options) -> tuple[list[dict], list[Skip
 def test_registered():
     assert get_corpus("mosi") is mosi.CORPUS
     assert SYNTHS["mosi"] is generate
-    assert mosi.CORPUS.options() == {"release", "variant"}
+    assert mosi.CORPUS.options() == {"release", "variant", "sdk_vision", "folds"}
     assert mosi.CORPUS.task == "regression" and mosi.CORPUS.splits == ("train", "valid", "test")
 
 
@@ -222,8 +222,10 @@ def test_mismatched_row_counts_raise(root, tmp_path):
 def test_bad_options(root, tmp_path):
     with pytest.raises(ConfigError, match="aligned, unaligned"):
         read(root, "train", variant="raw")
-    with pytest.raises(ConfigError, match="auto, mmsa, mult"):
-        mosi.features(root, release="sdk")
+    with pytest.raises(ConfigError, match="auto, mmsa, mult, multibench, sdk"):
+        mosi.features(root, release="nope")
+    with pytest.raises(ConfigError, match=r"no aligned sdk release.*looked for.*\*\.csd"):
+        mosi.features(root, release="sdk")  # the default mini writes the two pickle families only
     with pytest.raises(ConfigError, match="does not exist"):
         mosi.features(tmp_path / "missing")
     with pytest.raises(ConfigError, match="looked for"):

@@ -2,11 +2,23 @@
 from __future__ import annotations
 
 from mmdata.corpora import avmnist, mosi
+from mmdata.corpora import crema_d, mosei
+from mmdata.corpora import hateful_memes, mmimdb, snli_ve
+from mmdata.corpora import nyuv2, stocks
+from mmdata.corpora import sunrgbd
 from mmdata.corpora.base import ConfigError, Corpus, Skip
 
 CORPORA: dict[str, Corpus] = {
     "avmnist": avmnist.CORPUS,
     "mosi": mosi.CORPUS,
+    "mosei": mosei.CORPUS,
+    "crema_d": crema_d.CORPUS,
+    "mmimdb": mmimdb.CORPUS,
+    "hateful_memes": hateful_memes.CORPUS,
+    "snli_ve": snli_ve.CORPUS,
+    "nyuv2": nyuv2.CORPUS,
+    "stocks": stocks.CORPUS,
+    "sunrgbd": sunrgbd.CORPUS,
 }
 
 

@@ -61,7 +61,8 @@ class Corpus:
         sources: ``sources(root, **options) -> list[Path]``: the raw files read, for the source fingerprint.
         describe: ``describe(root, **options) -> str``: which release/layout was found, in words.
         view: how a stored sample expands into training samples at read time (samples then carry
-            ``__rows__``), or None for one training sample per stored sample.
+            ``__rows__``), or None for one training sample per stored sample; or ``view(root, **options)
+            -> View | None`` when the view depends on reader options (a window length); see :meth:`view_for`.
     """
 
     name: str
@@ -71,7 +72,11 @@ class Corpus:
     iter_samples: Callable[..., Iterator[Sample | Skip]]
     sources: Callable[..., list[Path]]
     describe: Callable[..., str]
-    view: View | None = None
+    view: View | Callable[..., View | None] | None = None
+
+    def view_for(self, root: str | Path, **options: Any) -> View | None:
+        """The View of samples read from ``root`` with these reader options (``view`` itself unless callable)."""
+        return self.view(root, **options) if callable(self.view) else self.view
 
     def options(self) -> set[str]:
         """Keyword options the reader accepts (== the keys of ``corpora.<name>.reader`` in params.yaml)."""

@@ -60,7 +60,10 @@ def check_value(name: str, value: object, spec: Field) -> None:
         if array.min() < low or array.max() > high:
             raise SampleError(
                 "value_range", f"field {name}: values [{array.min()}, {array.max()}] outside [{low}, {high}]")
-    if spec.classes is not None and ((array < 0) | (array >= len(spec.classes))).any():
+    outside = (array < 0) | (array >= len(spec.classes)) if spec.classes is not None else None
+    if outside is not None and spec.unlabeled is not None:
+        outside &= array != spec.unlabeled  # a declared "no label" value is valid
+    if outside is not None and outside.any():
         raise SampleError("label_range", f"field {name}: class {array.tolist()} not in 0..{len(spec.classes) - 1}")
 
 

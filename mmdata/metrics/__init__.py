@@ -10,13 +10,22 @@ from collections.abc import Callable
 import numpy as np
 
 from mmdata.metrics.classification import accuracy, classification_metrics
+from mmdata.metrics.detection import detection_metrics
+from mmdata.metrics.forecast import forecast_metrics
+from mmdata.metrics.multilabel import multilabel_metrics
 from mmdata.metrics.regression import mmsa_regression_metrics
+from mmdata.metrics.segmentation import segmentation_metrics
 
 MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
 METRICS: dict[str, MetricFn] = {
     "classification": classification_metrics,
+    "multilabel": multilabel_metrics,
     "regression": mmsa_regression_metrics,
+    "segmentation": segmentation_metrics,
+    "forecast": forecast_metrics,
+    "detection": detection_metrics,
 }
 
-__all__ = ["METRICS", "MetricFn", "accuracy", "classification_metrics", "mmsa_regression_metrics"]
+__all__ = ["METRICS", "MetricFn", "accuracy", "classification_metrics", "mmsa_regression_metrics",
+           "multilabel_metrics"]

@@ -56,7 +56,7 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
             manifests[split] = write_split(items, features, tmp / split, corpus=name, split=split,
                                            max_samples=max_samples, max_bytes=max_bytes,
                                            max_skip_fraction=max_skip_fraction, params=params, source=source,
-                                           view=corpus.view)
+                                           view=corpus.view_for(root, **options))
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

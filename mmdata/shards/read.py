@@ -155,6 +155,11 @@ def collate(samples: Sequence[Sample], features: Features, fields: Sequence[str]
 
 
 def _pad(name: str, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    trailing = sorted({a.shape[1:] for a in arrays})
+    if len(trailing) > 1:
+        raise ValueError(f"field {name}: only the first axis may vary within a batch, got trailing shapes "
+                         f"{trailing[:3]} (images of varying size: set the reader's image_size to resize them "
+                         f"once at shard time, or read with batch_size=1)")
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     out = np.zeros((len(arrays), int(lengths.max()), *arrays[0].shape[1:]), dtype=arrays[0].dtype)
     for i, array in enumerate(arrays):

@@ -58,13 +58,29 @@ class _Ledger:
 
 def _label_summary(labels: list[Any], features: Features, label: str) -> dict[str, Any]:
     classes = features[label].classes
+    if len(features[label].shape) >= 2:  # structured (boxes): see _index_rows
+        return {"label_summary": {"structured": list(features[label].shape)}}
+    if classes is not None and labels and np.ndim(labels[0]) == 1:  # multi-hot rows: positives per class
+        positives = np.asarray(labels, dtype=np.float64).sum(axis=0)
+        return {"class_counts": {name: int(positives[i]) for i, name in enumerate(classes)}}
     if classes is not None:
         counts = Counter(int(v) for v in labels)
-        return {"class_counts": {name: counts.get(i, 0) for i, name in enumerate(classes)}}
+        summary = {"class_counts": {name: counts.get(i, 0) for i, name in enumerate(classes)}}
+        unlabeled = features[label].unlabeled
+        return {**summary, "unlabeled": counts.get(unlabeled, 0)} if unlabeled is not None else summary
     values = np.asarray(labels, dtype=np.float64)
     rounded = Counter(int(v) for v in np.round(values))
     return {"label_summary": {"min": float(values.min()), "max": float(values.max()),
                               "mean": float(values.mean()), "rounded_counts": dict(sorted(rounded.items()))}}
+
+
+def _length(value: Any) -> int:
+    """Length of the first axis; for image bytes kept as they came, the height read from the header alone."""
+    if isinstance(value, (bytes, bytearray)):
+        from mmdata.media import image_shape
+
+        return image_shape(bytes(value))[0]
+    return int(np.shape(value)[0])
 
 
 def _index_rows(key: str, shard: str, sample: Sample, features: Features, label: str, payloads: list[bytes],
@@ -76,8 +92,15 @@ def _index_rows(key: str, shard: str, sample: Sample, features: Features, label:
         base[f"size_{name}"] = len(data)
         base[f"crc32_{name}"] = zlib.crc32(data)
         if features[name].variable_axes:
-            base[f"length_{name}"] = int(np.shape(sample[name])[0])
+            base[f"length_{name}"] = _length(sample[name])
     as_label = int if features[label].classes is not None else float
+    if rows is None and len(features[label].shape) >= 2:
+        # A structured label (detection boxes [max_boxes, 8]) has no scalar or per-class form: NaN here,
+        # its shape in the manifest; the tar member holds it whole.
+        as_label = lambda value: float("nan")  # noqa: E731
+    elif rows is None and features[label].shape:
+        # A vector label (multi-hot genres) is a list column; samplers read it as multi-label.
+        as_label = lambda value: np.asarray(value, dtype=np.float64).ravel().tolist()  # noqa: E731
     if rows is None:
         return [{**base, "label": as_label(sample[label])}]
     return [{**base, "key": f"{key}/{row['id']}", "label": as_label(row["label"]),
