@@ -28,7 +28,8 @@ def _copy_repo(dst: Path) -> None:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split("\n")
     for name in filter(None, files):
-        if (REPO / name).is_file():
+        # Outputs of stages run by hand in the working tree are not part of the repository.
+        if (REPO / name).is_file() and not name.startswith(("data/", "results/")):
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dst / name)
 

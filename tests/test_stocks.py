@@ -12,6 +12,7 @@ import torch
 import mmdata
 from mmdata.corpora import stocks
 from mmdata.corpora.base import ConfigError
+from mmdata.corpora.check import check_sample
 from mmdata.series import align, read_prices
 from mmdata.shards.build import shard_corpus
 from mmdata.synth.stocks import HEADER, generate
@@ -98,9 +99,12 @@ def _naive(root: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_construction_matches_a_naive_multibench_reimplementation(root):
     rx, y = _naive(root)
     windows = len(rx) - WINDOW
+    features = stocks.features(root, **OPTIONS)
     for split, (first, end) in {"train": (0, TRAIN), "valid": (TRAIN, TRAIN + VALID),
                                 "test": (TRAIN + VALID, windows)}.items():
         sample = next(stocks.iter_samples(root, split, **OPTIONS))
+        assert sample["__key__"] == f"stocks/{split}/series"
+        check_sample({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}, features)
         series = np.concatenate([sample[f"series_{g}"] for g in stocks.GROUPS], axis=1)
         np.testing.assert_allclose(series, rx[first:end - 1 + WINDOW], rtol=1e-5, atol=1e-6)
         rows = sample["__rows__"]
@@ -134,6 +138,9 @@ def test_windows_are_cut_at_read_time_and_match_the_stored_series(shards, root):
     assert batch["__key__"][3] == "stocks/train/series/w00003"
     np.testing.assert_allclose(batch["label"].numpy(), [r["label"] for r in sample["__rows__"][:7]], rtol=1e-6)
     assert len(mmdata.load(shards, "test", batch_size=1000)) == 1
+    one = next(iter(mmdata.load(shards, "valid", fields=["series_health", "label"], batch_size=4)))
+    assert set(one) == {"__key__", "series_health", "label"}  # view fields not asked for are not read
+    assert stocks.CORPUS.view_for(root, window=7).length == 7  # the View follows the reader option
 
 
 def _series_bytes(root: Path, out: Path, **options: int) -> int:

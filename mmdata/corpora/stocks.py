@@ -88,10 +88,12 @@ def _check_no_lookahead(window: int, train: int, first_valid_target: int) -> Non
         raise AssertionError("normalisation statistics would read a validation target (look-ahead)")
 
 
-def _split_bounds(windows: int, train: int, valid: int) -> dict[str, tuple[int, int]]:
+def _split_bounds(returns: int, window: int, train: int, valid: int) -> dict[str, tuple[int, int]]:
+    windows = returns - window
     if train < 1 or valid < 1 or windows - train - valid < 1:
-        raise ConfigError(f"{NAME}: {windows} windows cannot hold train_windows {train} + valid_windows {valid} "
-                          f"+ at least one test window; lower them (or window) in corpora.{NAME}.reader")
+        raise ConfigError(f"{NAME}: {returns} aligned returns give {max(windows, 0)} windows of {window} days, "
+                          f"too few for train_windows {train} + valid_windows {valid} + one test window; lower "
+                          f"them (or window) in corpora.{NAME}.reader, or bring a longer history")
     return {"train": (0, train), "valid": (train, train + valid), "test": (train + valid, windows)}
 
 
@@ -117,7 +119,7 @@ def _build_cached(root: str, key: tuple, stamp: tuple) -> Built:
     if options["target"] not in tickers:
         raise ConfigError(f"{NAME}: target {options['target']!r} is not among the tickers {tickers}")
     window, returns = options["window"], np.diff(np.log(opens), axis=0)
-    bounds = _split_bounds(len(returns) - window, options["train_windows"], options["valid_windows"])
+    bounds = _split_bounds(len(returns), window, options["train_windows"], options["valid_windows"])
     targets = returns[window:, tickers.index(options["target"])] ** 2
     train = options["train_windows"]
     _check_no_lookahead(window, train, bounds["valid"][0])

@@ -40,7 +40,7 @@ TEMPLATES = ("{f0} {t0} {f1} {t1}", "{t0} {f0} {f1} {t1} {f2}", "{f0} {f1} {t0} 
              "{t0} {f0} {t1} {f1} {f2} {f3}")
 
 
-def generate(out: Path, *, seed: int = 0, phase: int = 2, train: int = 600, dev: int = 120, test: int = 240,
+def generate(out: Path, *, seed: int = 0, phase: int = 2, train: int = 450, dev: int = 120, test: int = 240,
              unseen: int = 120) -> Path:
     """Write a synthetic Hateful Memes release under ``out``.
 

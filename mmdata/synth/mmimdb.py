@@ -135,7 +135,7 @@ def _poster(rng: np.random.Generator, glyphs: list[int]) -> np.ndarray:
     canvas = top + (bottom - top) * ramp + rng.normal(0, 10, size=(height, width, 3))
     canvas = np.clip(canvas, 0, 255).astype(np.uint8)
     cells = rng.permutation(6)[:len(glyphs)]
-    r = width // 6
+    r = width // 5
     for glyph, cell in zip(glyphs, cells):
         cy = int((cell // 2 + 0.5) * height / 3 + rng.integers(-3, 4))
         cx = int((cell % 2 + 0.5) * width / 2 + rng.integers(-3, 4))

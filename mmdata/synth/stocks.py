@@ -32,13 +32,15 @@ LOADING, SPILLOVER = 0.8, 0.35
 LATE_START = {"GOOG": 15}
 
 
-def generate(out: Path, *, seed: int = 0, days: int = 420, start: str = "2001-01-02", defects: bool = True) -> Path:
+def generate(out: Path, *, seed: int = 0, days: int = 4300, start: str = "2001-01-02",
+             defects: bool = True) -> Path:
     """Write one Yahoo-schema CSV per ticker under ``out``.
 
     Args:
         out: root folder to create.
         seed: base seed; the same seed gives byte-identical files.
-        days: trading days per (full-history) ticker.
+        days: trading days per (full-history) ticker; the default (~17 years) fits the reader's defaults,
+            MultiBench's window 500 and 3200 + 500 windows (params.yaml's mini uses 420 days, window 40).
         start: first calendar day (YYYY-MM-DD).
         defects: inject the repairs described in the module docstring.
 
