@@ -13,7 +13,7 @@ from mmdata.corpora.base import ConfigError
 PARAMS = Path("params.yaml")
 TOP_LEVEL = {"seed", "corpora", "train", "experiments", "samplers", "augment"}
 CORPUS_KEYS = {"root", "synth", "reader", "shard"}
-EXPERIMENT_KEYS = {"corpus", "method", "fields", "model", "train"}
+EXPERIMENT_KEYS = {"method", "fields", "model", "train"}
 
 
 def keyword_options(fn: Callable[..., Any]) -> set[str]:
@@ -36,8 +36,11 @@ def load_params(path: Path = PARAMS) -> dict[str, Any]:
     check_keys(params, TOP_LEVEL, "the top level")
     for name, block in params.get("corpora", {}).items():
         check_keys(block, CORPUS_KEYS, f"corpora.{name}")
-    for name, block in params.get("experiments", {}).items():
-        check_keys(block, EXPERIMENT_KEYS, f"experiments.{name}")
+    check_keys(params.get("experiments", {}), set(params.get("corpora", {})),
+               "experiments (one block of runs per configured corpus)")
+    for corpus, runs in params.get("experiments", {}).items():
+        for run, block in (runs or {}).items():
+            check_keys(block, EXPERIMENT_KEYS, f"experiments.{corpus}.{run}")
     _check_samplers(params.get("samplers", {}))
     _check_augment(params.get("augment", {}), set(params.get("corpora", {})))
     return params
@@ -75,9 +78,22 @@ def corpus_params(params: dict[str, Any], name: str) -> dict[str, Any]:
     return _block(params, "corpora", "corpus", name)
 
 
-def experiment_params(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """The ``experiments.<name>`` block, or ConfigError listing the configured experiments."""
-    return _block(params, "experiments", "experiment", name)
+def corpus_runs(params: dict[str, Any], corpus: str) -> dict[str, dict[str, Any]]:
+    """The ``experiments.<corpus>`` block (run name -> run block), or ConfigError listing the configured ones."""
+    runs = _block(params, "experiments", "corpus", corpus)
+    if not runs:
+        raise ConfigError(f"experiments.{corpus} in params.yaml has no runs; add e.g. "
+                          f"fused: {{method: late_fusion, fields: [...]}}")
+    return runs
+
+
+def experiment_params(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
+    """Run ``experiments.<corpus>.<run>`` with its corpus filled in, or ConfigError listing the runs."""
+    runs = corpus_runs(params, corpus)
+    if run not in runs:
+        raise ConfigError(f"run {run!r} is not configured under experiments.{corpus} in params.yaml; "
+                          f"configured: {sorted(runs)}")
+    return {"corpus": corpus, **runs[run]}
 
 
 def shards_dir(name: str) -> Path:
@@ -85,6 +101,16 @@ def shards_dir(name: str) -> Path:
     return Path("data/shards") / name
 
 
-def experiment_dir(name: str) -> Path:
-    """Where experiment ``name``'s model, history and metrics live."""
-    return Path("results/exp") / name
+def models_dir(corpus: str) -> Path:
+    """Where the trained models of corpus ``corpus``'s runs live: ``<run>/model.pt`` (train@<corpus> output)."""
+    return Path("results/models") / corpus
+
+
+def history_path(corpus: str) -> Path:
+    """Per-epoch losses of every run of ``corpus``: run -> list of epoch records (train@<corpus> output)."""
+    return Path("results/history") / f"{corpus}.json"
+
+
+def metrics_path(corpus: str) -> Path:
+    """Test metrics of every run of ``corpus``: run -> metrics (evaluate@<corpus> output, a DVC metrics file)."""
+    return Path("results/metrics") / f"{corpus}.json"

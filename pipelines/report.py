@@ -1,5 +1,5 @@
-"""Stage ``report``: one comparison table (results/report.md), a plot (results/report.png) and
-results/metrics.json (experiment -> test metrics), which ``dvc metrics diff`` compares."""
+"""Stage ``report``: one comparison table (results/report.md) and a plot (results/report.png) of the test
+metrics of every run, read from results/metrics/<corpus>.json (the evaluate stages' DVC metrics files)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
 
 from mmdata.corpora import get_corpus  # noqa: E402
-from pipelines.params import experiment_dir, load_params  # noqa: E402
+from pipelines.params import load_params, metrics_path  # noqa: E402
 
 RESULTS = Path("results")
 #: The metric each task's plot shows.
@@ -21,26 +21,27 @@ HEADLINE = {"classification": "accuracy", "regression": "non0_acc2", "multilabel
 
 
 def collect(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """experiment -> {corpus, method, fields, metrics} for every configured experiment."""
+    """``<corpus>.<run>`` -> {corpus, run, method, fields, metrics} for every configured run."""
     rows = {}
-    for name, exp in params["experiments"].items():
-        metrics = json.loads((experiment_dir(name) / "metrics.json").read_text())
-        rows[name] = {"corpus": exp["corpus"], "method": exp["method"], "fields": list(exp["fields"]),
-                      "metrics": metrics}
+    for corpus, runs in params["experiments"].items():
+        metrics = json.loads(metrics_path(corpus).read_text())
+        for run, exp in runs.items():
+            rows[f"{corpus}.{run}"] = {"corpus": corpus, "run": run, "method": exp["method"],
+                                       "fields": list(exp["fields"]), "metrics": metrics[run]}
     return rows
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
-    """A markdown table per corpus: one line per experiment, one column per metric."""
-    lines = ["# mmdata report", "", "Test-split metrics per experiment (fused against each single modality).", ""]
+    """A markdown table per corpus: one line per run, one column per metric."""
+    lines = ["# mmdata report", "", "Test-split metrics per run (fused against each single modality).", ""]
     for corpus in sorted({r["corpus"] for r in rows.values()}):
         mine = {n: r for n, r in rows.items() if r["corpus"] == corpus}
         names = sorted({m for r in mine.values() for m in r["metrics"]})
-        lines += [f"## {corpus}", "", "| experiment | method | fields | " + " | ".join(names) + " |",
+        lines += [f"## {corpus}", "", "| run | method | fields | " + " | ".join(names) + " |",
                   "|---" * (3 + len(names)) + "|"]
-        for name, r in mine.items():
+        for r in mine.values():
             values = " | ".join(_fmt(r["metrics"].get(m)) for m in names)
-            lines.append(f"| {name} | {r['method']} | {', '.join(r['fields'])} | {values} |")
+            lines.append(f"| {r['run']} | {r['method']} | {', '.join(r['fields'])} | {values} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -55,7 +56,7 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(corpora), figsize=(4.5 * len(corpora), 3.5), squeeze=False)
     for ax, corpus in zip(axes[0], corpora):
         metric = HEADLINE[get_corpus(corpus).task]
-        mine = {n: r["metrics"][metric] for n, r in rows.items() if r["corpus"] == corpus}
+        mine = {r["run"]: r["metrics"][metric] for r in rows.values() if r["corpus"] == corpus}
         ax.bar(range(len(mine)), list(mine.values()), color="tab:blue")
         ax.set_xticks(range(len(mine)), list(mine), rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{corpus}: {metric}")
@@ -70,8 +71,6 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "report.md").write_text(table(rows) + "\n")
     plot(rows, RESULTS / "report.png")
-    metrics = {name: r["metrics"] for name, r in rows.items()}
-    (RESULTS / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     print((RESULTS / "report.md").read_text())
 
 

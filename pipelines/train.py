@@ -1,4 +1,9 @@
-"""Stage ``train@<experiment>``: train the experiment's method on its corpus's train shards."""
+"""Stage ``train@<corpus>``: train every run of ``experiments.<corpus>`` on the corpus's train shards.
+
+One process per corpus, not per run: starting Python with torch and DVC's bookkeeping cost ~5 s a stage,
+more than most mini runs train for. Outputs: ``results/models/<corpus>/<run>/model.pt`` and
+``results/history/<corpus>.json`` (run -> per-epoch losses).
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,22 +16,22 @@ import mmdata
 from methods import get_method
 from methods.loop import fit, save_checkpoint
 from mmdata.shards.read import Loader
-from pipelines.params import (check_keys, experiment_dir, experiment_params, keyword_options, load_params,
-                              shards_dir)
+from pipelines.params import (check_keys, corpus_runs, experiment_params, history_path, keyword_options,
+                              load_params, models_dir, shards_dir)
 
 #: Keys of the ``train`` block (global defaults, overridable per experiment).
 TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "num_workers", "device", "amp"}
 
 
-def train_settings(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """The experiment's training settings: global ``train`` overridden by ``experiments.<name>.train``."""
-    settings = {**params.get("train", {}), **experiment_params(params, name).get("train", {})}
-    check_keys(settings, TRAIN_KEYS, f"train / experiments.{name}.train")
+def train_settings(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
+    """A run's training settings: global ``train`` overridden by ``experiments.<corpus>.<run>.train``."""
+    settings = {**params.get("train", {}), **experiment_params(params, corpus, run).get("train", {})}
+    check_keys(settings, TRAIN_KEYS, f"train / experiments.{corpus}.{run}.train")
     return settings
 
 
 def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: int) -> Loader:
-    """A loader over the experiment's input fields plus the label for one split."""
+    """A loader over the run's input fields plus the label for one split (``exp`` from experiment_params)."""
     shards = mmdata.load(shards_dir(exp["corpus"]), split, fields=[], batch_size=1).shards
     fields = [*exp["fields"], shards.manifest["label_field"]]
     return mmdata.load(shards_dir(exp["corpus"]), split, fields=fields, batch_size=settings["batch_size"],
@@ -34,7 +39,7 @@ def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: 
 
 
 def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn.Module]:
-    """(method module, freshly initialised model) for an experiment block; model keys are checked."""
+    """(method module, freshly initialised model) for a run block; model keys are checked."""
     method = get_method(exp["method"])
     options = exp.get("model", {})
     check_keys(options, keyword_options(method.build_model) - {"fields"}, f"experiments.*.model ({exp['method']})")
@@ -42,22 +47,29 @@ def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn
     return method, method.build_model(loader.shards.features, fields=list(exp["fields"]), **options)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("experiment")
-    args = parser.parse_args(argv)
-    params = load_params()
-    exp, settings, seed = experiment_params(params, args.experiment), train_settings(params, args.experiment), \
+def train_run(params: dict[str, Any], corpus: str, run: str) -> list[dict[str, Any]]:
+    """Train run ``experiments.<corpus>.<run>``, save its model, and return its per-epoch history."""
+    exp, settings, seed = experiment_params(params, corpus, run), train_settings(params, corpus, run), \
         params.get("seed", 0)
     train, valid = open_split(exp, "train", settings, seed), open_split(exp, "valid", settings, seed)
     method, model = build(exp, train, seed)
     history = fit(method, model, train, epochs=settings["epochs"], lr=settings["lr"],
                   weight_decay=settings.get("weight_decay", 0.0), device=settings.get("device", "auto"),
                   amp=settings.get("amp", False), seed=seed, valid_batches=valid,
-                  log=lambda line: print(f"train@{args.experiment}: {line}", flush=True))
-    out = experiment_dir(args.experiment)
-    save_checkpoint(out / "model.pt", model, {"experiment": args.experiment, **exp})
-    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+                  log=lambda line: print(f"train@{corpus}.{run}: {line}", flush=True))
+    save_checkpoint(models_dir(corpus) / run / "model.pt", model, {"experiment": f"{corpus}.{run}", **exp})
+    return history
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus")
+    args = parser.parse_args(argv)
+    params = load_params()
+    histories = {run: train_run(params, args.corpus, run) for run in corpus_runs(params, args.corpus)}
+    path = history_path(args.corpus)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(histories, indent=1) + "\n")  # last: its presence means every run finished
 
 
 if __name__ == "__main__":

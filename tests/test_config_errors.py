@@ -17,7 +17,7 @@ GOOD = {
     "corpora": {"avmnist": {"root": "data/raw/avmnist", "synth": {"seed": 0, "train": 24, "test": 10},
                             "reader": {}, "shard": {"max_samples": 10}}},
     "train": {"epochs": 1, "batch_size": 4, "lr": 0.01},
-    "experiments": {"avmnist_fused": {"corpus": "avmnist", "method": "late_fusion", "fields": ["image"]}},
+    "experiments": {"avmnist": {"fused": {"method": "late_fusion", "fields": ["image"]}}},
 }
 
 
@@ -46,7 +46,8 @@ def test_good_params_load(tmp_path):
 @pytest.mark.parametrize("typo, where, valid", [
     ({"sed": 1}, "the top level", TOP_LEVEL),
     ({"corpora__avmnist__rooot": "x"}, "corpora.avmnist", CORPUS_KEYS),
-    ({"experiments__avmnist_fused__feilds": ["image"]}, "experiments.avmnist_fused", EXPERIMENT_KEYS),
+    ({"experiments__avmnist__fused__feilds": ["image"]}, "experiments.avmnist.fused", EXPERIMENT_KEYS),
+    ({"experiments__mosi": {"fused": {"method": "late_fusion", "fields": ["x"]}}}, "experiments", {"avmnist"}),
 ])
 def test_typo_names_the_key_where_and_the_valid_ones(tmp_path, typo, where, valid):
     bad = next(iter(typo)).split("__")[-1]
@@ -65,8 +66,11 @@ def test_missing_params_file(tmp_path):
 def test_unconfigured_corpus_and_experiment_list_the_configured_ones():
     with pytest.raises(ConfigError, match=r"'mosi' is not configured.*\['avmnist'\]"):
         corpus_params(GOOD, "mosi")
-    with pytest.raises(ConfigError, match=r"'nope' is not configured.*\['avmnist_fused'\]"):
-        experiment_params(GOOD, "nope")
+    with pytest.raises(ConfigError, match=r"'nope' is not configured.*\['fused'\]"):
+        experiment_params(GOOD, "avmnist", "nope")
+    with pytest.raises(ConfigError, match=r"corpus 'mosi' is not configured under experiments:.*\['avmnist'\]"):
+        experiment_params(GOOD, "mosi", "fused")
+    assert experiment_params(GOOD, "avmnist", "fused")["corpus"] == "avmnist"  # the block's corpus, filled in
 
 
 def test_shard_stage_of_an_unconfigured_corpus(tmp_path, monkeypatch):
@@ -131,9 +135,9 @@ def test_unknown_model_option_names_the_valid_ones():
 
 
 def test_typo_in_train_settings(tmp_path):
-    params = _with(experiments__avmnist_fused__train={"epoch": 2})
-    with pytest.raises(ConfigError, match=r"'epoch'.*experiments\.avmnist_fused\.train") as err:
-        train_settings(params, "avmnist_fused")
+    params = _with(experiments__avmnist__fused__train={"epoch": 2})
+    with pytest.raises(ConfigError, match=r"'epoch'.*experiments\.avmnist\.fused\.train") as err:
+        train_settings(params, "avmnist", "fused")
     assert all(repr(key) in str(err.value) for key in TRAIN_KEYS)
 
 

@@ -81,7 +81,8 @@ def test_method_module_and_interface(name):
 def test_params_top_level_keys():
     assert set(PARAMS) <= TOP_LEVEL
     assert all(set(block) <= CORPUS_KEYS for block in PARAMS["corpora"].values())
-    assert all(set(block) <= EXPERIMENT_KEYS for block in PARAMS["experiments"].values())
+    assert set(PARAMS["experiments"]) <= set(PARAMS["corpora"])
+    assert all(set(block) <= EXPERIMENT_KEYS for runs in PARAMS["experiments"].values() for block in runs.values())
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS["corpora"]))
@@ -102,15 +103,15 @@ def test_train_keys_are_loop_and_loader_options():
     assert {"batch_size", "num_workers"} <= set(inspect.signature(load).parameters)
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS["experiments"]))
-def test_experiment_names_registered_corpus_method_and_real_fields(corpus_features, name):
-    exp = PARAMS["experiments"][name]
-    assert exp["corpus"] in CORPORA and exp["corpus"] in PARAMS["corpora"]
-    assert exp["method"] in METHODS
-    assert exp["fields"] and set(exp["fields"]) <= set(corpus_features[exp["corpus"]])
-    assert set(exp.get("model", {})) <= keyword_options(METHODS[exp["method"]].build_model) - {"fields"}
-    assert set(exp.get("train", {})) <= TRAIN_KEYS
-    assert PIPELINE_SPLITS <= set(CORPORA[exp["corpus"]].splits)
+@pytest.mark.parametrize("corpus", sorted(PARAMS["experiments"]))
+def test_experiment_runs_use_registered_methods_and_real_fields(corpus_features, corpus):
+    assert corpus in CORPORA and corpus in PARAMS["corpora"]
+    assert PIPELINE_SPLITS <= set(CORPORA[corpus].splits)
+    for exp in PARAMS["experiments"][corpus].values():
+        assert exp["method"] in METHODS
+        assert exp["fields"] and set(exp["fields"]) <= set(corpus_features[corpus])
+        assert set(exp.get("model", {})) <= keyword_options(METHODS[exp["method"]].build_model) - {"fields"}
+        assert set(exp.get("train", {})) <= TRAIN_KEYS
 
 
 # --- schemas, tasks and metrics ---
@@ -193,6 +194,7 @@ def test_dvc_has_the_pipeline_stages_running_their_entry_points():
 def test_dvc_foreach_items_are_the_params_blocks():
     assert {s["key"] for s in CONCRETE if s["stage"] in ("synth", "shard")} == set(CORPORA)
     assert {s["key"] for s in CONCRETE if s["stage"] in ("train", "evaluate")} == set(PARAMS["experiments"])
+    assert set(PARAMS["experiments"]) == set(CORPORA)  # every corpus trains in the default `dvc repro`
 
 
 def test_dvc_deps_exist_or_are_produced_by_another_stage():
@@ -237,11 +239,11 @@ def _required(module: str, stage: dict[str, Any]) -> list[str]:
     item = stage["item"] or {}
     if stage["stage"] in ("synth", "shard"):
         corpora, methods = [stage["key"]], []
-    elif stage["key"] is not None:
-        corpora, methods = [item["corpus"]], [item["method"]]
+    elif stage["key"] is not None:  # train/evaluate of one corpus: the methods of its runs
+        corpora, methods = [stage["key"]], sorted({run["method"] for run in item.values()})
     else:
-        corpora = sorted({e["corpus"] for e in PARAMS["experiments"].values()})
-        methods = sorted({e["method"] for e in PARAMS["experiments"].values()})
+        corpora = sorted(PARAMS["experiments"])
+        methods = sorted({run["method"] for runs in PARAMS["experiments"].values() for run in runs.values()})
     registries = {"mmdata.corpora": [f"mmdata/corpora/{c}.py" for c in corpora],
                   "mmdata.synth": [f"mmdata/synth/{c}.py" for c in corpora],
                   "methods": [f"methods/{m}.py" for m in methods],
@@ -263,7 +265,7 @@ def test_dvc_deps_cover_the_code_each_stage_imports():
     (``mmdata.metrics`` -> ``mmdata/metrics``). Registries map to the entries the stage uses, not the whole
     package: ``mmdata.corpora`` -> ``mmdata/corpora/<corpus>.py``, ``mmdata.synth`` -> ``mmdata/synth/<corpus>.py``
     and ``methods`` -> ``methods/<method>.py``, where the corpus is ``${key}`` of a per-corpus stage and
-    ``${item.corpus}``/``${item.method}`` of a per-experiment stage, and every configured one for a stage
+    the methods of its runs for train/evaluate, and every configured one for a stage
     without foreach. The bare package ``mmdata`` only re-exports ``load``, so it maps to ``mmdata/shards``.
     What library modules import in turn is not followed (deps such as ``mmdata/corpora/base.py`` of the shard
     stage are listed by hand for that).

@@ -50,7 +50,7 @@ def test_registered_and_configured():
     assert crema_d.CORPUS.task == "classification" and crema_d.CORPUS.splits == ("train", "valid", "test")
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     assert set(params["corpora"]["crema_d"]["reader"]) <= crema_d.CORPUS.options()
-    assert {"crema_d_fused", "crema_d_audio", "crema_d_video"} <= set(params["experiments"])
+    assert {"fused", "audio", "video"} <= set(params["experiments"]["crema_d"])
 
 
 def test_mini_is_real_wav_and_flv_read_by_decord(root):

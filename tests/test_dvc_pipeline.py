@@ -39,7 +39,7 @@ def _shrink_params(path: Path) -> None:
     params = yaml.safe_load(path.read_text())
     keep = ("avmnist", "mosi")
     params["corpora"] = {name: params["corpora"][name] for name in keep}
-    params["experiments"] = {n: e for n, e in params["experiments"].items() if e["corpus"] in keep}
+    params["experiments"] = {name: params["experiments"][name] for name in keep}
     params["augment"] = {n: b for n, b in params.get("augment", {}).items() if n in keep}
     params["corpora"]["avmnist"].update(synth={"seed": 0, "train": 120, "test": 40},
                                         shard={"max_samples": 40, "max_bytes": 1 << 26, "max_skip_fraction": 0.05})
@@ -59,8 +59,12 @@ def test_dvc_repro_exp_run_and_diffs(tmp_path):
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         _run(cmd, repo)
     _run(["dvc", "repro"], repo)
-    metrics = json.loads((repo / "results/metrics.json").read_text())
-    assert set(metrics) == set(yaml.safe_load((repo / "params.yaml").read_text())["experiments"])
+    experiments = yaml.safe_load((repo / "params.yaml").read_text())["experiments"]
+    for corpus, runs in experiments.items():  # every run trained and scored, one metrics file per corpus
+        assert set(json.loads((repo / f"results/metrics/{corpus}.json").read_text())) == set(runs)
+        assert set(json.loads((repo / f"results/history/{corpus}.json").read_text())) == set(runs)
+        assert all((repo / f"results/models/{corpus}/{run}/model.pt").is_file() for run in runs)
+    assert "| fused |" in (repo / "results/report.md").read_text()
     assert "Data and pipelines are up to date" in _run(["dvc", "repro"], repo)
     _run(["git", "add", "-A"], repo)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
@@ -68,6 +72,6 @@ def test_dvc_repro_exp_run_and_diffs(tmp_path):
     params_diff = json.loads(_run(["dvc", "params", "diff", "--json"], repo))
     epochs = params_diff["params.yaml"]["train.epochs"]
     assert (epochs["old"], epochs["new"]) == (1, 3)
-    diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], repo))["results/metrics.json"]
+    diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], repo))["results/metrics/mosi.json"]
     changed = [k for k, v in diff.items() if v.get("diff")]
-    assert any(k.startswith("mosi_fused.") for k in changed), diff
+    assert any(k.startswith("fused.") for k in changed), diff

@@ -39,7 +39,7 @@ def test_registered_and_configured():
     assert mosei.CORPUS.options() == {"release", "variant", "sdk_vision", "folds"}
     assert mosei.CORPUS.task == "regression"
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    assert {"mosei_fused", "mosei_text", "mosei_audio", "mosei_vision"} <= set(params["experiments"])
+    assert {"fused", "text", "audio", "vision"} <= set(params["experiments"]["mosei"])
 
 
 def test_default_mini_is_the_sdk_release(tmp_path):

@@ -112,6 +112,14 @@ def test_derangements_are_uniform():
     assert chi_square(counts) < 26.1  # chi-square(8) 99.9% quantile
 
 
+@pytest.mark.parametrize("n", [2, 64, 65, 500])  # both sides of PERMUTE_MAX_POOL (argsort keys / permuted)
+def test_derangements_of_any_size(n):
+    draws = derangements(n, make_rng(n), count=7)
+    assert draws.shape == (7, n) and is_derangement(draws).all()
+    assert np.array_equal(draws, derangements(n, make_rng(n), count=7))  # seeded: reproducible
+    assert is_derangement(derangements(n, make_rng(1))[None]).all()
+
+
 def test_derangement_needs_two_items():
     with pytest.raises(ValueError, match="at least 2"):
         derangements(1, make_rng(0))
@@ -183,6 +191,18 @@ def test_k_disturbed_and_each_type_has_distinct_partners():
         assert (others[..., 0] == others[..., 1]).all()  # the k modalities come from one other item
     with pytest.raises(ValueError, match="k must be"):
         tuple_disturb(10, make_rng(0), modalities=MODS, num_negatives=3, k=4)
+
+
+@pytest.mark.parametrize("n,num", [(12, 11), (6, 12)])  # enough other items for one draw / too few
+def test_partners_are_distinct_across_slots_when_the_batch_allows(n, num):
+    out = tuple_disturb(n, make_rng(2), modalities=MODS, num_negatives=num, ratios=[1, 1, 1, 1])
+    moved = disturbed_modalities(out)
+    assert moved.any(axis=2).all()  # every negative differs from its anchor
+    partner = np.where(moved, out.idx, -1).max(axis=2)  # [n, K] the other item of each negative
+    types = negative_types(modalities=MODS, num_negatives=num, ratios=[1, 1, 1, 1])
+    groups = [np.arange(num)] if num <= n - 1 else [np.flatnonzero(types == t) for t in range(-1, 3)]
+    for slots in groups:  # all slots of an anchor, or each type's slots when the batch is too small
+        assert all(len(set(row)) == len(row) for row in partner[:, slots].tolist())
 
 
 def test_disturbed_partners_are_uniform_over_other_items():

@@ -96,7 +96,7 @@ def class_names(root: str | Path) -> tuple[str, ...]:
 
 def _mapping(paths: dict[str, Path]) -> np.ndarray:
     """894 -> 40 lookup ``[895]`` uint8 with 0 (void) -> 0; checks the 40 -> 13 table against the metrics'."""
-    from mmdata.metrics.segmentation import NYU40_TO_13  # here: mmdata.metrics imports sklearn (slow)
+    from mmdata.metrics.segmentation import NYU40_TO_13  # here: keeps mmdata.metrics out of other corpora's stages
 
     map40 = np.ravel(_field(_matlab(paths[MAP40]), "mapClass", paths[MAP40])).astype(np.int64)
     if map40.min(initial=1) < 0 or map40.max(initial=0) > 40:

@@ -21,7 +21,8 @@ not applied. Storage: one stored sample per split holds that split's aligned ser
 [days, tickers] float32, ``meta_dates``, per-window targets as ``label``) and one ``__rows__`` entry per window;
 the ``window`` :class:`~mmdata.types.View` cuts windows at read time, so shard bytes grow with days, not with
 days x window (each split stores the days its windows read, so consecutive splits share window - 1 days).
-MultiBench's noisy test loaders (noise levels 0.0-0.8) are a robustness protocol, left to the augmenters. Gaps, bad rows and short histories follow :mod:`mmdata.series` and are counted: per split as
+MultiBench's noisy test loaders (noise levels 0.0-0.8) are a robustness protocol, left to the augmenters.
+Gaps, bad rows and short histories follow :mod:`mmdata.series` and are counted: per split as
 ``__repairs__`` (by date), per ticker in :func:`alignment_report` and in the manifest's release text.
 """
 from __future__ import annotations

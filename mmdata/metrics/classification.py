@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
+
+from mmdata.metrics.scores import auroc, f1_single_label
 
 
 def _class_ids(logits_or_pred: np.ndarray) -> np.ndarray:
@@ -41,16 +42,16 @@ def classification_metrics(logits_or_pred: np.ndarray, truth: np.ndarray) -> dic
     Returns:
         ``{"accuracy": float, "f1_macro": float}``. Macro F1 averages over the classes present in truth or
         predictions (sklearn's default); a class never predicted scores F1 0 without a warning. With binary
-        scores [n, 2] and both classes in truth, also ``"auroc"`` (Hateful Memes' primary metric, sklearn's
-        ``roc_auc_score`` as its README prescribes) of the score difference ``s[:, 1] - s[:, 0]``, which
-        ranks like the class-1 probability whether the scores are logits or probabilities.
+        scores [n, 2] and both classes in truth, also ``"auroc"`` (Hateful Memes' primary metric, equal to
+        sklearn's ``roc_auc_score`` that its README prescribes) of the score difference ``s[:, 1] - s[:, 0]``,
+        which ranks like the class-1 probability whether the scores are logits or probabilities.
     """
     pred = _class_ids(logits_or_pred)
     truth = np.asarray(truth).reshape(-1).astype(np.int64)
     acc = accuracy(pred, truth)
-    f1 = float(f1_score(truth, pred, average="macro", zero_division=0)) if truth.size else 0.0
+    f1 = f1_single_label(truth, pred, "macro")
     out = {"accuracy": acc, "f1_macro": f1}
     scores = np.asarray(logits_or_pred)
     if scores.ndim == 2 and scores.shape[1] == 2 and len(np.unique(truth)) == 2:
-        out["auroc"] = float(roc_auc_score(truth, scores[:, 1] - scores[:, 0]))
+        out["auroc"] = auroc(truth, scores[:, 1] - scores[:, 0])
     return out

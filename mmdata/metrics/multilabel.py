@@ -1,14 +1,15 @@
 """Multi-label metrics (MM-IMDB): micro and macro F1 of per-class decisions at probability 0.5.
 
 The convention of MultiBench (``Supervised_Learning.py``: sigmoid outputs rounded), MMBT (``train.py``) and
-GMU (``threshold: 0.5`` in ``gmu.json``), all through sklearn's ``f1_score``. Macro F1 averages over every
-class, including classes absent from both truth and predictions (F1 0 there, sklearn's ``zero_division``),
-which is what those codebases report.
+GMU (``threshold: 0.5`` in ``gmu.json``), all through sklearn's ``f1_score`` (same values here, from
+:mod:`mmdata.metrics.scores`). Macro F1 averages over every class, including classes absent from both
+truth and predictions (F1 0 there, sklearn's ``zero_division``), which is what those codebases report.
 """
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score
+
+from mmdata.metrics.scores import f1_multilabel
 
 THRESHOLD = 0.5
 
@@ -34,5 +35,5 @@ def multilabel_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float =
     pred, hot = (scores > threshold).astype(np.int64), (truth > 0.5).astype(np.int64)
     if not len(hot):
         return {"f1_micro": 0.0, "f1_macro": 0.0}
-    return {"f1_micro": float(f1_score(hot, pred, average="micro", zero_division=0)),
-            "f1_macro": float(f1_score(hot, pred, average="macro", zero_division=0))}
+    micro, macro = f1_multilabel(hot, pred)
+    return {"f1_micro": micro, "f1_macro": macro}

@@ -7,7 +7,8 @@ samples whose truth is exactly 0 ("Non0"). Papers that say just "Acc-2/F1" usual
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score
+
+from mmdata.metrics.scores import f1_single_label
 
 
 def _multiclass_acc(pred: np.ndarray, truth: np.ndarray, bound: float) -> float:
@@ -22,11 +23,11 @@ def _multiclass_acc(pred: np.ndarray, truth: np.ndarray, bound: float) -> float:
 
 
 def _binary(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """Accuracy and sklearn weighted F1 of two boolean arrays [n]; (0.0, 0.0) when n == 0."""
+    """Accuracy and weighted F1 (sklearn's, as MMSA) of two boolean arrays [n]; (0.0, 0.0) when n == 0."""
     if truth.size == 0:
         return 0.0, 0.0
     acc = float(np.mean(pred == truth))
-    return acc, float(f1_score(truth, pred, average="weighted", zero_division=0))
+    return acc, f1_single_label(truth, pred, "weighted")
 
 
 def _pearson(pred: np.ndarray, truth: np.ndarray) -> float:

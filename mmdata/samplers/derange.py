@@ -3,8 +3,9 @@
 Method (uniform by construction): a derangement is drawn by **rejection** -- draw a uniformly random
 permutation and redraw it while it has a fixed point. Conditioning a uniform permutation on "no fixed
 point" is exactly the uniform distribution over derangements, and a permutation is a derangement with
-probability ~1/e, so the expected number of draws is ~e (2.72) whatever n is. Many derangements are drawn
-at once as the rows of one array; only the rows that failed are redrawn.
+probability ~1/e, so the expected number of draws is ~e (2.72) whatever n is. Many candidates are drawn
+at once as the rows of one array and the passing ones kept in draw order (each an independent uniform
+derangement); only the shortfall is drawn again.
 
 Rejected alternatives: Sattolo's algorithm is fast but gives only single n-cycles (uniform over cyclic
 permutations, never e.g. the product of two swaps), and "shift by a random offset" is a tiny subset of
@@ -24,6 +25,10 @@ from mmdata.rng import make_rng
 #: Redraws before giving up on a constrained draw (the failure odds after this many are astronomically low
 #: for any feasible request; an infeasible one, e.g. a derangement of one item, is rejected up front).
 MAX_TRIES = 200
+
+#: Up to this many items per row, permutations are argsorts of uniform keys and partners are the head of one
+#: (one vectorised call); above it the O(n log n) per-row cost of a full permutation dominates.
+PERMUTE_MAX_POOL = 64
 
 
 def batch_rng(seed: int, epoch: int, batch_index: int, *salts: object) -> np.random.Generator:
@@ -55,12 +60,28 @@ def derangements(n: int, rng: np.random.Generator, count: int | None = None) -> 
         raise ValueError(f"a derangement needs at least 2 items, got {n} (batch too small for negatives)")
     rows = 1 if count is None else int(count)
     identity = np.arange(n, dtype=np.int64)
-    out = rng.permuted(np.broadcast_to(identity, (rows, n)), axis=1)
-    bad = np.flatnonzero((out == identity).any(axis=1))
-    while bad.size:  # expected ~e rounds in total; each round only redraws the failed rows
-        out[bad] = rng.permuted(np.broadcast_to(identity, (bad.size, n)), axis=1)
-        bad = bad[(out[bad] == identity).any(axis=1)]
+    out = np.empty((rows, n), dtype=np.int64)
+    filled = 0
+    while filled < rows:  # accepted candidates are i.i.d. uniform derangements, kept in draw order
+        need = rows - filled
+        # Small n: oversample (~1/e of candidates pass) so one vectorised round almost always suffices, since
+        # per-call overhead dominates there; large n: a round costs O(n) per row, so draw only what is needed.
+        candidates = _permutations(n, 3 * need + 4 if n <= PERMUTE_MAX_POOL else need, rng)
+        good = candidates[~(candidates == identity).any(axis=1)][:need]
+        out[filled:filled + len(good)] = good
+        filled += len(good)
     return out[0] if count is None else out
+
+
+def _permutations(n: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """``rows`` independent uniform permutations of ``range(n)``, int64 ``[rows, n]``.
+
+    Up to :data:`PERMUTE_MAX_POOL` items, the argsort of i.i.d. uniform keys (ties have probability ~0),
+    measured 1.5-2x faster than ``Generator.permuted``; above it, ``permuted`` (O(n) instead of O(n log n)).
+    """
+    if n <= PERMUTE_MAX_POOL:
+        return np.argsort(rng.random((rows, n)), axis=-1)
+    return rng.permuted(np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n)), axis=1)
 
 
 def is_derangement(perm: np.ndarray) -> np.ndarray:
@@ -69,11 +90,6 @@ def is_derangement(perm: np.ndarray) -> np.ndarray:
     n = perm.shape[-1]
     is_perm = (np.sort(perm, axis=-1) == np.arange(n)).all(axis=-1)
     return is_perm & (perm != np.arange(n)).all(axis=-1)
-
-
-#: Up to this many candidates per row, partners are the head of a uniform permutation of the pool (one
-#: vectorised ``permuted`` call); above it the per-row cost of a full permutation dominates.
-PERMUTE_MAX_POOL = 64
 
 
 def distinct_partners(n: int, k: int, rng: np.random.Generator, count: int | None = None) -> np.ndarray:
@@ -109,12 +125,8 @@ def distinct_partners(n: int, k: int, rng: np.random.Generator, count: int | Non
 
 
 def _subsets_by_permutation(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform ordered k-subsets of ``range(pool)`` per row: the first k entries of a uniform permutation.
-
-    The permutation is the argsort of i.i.d. uniform keys (ties have probability ~0): measured 1.5-2x faster
-    than ``Generator.permuted`` on ``[3, 32, 31]``.
-    """
-    return np.argsort(rng.random((*shape, pool)), axis=-1)[..., :k]
+    """Uniform ordered k-subsets of ``range(pool)`` per row: the first k entries of a uniform permutation."""
+    return _permutations(pool, shape[0] * shape[1], rng).reshape(*shape, pool)[..., :k]
 
 
 def _subsets_by_rejection(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,8 +15,10 @@ ratios are honoured exactly, not within sampling error. Ratios are any non-negat
 power-of-two doubling of slots. Slot order is fixed: full negatives first, then each modality's disturbed
 negatives in ``modalities`` order (:func:`negative_types` names the type of every slot).
 
-Partners are distinct within a type for each anchor (no duplicate negative of one type) and never the
-anchor itself, so no negative equals its anchor.
+Partners are never the anchor itself, so no negative equals its anchor, and distinct within a type for each
+anchor (no duplicate negative of one type); when the batch has enough other items (``num_negatives <= n - 1``)
+they are distinct across all of an anchor's negatives, which only adds variety (each type's partners are still
+a uniform subset).
 """
 from __future__ import annotations
 
@@ -119,10 +121,12 @@ def tuple_disturb(n: int, rng: np.random.Generator, *, modalities: Sequence[str]
     if not 1 <= k <= len(modalities):
         raise ValueError(f"k must be in 1..{len(modalities)} (number of modalities), got {k}")
     layout = _layout(tuple(resolve_ratios(ratios, modalities)), num_negatives, len(modalities))
-    # One batched draw for all types; a type with c slots uses the first c partners of its draw, which are a
-    # uniform c-subset because distinct_partners returns its subset in uniform random order.
-    partners = distinct_partners(n, layout.max_count, rng, count=layout.draws)  # [T, n, c_max]
-    slot_partners = partners[layout.draw, :, layout.position].T  # [n, K]
+    if num_negatives <= n - 1:  # the usual case: one draw, partners distinct across all slots of an anchor
+        slot_partners = distinct_partners(n, num_negatives, rng)  # [n, K]
+    else:  # more slots than other items: one batched draw per type, a type with c slots using the first c
+        # partners of its draw (a uniform c-subset: distinct_partners returns its subset in random order)
+        partners = distinct_partners(n, layout.max_count, rng, count=layout.draws)  # [T, n, c_max]
+        slot_partners = partners[layout.draw, :, layout.position].T  # [n, K]
     if k == 1:
         disturbed = layout.own | layout.full  # [K, M], the same for every anchor
     else:

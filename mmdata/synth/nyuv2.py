@@ -233,7 +233,7 @@ def _write_v5(path: Path, variables: dict[str, object]) -> None:
 
 def _write_mappings(out: Path) -> None:
     """classMapping40.mat and class13Mapping.mat with the real shapes and the real 40 -> 13 table."""
-    from mmdata.metrics.segmentation import NYU40_TO_13  # here: mmdata.metrics imports sklearn (slow)
+    from mmdata.metrics.segmentation import NYU40_TO_13  # here: keeps mmdata.metrics out of other corpora's stages
 
     map_class = np.full((1, 894), 40.0)  # stand-in: every id the mini does not draw is "otherprop"
     for id894, id40 in CLASSES.values():
