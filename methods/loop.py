@@ -7,6 +7,7 @@ know a batch's fields. Batches are re-iterable objects: iterating again is the n
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -216,14 +217,21 @@ def evaluate(method: ModuleType, model: nn.Module, batches: Iterable) -> tuple[n
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write ``{"state_dict", "meta"}`` to ``path`` atomically (temp file + rename); ``meta`` must be plain data."""
+    """Write ``{"state_dict", "meta"}`` to ``path`` atomically (temp file + rename); ``meta`` must be plain data.
+
+    The same weights give the same bytes: torch.save names the zip's root folder after the file it writes, so
+    it writes to a buffer (root "archive") rather than to the randomly named temp file, and DVC sees an
+    unchanged model as unchanged.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "meta": meta}, buffer)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"state_dict": state, "meta": meta}, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getbuffer())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

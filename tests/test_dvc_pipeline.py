@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,9 @@ def test_dvc_repro_exp_run_and_diffs(tmp_path):
         assert all((repo / f"results/models/{corpus}/{run}/model.pt").is_file() for run in runs)
     assert "| fused |" in (repo / "results/report.md").read_text()
     assert "Data and pipelines are up to date" in _run(["dvc", "repro"], repo)
+    (repo / "methods" / "__pycache__").mkdir(exist_ok=True)  # bytecode beside a code dep changes nothing
+    (repo / "methods" / "__pycache__" / "loop.cpython-312.pyc").write_bytes(b"\0" * 16)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
     _run(["git", "add", "-A"], repo)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
     _run(["dvc", "exp", "run", "-S", "train.epochs=3"], repo)
@@ -75,3 +79,7 @@ def test_dvc_repro_exp_run_and_diffs(tmp_path):
     diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], repo))["results/metrics/mosi.json"]
     changed = [k for k, v in diff.items() if v.get("diff")]
     assert any(k.startswith("fused.") for k in changed), diff
+    # One run's key re-runs only its corpus's train and evaluate stages (and the report).
+    log = _run(["dvc", "exp", "run", "-S", "+experiments.avmnist.image.train.lr=0.01"], repo)  # +: a new key
+    ran = set(re.findall(r"Running stage '([^']+)'", log))
+    assert ran == {"train@avmnist", "evaluate@avmnist", "report"}, log

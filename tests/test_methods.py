@@ -192,6 +192,8 @@ def test_checkpoint_round_trip(tmp_path):
     assert load_checkpoint(path, other) == {"method": "late_fusion", "epoch": 3}
     assert torch.equal(other(batch), model(batch))
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left behind
+    again = save_checkpoint(tmp_path / "again" / "model.pt", model, {"method": "late_fusion", "epoch": 3})
+    assert again.read_bytes() == path.read_bytes()  # same weights, same bytes: DVC sees no change
 
 
 def test_gru_sequence_encoder_respects_lengths():
