@@ -135,11 +135,12 @@ def test_distinct_partners_uniform_and_valid():
     with pytest.raises(ValueError, match="at most 4"):
         distinct_partners(5, 5, make_rng(0))
 
-@pytest.mark.parametrize("k", [30, 8])  # above PERMUTE_MAX_POOL: Floyd's algorithm (k=30), rejection (k=8)
+@pytest.mark.parametrize("k", [30, 8])  # n above PERMUTE_MAX_POOL: permutations by Generator.permuted
 def test_distinct_partners_large_pools_uniform_and_valid(k):
     big = distinct_partners(100, k, make_rng(1), count=400)
     assert big.shape == (400, 100, k) and (big != np.arange(100)[:, None]).all()
     assert (np.diff(np.sort(big, axis=-1), axis=-1) > 0).all()
+    assert (np.sort(big, axis=1) == np.arange(100)[:, None]).all()  # every slot re-orders the whole batch
     assert chi_square(np.bincount(big[:, 0].ravel(), minlength=100)[1:]) < 148  # chi-square(98) 99.9%
     assert chi_square(np.bincount(big[:, 0, 0], minlength=100)[1:]) < 148  # the order is uniform too
 
@@ -189,6 +190,8 @@ def test_k_disturbed_and_each_type_has_distinct_partners():
         assert all(len(set(row)) == len(row) for row in partners.tolist())
         others = out.idx[:, types == t][moved[:, types == t]].reshape(10, 3, 2)
         assert (others[..., 0] == others[..., 1]).all()  # the k modalities come from one other item
+    full = tuple_disturb(10, make_rng(0), modalities=MODS, num_negatives=9, ratios=[1, 1, 1], k=3)
+    assert disturbed_modalities(full).all() and (full.idx == full.idx[..., :1]).all()  # k = M: full negatives
     with pytest.raises(ValueError, match="k must be"):
         tuple_disturb(10, make_rng(0), modalities=MODS, num_negatives=3, k=4)
 

@@ -12,6 +12,10 @@ permutations, never e.g. the product of two swaps), and "shift by a random offse
 all derangements; both would bias which negatives an anchor meets. The exact sequential algorithm of
 Martinez, Panholzer and Prodinger is uniform too but is a Python-level loop.
 
+Partners (:func:`distinct_partners`, TupleInfoNCE's negatives) need less: each anchor's k partners must be a
+uniform k-subset of the other items, with no requirement on how anchors' draws relate. Shifts on a random
+circular order give exactly that per anchor, and make every negative slot a balanced re-ordering of the batch.
+
 Reproducibility: every function takes an explicit ``rng``. Callers derive it from the batch position, not
 from a stream shared across batches (see :func:`batch_rng`), so batch ``b`` gets the same tuples in any
 DataLoader worker, for any worker count, and after a resume mid-epoch.
@@ -26,8 +30,8 @@ from mmdata.rng import make_rng
 #: for any feasible request; an infeasible one, e.g. a derangement of one item, is rejected up front).
 MAX_TRIES = 200
 
-#: Up to this many items per row, permutations are argsorts of uniform keys and partners are the head of one
-#: (one vectorised call); above it the O(n log n) per-row cost of a full permutation dominates.
+#: Up to this many items, a permutation is the argsort of uniform keys (one vectorised call, fastest for small
+#: n); above it ``Generator.permuted`` (O(n) instead of O(n log n) per row).
 PERMUTE_MAX_POOL = 64
 
 
@@ -95,8 +99,13 @@ def is_derangement(perm: np.ndarray) -> np.ndarray:
 def distinct_partners(n: int, k: int, rng: np.random.Generator, count: int | None = None) -> np.ndarray:
     """For every row ``b`` of ``range(n)``, ``k`` distinct other rows: a uniform random k-subset in random order.
 
-    The order is uniform too, so the first ``c`` partners of a row are a uniform c-subset (callers that need
-    fewer partners for some purposes slice one batched draw).
+    Construction: a uniform permutation ``pi`` lays the rows on a circle and ``k`` distinct offsets ``o_j``
+    (uniform in ``1..n-1``, random order) give ``partner_j(b) = pi[(pi^-1[b] + o_j) mod n]``. For one row this
+    is exactly a uniform ordered k-subset of the other rows (``pi`` makes all rows alike); across rows the
+    draws are coupled: every column ``j`` is a permutation of ``range(n)`` without fixed points, so each item
+    is used exactly once per negative slot, a balanced in-batch shuffle as in TupleInfoNCE's code, minus its
+    fixed points. It costs two permutations per draw instead of ``n`` subset draws (10x faster at n = 128).
+    The order is uniform too, so the first ``c`` partners of a row are a uniform c-subset.
 
     Args:
         n: number of items (batch size or index rows).
@@ -105,7 +114,8 @@ def distinct_partners(n: int, k: int, rng: np.random.Generator, count: int | Non
         count: number of independent draws; None for a single one.
 
     Returns:
-        int64 ``[n, k]`` (count None) or ``[count, n, k]``, with ``out[..., b, j] != b`` and distinct rows.
+        int64 ``[n, k]`` (count None) or ``[count, n, k]``, with ``out[..., b, j] != b``, distinct partners in
+        a row, and every column ``out[..., :, j]`` a permutation of ``range(n)``.
 
     Raises:
         ValueError: k > n - 1 (not enough other items: lower the negatives or raise the batch size).
@@ -113,45 +123,10 @@ def distinct_partners(n: int, k: int, rng: np.random.Generator, count: int | Non
     if not 0 <= k <= n - 1:
         raise ValueError(f"cannot draw {k} distinct partners per row from {n} items (at most {max(n - 1, 0)}); "
                          f"lower the number of negatives or raise the batch size")
-    shape, pool = (1 if count is None else int(count), n), n - 1
-    if pool <= PERMUTE_MAX_POOL:
-        chosen = _subsets_by_permutation(shape, pool, k, rng)
-    elif k * (k - 1) <= pool:  # a k-tuple of independent draws is distinct with probability >~ e^-1/2
-        chosen = _subsets_by_rejection(shape, pool, k, rng)
-    else:
-        chosen = _subsets_floyd(shape, pool, k, rng)
-    chosen = chosen + (chosen >= np.arange(n)[:, None])  # skip the row itself: 0..n-2 -> 0..n-1 without b
+    rows = 1 if count is None else int(count)
+    circle = _permutations(n, rows, rng)  # [R, n] item at each position
+    place = np.argsort(circle, axis=1)  # [R, n] position of each item
+    offsets = 1 + _permutations(n - 1, rows, rng)[:, :k]  # [R, k] distinct, in 1..n-1
+    positions = (place[:, :, None] + offsets[:, None, :]) % n  # [R, n, k]
+    chosen = np.take_along_axis(circle, positions.reshape(rows, -1), axis=1).reshape(rows, n, k)
     return chosen[0] if count is None else chosen
-
-
-def _subsets_by_permutation(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform ordered k-subsets of ``range(pool)`` per row: the first k entries of a uniform permutation."""
-    return _permutations(pool, shape[0] * shape[1], rng).reshape(*shape, pool)[..., :k]
-
-
-def _subsets_by_rejection(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform ordered k-subsets: k independent uniform draws per row, rows with a repeat redrawn.
-
-    Independent uniform k-tuples conditioned on being distinct are uniform over ordered k-subsets.
-    """
-    out = rng.integers(0, pool, (*shape, k), dtype=np.int64).reshape(-1, k)
-    bad = np.arange(len(out))
-    for _ in range(MAX_TRIES):
-        ordered = np.sort(out[bad], axis=-1)
-        bad = bad[(ordered[:, 1:] == ordered[:, :-1]).any(axis=-1)]
-        if not bad.size:
-            return out.reshape(*shape, k)
-        out[bad] = rng.integers(0, pool, (bad.size, k), dtype=np.int64)
-    raise RuntimeError(f"could not draw {k} distinct partners from {pool} in {MAX_TRIES} rounds")
-
-
-def _subsets_floyd(shape: tuple[int, int], pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform ordered k-subsets by Floyd's algorithm (k vectorised steps), then a random order per row."""
-    chosen = np.empty((*shape, k), dtype=np.int64)
-    uniforms = rng.random((k, *shape))
-    for t, top in enumerate(range(pool - k, pool)):
-        draw = np.minimum((uniforms[t] * (top + 1)).astype(np.int64), top)  # uniform on 0..top
-        seen = (chosen[..., :t] == draw[..., None]).any(axis=-1)
-        chosen[..., t] = np.where(seen, top, draw)
-    order = np.argsort(rng.random((*shape, k)), axis=-1)
-    return np.take_along_axis(chosen, order, axis=-1)

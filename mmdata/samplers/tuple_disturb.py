@@ -127,14 +127,19 @@ def tuple_disturb(n: int, rng: np.random.Generator, *, modalities: Sequence[str]
         # partners of its draw (a uniform c-subset: distinct_partners returns its subset in random order)
         partners = distinct_partners(n, layout.max_count, rng, count=layout.draws)  # [T, n, c_max]
         slot_partners = partners[layout.draw, :, layout.position].T  # [n, K]
-    if k == 1:
-        disturbed = layout.own | layout.full  # [K, M], the same for every anchor
-    else:
-        keys = rng.random((n, num_negatives, len(modalities)))
-        keys[:, layout.own] = -np.inf  # the type's own modality is always among the k smallest
-        disturbed = (keys <= np.partition(keys, k - 1, axis=-1)[..., k - 1:k]) | layout.full
-    anchors = np.arange(n, dtype=np.int64)[:, None, None]
-    return Tuples(np.where(disturbed, slot_partners[:, :, None], anchors), modalities)
+    # Every index comes from one row of this table: column 0 the anchor, column 1 + j slot j's partner; a
+    # gather by column is ~5x faster than a broadcast np.where at these sizes.
+    table = np.empty((n, num_negatives + 1), dtype=np.int64)
+    table[:, 0], table[:, 1:] = np.arange(n), slot_partners
+    if k == 1:  # the same columns for every anchor
+        return Tuples(table[:, layout.source], modalities)
+    if k == len(modalities):  # every negative takes all modalities from its partner
+        return Tuples(np.repeat(table[:, 1:, None], k, axis=2), modalities)
+    keys = rng.random((n, num_negatives, len(modalities)))
+    keys[:, layout.own] = -np.inf  # the type's own modality is always among the k smallest
+    disturbed = (keys <= np.partition(keys, k - 1, axis=-1)[..., k - 1:k]) | layout.full  # [n, K, M]
+    source = np.where(disturbed, np.arange(1, num_negatives + 1)[:, None], 0).reshape(n, -1)
+    return Tuples(np.take_along_axis(table, source, axis=1).reshape(disturbed.shape), modalities)
 
 
 class _Layout(NamedTuple):
@@ -146,6 +151,7 @@ class _Layout(NamedTuple):
     position: np.ndarray  # [K] position of the slot within its type
     own: np.ndarray  # [K, M] bool: the slot's type modality
     full: np.ndarray  # [K, 1] bool: the slot is a full negative
+    source: np.ndarray  # [K, M] table column of each index for k = 1: 1 + slot where disturbed, else 0 (anchor)
 
 
 @functools.lru_cache(maxsize=256)
@@ -158,8 +164,10 @@ def _layout(ratios: tuple[float, ...], num_negatives: int, num_modalities: int) 
     draw_of_type[present] = np.arange(len(present))
     position = np.arange(num_negatives) - np.repeat(np.cumsum(counts) - counts, counts)
     own = types[:, None] == np.arange(num_modalities)[None, :]
-    layout = _Layout(int(counts.max(initial=0)), len(present), draw_of_type[types + 1], position, own,
-                     (types < 0)[:, None])
+    full = (types < 0)[:, None]
+    source = np.where(own | full, np.arange(1, num_negatives + 1)[:, None], 0)
+    layout = _Layout(int(counts.max(initial=0)), len(present), draw_of_type[types + 1], position, own, full,
+                     source)
     for array in layout[2:]:
         array.setflags(write=False)  # shared between calls through the cache
     return layout
