@@ -35,6 +35,7 @@ bench: setup
 	python bench/read_speed.py
 	python bench/samplers.py
 	python bench/augment.py
+	python bench/train_speed.py --epochs 3
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache

@@ -25,8 +25,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 #: convention as Hugging Face datasets' -1 on test splits whose labels are withheld.
 UNLABELED = -1
 
-#: Codecs a field may declare (file extension of its tar member).
-CODECS = ("npy", "txt", "cls", "json", "png", "jpg")
+#: Codecs a field may declare (file extension of its tar member): numpy arrays, UTF-8 text, class ids, JSON,
+#: images, video clips (uint8 [T, H, W, 3] as MPEG-4 in an .mp4 container) and tables (Arrow IPC stream).
+CODECS = ("npy", "txt", "cls", "json", "png", "jpg", "mp4", "arrow")
 
 Sample = dict[str, Any]
 """A plain dict: ``__key__`` plus one entry per field (numpy array, str, int, float or JSON value)."""

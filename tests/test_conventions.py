@@ -107,7 +107,10 @@ def test_train_keys_are_loop_and_loader_options():
 def test_experiment_runs_use_registered_methods_and_real_fields(corpus_features, corpus):
     assert corpus in CORPORA and corpus in PARAMS["corpora"]
     assert PIPELINE_SPLITS <= set(CORPORA[corpus].splits)
-    for exp in PARAMS["experiments"][corpus].values():
+    runs = PARAMS["experiments"][corpus]
+    fused = set(runs["fused"]["fields"])  # the report compares the fused run against runs on fewer modalities
+    assert len(runs) >= 3 and all(set(run["fields"]) < fused for name, run in runs.items() if name != "fused")
+    for exp in runs.values():
         assert exp["method"] in METHODS
         assert exp["fields"] and set(exp["fields"]) <= set(corpus_features[corpus])
         assert set(exp.get("model", {})) <= keyword_options(METHODS[exp["method"]].build_model) - {"fields"}

@@ -110,6 +110,29 @@ def test_shard_manifest_reports_skips_and_repairs(root, tmp_path):
     assert batch["video"].shape[0] == 4 and batch["video"].dtype == torch.uint8 and "video_mask" in batch
 
 
+def test_mp4_clips_are_read_back_by_decord_and_the_loader(root, tmp_path):
+    import io
+    import tarfile
+
+    import decord
+
+    field = crema_d.features(root, video_format="mp4")["video"]
+    assert field.codec == "mp4" and field.shape == (None, 64, 64, 3)
+    shards = tmp_path / "shards"
+    shard_corpus("crema_d", root, shards, reader={"video_format": "mp4"}, max_samples=40, progress=False)
+    npy = {s["__key__"]: s["video"] for s in samples_of(list(crema_d.iter_samples(root, "valid")))}
+    loader = mmdata.load(shards, "valid", fields=["video"], batch_size=len(npy), shuffle=False)
+    batch = next(iter(loader))
+    for i, key in enumerate(batch["__key__"]):  # lossy, but close to the decoded source frames
+        frames = batch["video"][i, :len(npy[key])].numpy().astype(np.int16)
+        assert np.abs(frames - npy[key]).mean() < 6
+    with tarfile.open(sorted((shards / "valid").glob("*.tar"))[0]) as tar:  # a real .mp4 member any reader opens
+        info = next(m for m in tar.getmembers() if m.name.endswith(".video.mp4"))
+        clip = tar.extractfile(info).read()
+    key = info.name[:-len(".video.mp4")]
+    assert len(decord.VideoReader(io.BytesIO(clip))) == len(npy[key])
+
+
 def _clip(out: Path, name: str, wave: np.ndarray | None = None, rate: int = 16000, subtype: str = "PCM_16") -> None:
     rng = np.random.default_rng(0)  # test data only; the library's randomness goes through make_rng
     style = {"pitch": 150.0, "loud": 1.0, "tone": 0.0, "dx": 0.0, "dy": 0.0, "size": 0.0}
@@ -180,8 +203,10 @@ def test_option_shapes_and_errors(root):
     sample = samples_of(items)[0]
     assert sample["video"].shape[1:] == (32, 3) and sample["video"].shape[0] % 32 == 0
     assert sample["video"].shape[0] // 32 >= 4 and sample["audio_spec"].shape == (64, 188)
-    with pytest.raises(ConfigError, match="valid: npy, jpg"):
-        crema_d.features(root, video_format="mp4")
+    with pytest.raises(ConfigError, match="valid: npy, mp4, jpg"):
+        crema_d.features(root, video_format="avi")
+    with pytest.raises(ConfigError, match="frame_size 16.*decord"):  # a width decord 0.6 misreads
+        crema_d.features(root, video_format="mp4", frame_size=16)
     with pytest.raises(ConfigError, match="unknown split_by"):
         crema_d.features(root, split_by="random")
     with pytest.raises(ConfigError, match="unknown reader option"):

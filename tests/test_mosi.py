@@ -171,7 +171,8 @@ def corrupt(src: Path, dst: Path, edit) -> Path:
 def test_bad_rows_are_skipped(root, tmp_path):
     def edit(t):
         t["audio"][2, 3, 1] = np.nan
-        t["vision"][4, 0:3, 0] = np.inf
+        t["vision"][4, 0:2, 0] = np.inf
+        t["vision"][4, 2, 1] = -np.inf  # -inf is repaired in audio only, as the releases' loaders do
         t["regression_labels"][5] = 5.0
         t["regression_labels"][6] = np.nan
         t["audio_lengths"][7] = 0

@@ -16,7 +16,7 @@ import webdataset as wds
 
 import mmdata
 from mmdata.corpora.base import Skip
-from mmdata.shards.codec import decode, encode
+from mmdata.shards.codec import CodecError, decode, encode
 from mmdata.shards.manifest import MANIFEST, ShardIntegrityError, read_manifest
 from mmdata.shards.read import plan_epoch
 from mmdata.shards.verify import verify
@@ -38,6 +38,8 @@ def _digests(directory: Path) -> dict[str, str]:
     (Field("float32", (), "json"), np.float32(-1.25)),
     (Field("uint8", (6, 5, 3), "png"), np.arange(90, dtype=np.uint8).reshape(6, 5, 3)),
     (Field("uint16", (6, 5), "png"), (np.arange(30, dtype=np.uint16) * 2000).reshape(6, 5)),
+    (Field("float32", (None, 3), "arrow"), np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)),
+    (Field("int64", (None,), "arrow"), np.arange(9, dtype=np.int64)),
 ])
 def test_codec_round_trip_is_exact(field, value):
     data = encode(value, field)
@@ -46,6 +48,30 @@ def test_codec_round_trip_is_exact(field, value):
     np.testing.assert_array_equal(np.asarray(back), np.asarray(value))
     if isinstance(value, np.ndarray):
         assert np.asarray(back).dtype == value.dtype
+
+
+def test_mp4_round_trip_is_close_deterministic_and_checked():
+    yy, xx = np.mgrid[0:64, 0:64]
+    frames = np.stack([np.stack([(xx * 4 + 20 * t) % 256, yy * 4, (xx + yy) * 2], -1) for t in range(3)])
+    frames = frames.astype(np.uint8)
+    field = Field("uint8", (None, 64, 64, 3), "mp4", rate=2.0)
+    data = encode(frames, field)
+    assert data[4:8] == b"ftyp" and encode(frames, field) == data  # an MPEG-4 container, deterministic bytes
+    back = decode(data, field)
+    assert back.shape == frames.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(np.int16) - frames).mean() < 6  # lossy, close
+    with pytest.raises(CodecError, match="uint8 frames"):
+        encode(frames.astype(np.float32), field)
+    with pytest.raises(CodecError):
+        decode(data[: len(data) // 3], field)
+
+
+@pytest.mark.parametrize("codec", ["arrow", "npy"])
+def test_corrupt_payloads_raise_codec_errors(codec):
+    field = Field("float32", (None, 3), codec)
+    data = encode(np.ones((4, 3), np.float32), field)
+    with pytest.raises(CodecError):
+        decode(data[: len(data) // 2], field)
 
 
 def test_jpeg_keeps_source_bytes_and_decodes_rgb():

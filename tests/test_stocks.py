@@ -159,6 +159,22 @@ def test_shard_bytes_grow_with_days_not_days_times_window(tmp_path):
     assert size[(400, 20)] < 0.1 * windows * 20 * 38 * 4  # far below storing every window
 
 
+def test_series_are_arrow_tables_any_pyarrow_reader_opens(shards):
+    import tarfile
+
+    import pyarrow as pa
+
+    loader = mmdata.load(shards, "train", fields=["series_tech"], batch_size=1, shuffle=False)
+    assert loader.shards.features["series_tech"].codec == "arrow"
+    with tarfile.open(sorted((shards / "train").glob("*.tar"))[0]) as tar:
+        info = next(m for m in tar.getmembers() if m.name.endswith(".series_tech.arrow"))
+        table = pa.ipc.open_stream(tar.extractfile(info).read()).read_all()
+    column = table.column("values").combine_chunks()  # one row per day: a list of one value per ticker
+    stored = column.flatten().to_numpy().reshape(len(column), -1)  # [days, tickers]
+    window = next(iter(loader))["series_tech"][0].numpy()  # the first window, cut at read time
+    np.testing.assert_array_equal(window, stored[:len(window)])
+
+
 def test_split_repairs_follow_their_dates_and_reach_the_manifest(shards, root):
     from mmdata.shards.manifest import read_manifest
 

@@ -238,7 +238,7 @@ def test_corrupt_split_file_names_it(tmp_path: Path, root: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(root, bad)
     (bad / SPLIT).write_bytes(b"MATLAB 5.0 truncated")
-    with pytest.raises(ValueError, match=r"allsplit\.mat"):
+    with pytest.raises(ConfigError, match=r"allsplit\.mat.*re-extract"):
         list(sunrgbd.iter_samples(bad, "train"))
 
 

@@ -8,7 +8,8 @@ sentence and level parsed from the name are kept as ``meta_*`` fields.
 Per clip: ``audio_spec`` is OGM-GE's ``log(|STFT| + 1e-7)`` (n_fft 512, hop 353) of the clip resampled to
 ``sample_rate`` and tiled to 3 s ((257, 188) at 22,050 Hz), or a 64-band log-mel of the same frames;
 ``video`` holds frames decoded with decord at ``fps`` per second, resized to ``frame_size`` square, as
-uint8 [T, S, S, 3] (``video_format: npy``) or as one JPEG filmstrip [T * S, S, 3] (``jpg``, ~5x smaller,
+uint8 [T, S, S, 3] (``video_format: npy``), as an MPEG-4 clip decoded to the same [T, S, S, 3] (``mp4``,
+~20x smaller, lossy, read back with decord), or as one JPEG filmstrip [T * S, S, 3] (``jpg``, ~5x smaller,
 lossy; the video encoder unstacks it).
 
 Splits: ``split_by: speaker`` (default) is speaker-disjoint by a fixed rule on the actor id: ``id % 10`` in
@@ -65,13 +66,15 @@ class Options:
     def check(self) -> None:
         """ConfigError naming the fix for the first bad option."""
         for option, value, valid in (("split_by", self.split_by, ("speaker", "ogmge")),
-                                     ("video_format", self.video_format, ("npy", "jpg")),
+                                     ("video_format", self.video_format, ("npy", "mp4", "jpg")),
                                      ("audio_feature", self.audio_feature, ("stft", "logmel"))):
             if value not in valid:
                 raise ConfigError(f"{NAME}: unknown {option} {value!r}; valid: {', '.join(valid)}")
         if self.split_by == "ogmge" and (self.ogmge_lists is None or not Path(self.ogmge_lists).is_dir()):
             raise ConfigError(f"{NAME}: split_by: ogmge needs ogmge_lists, a folder holding OGM-GE's "
                               f"data/CREMAD/train.csv and test.csv (got {self.ogmge_lists!r})")
+        if self.video_format == "mp4":
+            _probe_mp4(self.frame_size)
         if self.fps <= 0 or self.frame_size < 8 or self.sample_rate < 8000:
             raise ConfigError(f"{NAME}: need fps > 0, frame_size >= 8, sample_rate >= 8000 (got {self.fps}, "
                               f"{self.frame_size}, {self.sample_rate})")
@@ -82,14 +85,26 @@ class Options:
                                 max_seconds=self.max_seconds, silence_db=self.silence_db)
 
 
+def _probe_mp4(size: int) -> None:
+    """ConfigError unless an mp4 clip of ``size`` square frames survives the round trip (decord reads some small
+    widths wrongly): one clear error up front rather than every clip skipped."""
+    from mmdata.shards.codec import CodecError, encode
+
+    try:
+        encode(np.zeros((1, size, size, 3), np.uint8), Field("uint8", (None, size, size, 3), "mp4", rate=1.0))
+    except CodecError as exc:
+        raise ConfigError(f"{NAME}: video_format mp4 with frame_size {size}: {exc}; or use video_format npy") \
+            from None
+
+
 def _features(opts: Options) -> Features:
     """The schema for the options (spectrogram and frame shapes depend on them)."""
     steps = audio.frames(opts.sample_rate, 3.0, 353)
     bins, kind = (257, "log |STFT| + 1e-7 (n_fft 512, hop 353), OGM-GE") if opts.audio_feature == "stft" else \
         (64, "log mel power + 1e-7 (64 bands, n_fft 512, hop 353)")
     size = opts.frame_size
-    shape, codec, layout = ((None, size, size, 3), "npy", "[frame, H, W, RGB]") if opts.video_format == "npy" \
-        else ((None, size, 3), "jpg", f"[frame * {size}, W, RGB] filmstrip of square frames")
+    shape, codec, layout = ((None, size, 3), "jpg", f"[frame * {size}, W, RGB] filmstrip of square frames") \
+        if opts.video_format == "jpg" else ((None, size, size, 3), opts.video_format, "[frame, H, W, RGB]")
     return {
         "audio_spec": Field("float32", (bins, steps), "npy", rate=opts.sample_rate,
                             description=f"[freq, time] {kind} of the clip at {opts.sample_rate} Hz tiled to 3 s"),
@@ -189,7 +204,7 @@ def _sample(stem: str, paths: dict[str, Path], listed: str | None, key: str, opt
     frames = video.read(flv, fps=opts.fps, size=opts.frame_size, max_seconds=opts.max_seconds)
     sample: Sample = {
         "__key__": key, "audio_spec": feature(wave, opts.sample_rate),
-        "video": frames if opts.video_format == "npy" else video.filmstrip(frames),
+        "video": video.filmstrip(frames) if opts.video_format == "jpg" else frames,
         "label": np.int64(CLASSES.index(emotion)), "meta_actor": np.int64(actor), "meta_sentence": sentence,
         "meta_level": level, SOURCE: str(wav),
     }
@@ -248,7 +263,8 @@ def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogm
         split_by: "speaker" (speaker-disjoint, default) or "ogmge" (OGM-GE's lists, see module docstring).
         ogmge_lists: folder with OGM-GE's train.csv and test.csv (for ``split_by: ogmge``).
         fps: video frames kept per second (OGM-GE keeps 1); frame_size: square frame side in pixels.
-        video_format: "npy" (uint8 [T, S, S, 3]) or "jpg" (one JPEG filmstrip [T * S, S, 3]).
+        video_format: "npy" (uint8 [T, S, S, 3]), "mp4" (an MPEG-4 clip of those frames) or "jpg" (one JPEG
+            filmstrip [T * S, S, 3]).
         sample_rate: audio rate of the features (OGM-GE: 22,050); audio_feature: "stft" or "logmel".
         max_seconds: longer clips are skipped (``too_long``); silence_db: quieter clips are ``silent_audio``.
 

@@ -18,9 +18,10 @@ Construction, following MultiBench step by step on the aligned Open matrix (T da
 
 MultiBench's 26-level quantisation in ``__getitem__`` is a model-input choice, not part of the data, and is
 not applied. Storage: one stored sample per split holds that split's aligned series once (``series_<group>``
-[days, tickers] float32, ``meta_dates``, per-window targets as ``label``) and one ``__rows__`` entry per window;
-the ``window`` :class:`~mmdata.types.View` cuts windows at read time, so shard bytes grow with days, not with
-days x window (each split stores the days its windows read, so consecutive splits share window - 1 days).
+[days, tickers] float32 as an Arrow table, ``meta_dates``, per-window targets as ``label``) and one
+``__rows__`` entry per window; the ``window`` :class:`~mmdata.types.View` cuts windows at read time, so shard
+bytes grow with days, not with days x window (each split stores the days its windows read, so consecutive
+splits share window - 1 days).
 MultiBench's noisy test loaders (noise levels 0.0-0.8) are a robustness protocol, left to the augmenters.
 Gaps, bad rows and short histories follow :mod:`mmdata.series` and are counted: per split as
 ``__repairs__`` (by date), per ticker in :func:`alignment_report` and in the manifest's release text.
@@ -158,8 +159,9 @@ def features(root: str | Path, **options: Any) -> Features:
     """One ``series_<group>`` field per group ([days, tickers] stored, [window, tickers] read), dates, label."""
     built = _build(root, options)
     out: Features = {f"series_{g}": Field(
-        "float32", (None, len(t)), "npy",
-        description=f"log returns of Open, [day, ticker], tickers {', '.join(t)}; divided by the training std "
+        "float32", (None, len(t)), "arrow",
+        description=f"log returns of Open, [day, ticker] (an Arrow table, one row per day), tickers "
+                    f"{', '.join(t)}; divided by the training std "
                     f"{built.report['scale_returns']:.6g} (one scalar, MultiBench)") for g, t in built.groups.items()}
     out["meta_dates"] = Field("str", (None,), "json", description="date (YYYY-MM-DD) of each return row")
     out["label"] = Field("float32", (None,), "npy",

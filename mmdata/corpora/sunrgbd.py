@@ -69,8 +69,8 @@ def split_scenes(root: str | Path, split_file: str = SPLIT_FILE) -> dict[str, li
     """``{"alltrain": [...], "alltest": [...]}``: scene folders relative to ``SUNRGBD/``, in file order.
 
     Raises:
-        ConfigError: the root or the split file is missing.
-        ValueError: the split file is not a readable .mat, or lacks the cell arrays of ``.../SUNRGBD/...`` dirs.
+        ConfigError: the root or the split file is missing, not a readable .mat, or lacks the cell arrays of
+            ``.../SUNRGBD/...`` dirs (one file the whole corpus needs: a stop with the fix, not a skip).
     """
     from scipy.io import loadmat
 
@@ -81,20 +81,20 @@ def split_scenes(root: str | Path, split_file: str = SPLIT_FILE) -> dict[str, li
     try:
         mat = loadmat(path, squeeze_me=True)
     except Exception as exc:  # scipy raises ValueError, TypeError, OSError, ... on a corrupt file
-        raise ValueError(f"{NAME}: cannot read split file {path} ({type(exc).__name__}: {exc}); "
-                         f"re-extract SUNRGBDtoolbox.zip") from exc
+        raise ConfigError(f"{NAME}: cannot read split file {path} ({type(exc).__name__}: {exc}); "
+                          f"re-extract SUNRGBDtoolbox.zip") from exc
     return {name: _relative(path, name, mat.get(name)) for name in ("alltrain", "alltest")}
 
 
 def _relative(path: Path, name: str, cell: object) -> list[str]:
     """One cell array's scene dirs relative to SUNRGBD/ (the toolbox strips the '/n/fs/sun3d/data/' prefix)."""
     if cell is None:
-        raise ValueError(f"{NAME}: split file {path} has no variable {name!r} (expected alltrain and alltest)")
+        raise ConfigError(f"{NAME}: split file {path} has no variable {name!r} (expected alltrain and alltest)")
     out = []
     for entry in np.atleast_1d(cell).ravel():
         parts = str(entry).strip().strip("/").split("/") if isinstance(entry, str) else []
         if "SUNRGBD" not in parts or parts[-1] == "SUNRGBD":
-            raise ValueError(f"{NAME}: {path}: {name} entry {entry!r} is not a scene dir under SUNRGBD/")
+            raise ConfigError(f"{NAME}: {path}: {name} entry {entry!r} is not a scene dir under SUNRGBD/")
         out.append("/".join(parts[parts.index("SUNRGBD") + 1:]))
     return out
 

@@ -14,8 +14,9 @@ SENTIMENT_RANGE = (-3.0, 3.0)
 #: MOSEI emotion intensities (happy, sad, anger, surprise, disgust, fear), each in [0, 3].
 EMOTIONS = ("happy", "sad", "anger", "surprise", "disgust", "fear")
 EMOTION_RANGE = (0.0, 3.0)
-#: Fields whose ``-inf`` entries the releases' loaders set to 0 (COVAREP holds log(0) = -inf).
-NEG_INF_FIELDS = ("feat_audio", "feat_vision")
+#: Fields whose ``-inf`` entries the releases' loaders set to 0 (COVAREP holds log(0) = -inf): MMSA's and
+#: MulT's loaders do ``audio[audio == -np.inf] = 0`` and nothing else, so -inf elsewhere is ``non_finite``.
+NEG_INF_FIELDS = ("feat_audio",)
 _SDK_ID = re.compile(r"^(.+)\[(\d+)\]$")
 
 
@@ -93,7 +94,7 @@ def sequence(name: str, value: Any, spec: Field, length: int | None = None) -> t
     neg_inf = np.isneginf(value)
     bad = np.isnan(value) | np.isposinf(value)
     if name not in NEG_INF_FIELDS:
-        bad |= neg_inf  # the -inf repair is what the loaders do for audio/vision only
+        bad |= neg_inf  # the -inf repair is what the loaders do for audio only
     if bad.any():
         rows = int(bad.any(axis=1).sum())
         raise SampleError("non_finite", f"field {name}: {rows} of {len(value)} rows hold NaN or inf")
