@@ -107,7 +107,7 @@ def models_dir(corpus: str) -> Path:
 
 
 def history_path(corpus: str) -> Path:
-    """Per-epoch losses of every run of ``corpus``: run -> list of epoch records (train@<corpus> output)."""
+    """Training history of every run of ``corpus``: run -> fit's history dict (train@<corpus> output)."""
     return Path("results/history") / f"{corpus}.json"
 
 
