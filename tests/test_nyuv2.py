@@ -171,6 +171,24 @@ def test_bad_frames_are_named_skips_and_counts_reconcile(tmp_path, root):
     assert manifests["train"]["report"]["skipped"] == 0
 
 
+def test_an_unreadable_frame_is_a_read_error_skip(tmp_path, root):
+    """MATLAB writes v7.3 arrays gzip-chunked; a damaged chunk fails that frame only, a named skip."""
+    bad = _copy(root, tmp_path / "bad")
+    frame = int(scipy.io.loadmat(bad / SPLITS)["testNdxs"].ravel()[0]) - 1
+    with h5py.File(bad / LABELED, "r+") as f:
+        depths, attrs = f["depths"][()], dict(f["depths"].attrs)
+        del f["depths"]
+        rechunked = f.create_dataset("depths", data=depths, chunks=(1, *depths.shape[1:]), compression="gzip")
+        rechunked.attrs.update(attrs)
+        chunk = rechunked.id.get_chunk_info_by_coord((frame, 0, 0))
+    with open(bad / LABELED, "r+b") as raw:  # overwrite the frame's compressed bytes: inflate() fails on it
+        raw.seek(chunk.byte_offset)
+        raw.write(b"\xff" * chunk.size)
+    samples, skips = _read(bad, "test")
+    assert [(s.key.rsplit("/", 1)[1], s.reason) for s in skips] == [(f"{frame + 1:04d}", "read_error")]
+    assert "frame" in skips[0].detail and len(samples) + len(skips) == TEST
+
+
 def test_corrupt_or_missing_files_fail_naming_them(tmp_path, root):
     broken = _copy(root, tmp_path / "broken")
     (broken / LABELED).write_bytes(b"MATLAB 7.3 MAT-file" + bytes(1000))
