@@ -49,7 +49,7 @@ def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn
     return method, method.build_model(loader.shards.features, fields=list(exp["fields"]), **options)
 
 
-def train_run(params: dict[str, Any], corpus: str, run: str) -> list[dict[str, Any]]:
+def train_run(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
     """Train run ``experiments.<corpus>.<run>``, save its model, and return its per-epoch history (losses,
     best epoch, device, amp; no wall-clock figures)."""
     exp, settings, seed = experiment_params(params, corpus, run), train_settings(params, corpus, run), \

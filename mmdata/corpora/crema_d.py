@@ -27,6 +27,7 @@ audio rules of :mod:`mmdata.corpora.media.audio` (silent, empty, too short/long,
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class Options:
                                 max_seconds=self.max_seconds, silence_db=self.silence_db)
 
 
+@functools.lru_cache(maxsize=None)  # options are checked on every reader call; one probe per size suffices
 def _probe_mp4(size: int) -> None:
     """ConfigError unless an mp4 clip of ``size`` square frames survives the round trip (decord reads some small
     widths wrongly): one clear error up front rather than every clip skipped."""
