@@ -2,11 +2,18 @@
 
 How an epoch is planned (all from manifest counts and the index, before any media is read):
 
-1. Shards are shuffled with ``make_rng(seed, "shards", epoch)`` and dealt round-robin to ranks, so the
-   ranks hold disjoint shards that together cover the split; fewer shards than ranks is an error.
-2. Each rank shuffles its own samples with ``make_rng(seed, "samples", epoch, rank)`` and pads by repeating
-   its first samples up to the largest rank's count (counted in ``Loader.padded``), so every rank runs the
-   same number of batches (an uneven epoch hangs DDP collectives, streaming#447).
+1. Partition (``partition=``). ``"shard"`` (default): shards are shuffled with ``make_rng(seed, "shards",
+   epoch)`` and dealt round-robin to ranks, so the ranks hold disjoint shards that together cover the split
+   (fewer shards than ranks is an error); each rank then shuffles its own rows with ``make_rng(seed,
+   "samples", epoch, rank)``. ``"sample"``: all rows are shuffled once with ``make_rng(seed, "samples",
+   epoch)`` and rank ``r`` takes rows ``r::world_size`` of that order, so rank counts differ by at most one
+   (padding at most one row per rank) at the price of per-rank shard locality (every rank reads every shard).
+2. Equalise so every rank runs the same number of batches (an uneven epoch hangs DDP collectives,
+   streaming#447): by default each rank pads by repeating its first rows up to the largest rank's count
+   (counted in ``Loader.padded``); with ``drop_remainder`` each rank is cut to the smallest rank's count
+   instead (counted in ``Loader.dropped``; at most ``world_size - 1`` rows in all under ``"sample"``).
+   Padding and cut rows sit at the end of a rank's order; ``drop_last`` cuts a partial last batch (counted
+   in ``dropped`` too, and a cut padding row is no longer counted as padded).
 3. Batch ``b`` of the rank is produced by DataLoader worker ``b % num_workers`` by random access through the
    member offsets in ``index.parquet``. PyTorch returns worker batches round-robin, so the batch sequence is
    identical for any worker count, and only the requested fields' bytes are read and decoded.
@@ -108,30 +115,81 @@ def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) ->
         raise ShardIntegrityError(f"{path}: sha256 differs from the manifest (corrupted)")
 
 
-def plan_epoch(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int = 0, epoch: int = 0, rank: int = 0,
-               world_size: int = 1, shuffle: bool = True, drop_last: bool = False) -> tuple[list[np.ndarray], int]:
-    """The batches (arrays of index rows) rank ``rank`` reads in ``epoch``, and how many rows are padding.
+#: The ways rows are split over ranks (see the module docstring).
+PARTITIONS = ("shard", "sample")
 
-    Every rank gets the same number of batches; see the module docstring for the rules.
 
-    Raises:
-        ValueError: fewer shards than ranks, or a non-positive batch size.
+@dataclass
+class EpochPlan:
+    """One rank's epoch, planned from index counts alone.
+
+    Attributes:
+        batches: arrays of index rows, in the order the rank yields them.
+        padded: repeated rows among the delivered ones (equalising ranks).
+        dropped: rows of this rank's share not delivered this epoch (``drop_remainder``, ``drop_last``).
     """
+
+    batches: list[np.ndarray]
+    padded: int
+    dropped: int
+
+
+def _rank_shares(shard_rows: Sequence[np.ndarray], *, seed: int, epoch: int, world_size: int, shuffle: bool,
+                 partition: str) -> list[np.ndarray]:
+    """Every rank's rows before its own shuffle and equalising (only the counts of other ranks are used)."""
+    if partition == "sample":
+        rows = np.concatenate(shard_rows)
+        if len(rows) < world_size:
+            raise ValueError(f"{len(rows)} rows cannot be split over {world_size} ranks")
+        # One global order: ranks interleave it, so their counts differ by at most one.
+        rows = make_rng(seed, "samples", epoch).permutation(rows) if shuffle else rows
+        return [rows[r::world_size] for r in range(world_size)]
     if len(shard_rows) < world_size:
         raise ValueError(f"{len(shard_rows)} shards cannot be split over {world_size} ranks; write more shards "
-                         f"(lower shard max_samples) or use fewer ranks")
+                         f"(lower shard max_samples), use fewer ranks or partition='sample'")
+    order = make_rng(seed, "shards", epoch).permutation(len(shard_rows)) if shuffle else np.arange(len(shard_rows))
+    return [np.concatenate([shard_rows[s] for s in order[r::world_size]]) for r in range(world_size)]
+
+
+def plan_rank(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int = 0, epoch: int = 0, rank: int = 0,
+              world_size: int = 1, shuffle: bool = True, drop_last: bool = False, partition: str = "shard",
+              drop_remainder: bool = False) -> EpochPlan:
+    """The batches rank ``rank`` reads in ``epoch``, with its padded and dropped counts.
+
+    Every rank gets the same number of batches; see the module docstring for the rules. Over all ranks,
+    ``delivered - padded + dropped`` equals the split's rows, each real row delivered at most once.
+
+    Raises:
+        ValueError: fewer shards (``"shard"``) or rows (``"sample"``) than ranks, an unknown partition, or a
+            non-positive batch size.
+    """
+    if partition not in PARTITIONS:
+        raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
     if batch_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
-    order = make_rng(seed, "shards", epoch).permutation(len(shard_rows)) if shuffle else np.arange(len(shard_rows))
-    per_rank = [np.concatenate([shard_rows[s] for s in order[r::world_size]]) for r in range(world_size)]
-    target = max(len(rows) for rows in per_rank)
-    mine = per_rank[rank]
-    if shuffle:
+    shares = _rank_shares(shard_rows, seed=seed, epoch=epoch, world_size=world_size, shuffle=shuffle,
+                          partition=partition)
+    sizes = [len(rows) for rows in shares]
+    target = min(sizes) if drop_remainder else max(sizes)
+    mine = shares[rank]
+    if shuffle and partition == "shard":
         mine = make_rng(seed, "samples", epoch, rank).permutation(mine)
-    padded = target - len(mine)
-    mine = np.concatenate([mine, np.resize(mine, padded)]) if padded else mine
+    kept = mine[:target]
+    padded, dropped = target - len(kept), len(mine) - len(kept)
+    mine = np.concatenate([kept, np.resize(kept, padded)]) if padded else kept
     count = target // batch_size if drop_last else -(-target // batch_size)
-    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(count)], padded
+    cut = target - min(target, count * batch_size)  # drop_last's partial batch: padding goes first (at the end)
+    padded, dropped = padded - min(padded, cut), dropped + max(0, cut - padded)
+    return EpochPlan([mine[i * batch_size:(i + 1) * batch_size] for i in range(count)], padded, dropped)
+
+
+def plan_epoch(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int = 0, epoch: int = 0, rank: int = 0,
+               world_size: int = 1, shuffle: bool = True, drop_last: bool = False, partition: str = "shard",
+               drop_remainder: bool = False) -> tuple[list[np.ndarray], int]:
+    """``(batches, padded)`` of :func:`plan_rank` (the older two-value form)."""
+    plan = plan_rank(shard_rows, batch_size=batch_size, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                     shuffle=shuffle, drop_last=drop_last, partition=partition, drop_remainder=drop_remainder)
+    return plan.batches, plan.padded
 
 
 def collate(samples: Sequence[Sample], features: Features, fields: Sequence[str]) -> dict[str, Any]:
@@ -199,12 +257,13 @@ class Loader:
     Attributes:
         shards: the opened split.
         fields: the fields decoded into each batch.
-        padded: repeated rows added to this rank in the current epoch to equalise batch counts.
+        padded: repeated rows this rank delivers in the current epoch (equalising batch counts).
+        dropped: rows of this rank's share it does not deliver this epoch (``drop_remainder``, ``drop_last``).
     """
 
     def __init__(self, shards: SplitShards, *, fields: Sequence[str], batch_size: int, shuffle: bool, seed: int,
                  epoch: int, rank: int, world_size: int, num_workers: int, drop_last: bool,
-                 augment: Augment | None) -> None:
+                 augment: Augment | None, partition: str = "shard", drop_remainder: bool = False) -> None:
         unknown = sorted(set(fields) - set(shards.features))
         if unknown:
             raise ValueError(f"unknown field(s) {unknown} for {shards.directory}; available: {sorted(shards.features)}")
@@ -212,6 +271,7 @@ class Loader:
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.drop_last, self.augment = drop_last, augment
+        self.partition, self.drop_remainder = partition, drop_remainder
         self.plan()  # fail now, not in the first training step, if ranks/batch settings are impossible
 
     @property
@@ -224,11 +284,12 @@ class Loader:
         self.epoch = epoch
 
     def plan(self) -> list[np.ndarray]:
-        """This rank's batches of index rows for the current epoch (see :func:`plan_epoch`)."""
-        batches, self.padded = plan_epoch(self.shards.shard_rows, batch_size=self.batch_size, seed=self.seed,
-                                          epoch=self.epoch, rank=self.rank, world_size=self.world_size,
-                                          shuffle=self.shuffle, drop_last=self.drop_last)
-        return batches
+        """This rank's batches of index rows for the current epoch (see :func:`plan_rank`)."""
+        plan = plan_rank(self.shards.shard_rows, batch_size=self.batch_size, seed=self.seed, epoch=self.epoch,
+                         rank=self.rank, world_size=self.world_size, shuffle=self.shuffle, drop_last=self.drop_last,
+                         partition=self.partition, drop_remainder=self.drop_remainder)
+        self.padded, self.dropped = plan.padded, plan.dropped
+        return plan.batches
 
     def __len__(self) -> int:
         return len(self.plan())
@@ -244,7 +305,8 @@ class Loader:
 def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | None = None, batch_size: int = 32,
          shuffle: bool | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
          num_workers: int = 0, drop_last: bool = False, augment: Augment | None = None, verify: bool = False,
-         shards_root: str | Path = DEFAULT_SHARDS_ROOT) -> Loader:
+         shards_root: str | Path = DEFAULT_SHARDS_ROOT, partition: str = "shard",
+         drop_remainder: bool = False) -> Loader:
     """Open a shard split for training or evaluation.
 
     Args:
@@ -255,12 +317,19 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
         batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
         shuffle: epoch-seeded shuffle (default: True for "train", False otherwise).
         seed, epoch: the shuffle and augmentation seeds (same values -> same batches, any worker count).
-        rank, world_size: this process's share for distributed training (disjoint shards per rank).
+        rank, world_size: this process's share for distributed training (disjoint rows per rank, equal
+            batch counts).
         num_workers: DataLoader worker processes decoding batches.
         drop_last: drop the last partial batch.
         augment: ``augment(sample, rng) -> sample`` applied per sample in the workers.
         verify: re-hash every shard against the manifest at open (slower; catches any corruption).
         shards_root: where corpus names are looked up.
+        partition: ``"shard"`` (whole shards per rank; ranks pad to the largest rank's share, which can
+            repeat many rows when shards are uneven) or ``"sample"`` (rows ``rank::world_size`` of one global
+            shuffled order: at most one padded row per rank, but every rank reads every shard).
+        drop_remainder: equalise ranks by cutting to the smallest share instead of padding (counted in
+            ``Loader.dropped``; under ``"sample"`` at most ``world_size - 1`` rows in all, different each epoch
+            when shuffled).
 
     Returns:
         A :class:`Loader`: iterate for batch dicts (see :func:`collate`), ``len()`` for batches per rank.
@@ -269,4 +338,4 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
     return Loader(shards, fields=list(shards.features) if fields is None else list(fields),
                   batch_size=batch_size, shuffle=(split == "train") if shuffle is None else shuffle, seed=seed,
                   epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers, drop_last=drop_last,
-                  augment=augment)
+                  augment=augment, partition=partition, drop_remainder=drop_remainder)
