@@ -6,6 +6,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from mmdata.errors import (  # noqa: E402 - the version first, then what users catch
+    BadInputError, CodecError, ConfigError, DiskFullError, FileError, Interrupted, LedgerError, LockError,
+    MmdataError, OutputError, SampleError, ShardIntegrityError, UnsafeInputError,
+)
+
 
 def load(*args, **kwargs):
     """Open shards for reading; see :func:`mmdata.shards.read.load` (imported lazily: torch is heavy)."""
@@ -14,4 +19,6 @@ def load(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "load", "BadInputError", "CodecError", "ConfigError", "DiskFullError", "FileError",
+           "Interrupted", "LedgerError", "LockError", "MmdataError", "OutputError", "SampleError",
+           "ShardIntegrityError", "UnsafeInputError"]

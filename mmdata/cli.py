@@ -1,28 +1,41 @@
-"""``mmdata`` command line: synth, shard, inspect, verify, preview."""
+"""``mmdata`` command line: synth, shard, inspect, verify, preview.
+
+Expected failures (every :class:`mmdata.errors.MmdataError`, OS errors such as a missing file, an interrupt) print
+one line naming the file and the fix and exit non-zero; the traceback shows only with ``--debug`` (or
+``MMDATA_DEBUG=1``, which also covers the DVC stages in ``pipelines/``).
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mmdata.errors import MmdataError
+
+#: Exit status of an expected failure, and of an interrupt (128 + SIGINT, as shells report it).
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from mmdata.corpora.base import ConfigError
-    from mmdata.synth import SYNTHS
+    from mmdata.errors import ConfigError
+    from mmdata.synth import SYNTHS, write_synth
 
     if args.corpus not in SYNTHS:
         raise ConfigError(f"unknown corpus {args.corpus!r}; known: {', '.join(sorted(SYNTHS))}")
-    root = SYNTHS[args.corpus](Path(args.out), seed=args.seed)
+    root = write_synth(args.corpus, Path(args.out), seed=args.seed)
     print(f"wrote synthetic {args.corpus} to {root}")
     return 0
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    from mmdata.corpora.base import ConfigError
+    from mmdata.errors import ConfigError
 
     options = {}
     for pair in pairs:
@@ -38,7 +51,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 
     manifests = shard_corpus(args.corpus, args.root, args.out, reader=_parse_options(args.option),
                              max_samples=args.max_samples, max_bytes=args.max_bytes,
-                             max_skip_fraction=args.max_skip_fraction, progress=True)
+                             max_skip_fraction=args.max_skip_fraction, progress=True, wait=args.wait)
     for split, manifest in manifests.items():
         report = manifest["report"]
         print(f"{args.corpus}/{split}: raw {report['raw']} = written {report['written']} + skipped "
@@ -98,13 +111,17 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mmdata`` command."""
     parser = argparse.ArgumentParser(prog="mmdata", description="multimodal corpora -> checked WebDataset shards")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # Also accepted after the subcommand; SUPPRESS keeps a subparser from overwriting the top-level value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("synth", help="write a synthetic mini corpus in its real layout")
+    p = sub.add_parser("synth", parents=[common], help="write a synthetic mini corpus in its real layout")
     p.add_argument("corpus")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_synth)
-    p = sub.add_parser("shard", help="read a raw corpus and write checked shards")
+    p = sub.add_parser("shard", parents=[common], help="read a raw corpus and write checked shards")
     p.add_argument("corpus")
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True)
@@ -112,15 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=1000)
     p.add_argument("--max-bytes", type=int, default=256 << 20)
     p.add_argument("--max-skip-fraction", type=float, default=0.05)
+    p.add_argument("--wait", action="store_true", help="wait for another run writing the same --out to finish")
     p.set_defaults(run=_cmd_shard)
-    p = sub.add_parser("inspect", help="summarise the manifests of a shard directory")
+    p = sub.add_parser("inspect", parents=[common], help="summarise the manifests of a shard directory")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_inspect)
-    p = sub.add_parser("verify", help="re-hash shards and reconcile counts; non-zero exit on any mismatch")
+    p = sub.add_parser("verify", parents=[common],
+                       help="re-hash shards and reconcile counts; non-zero exit on any mismatch")
     p.add_argument("dir")
     p.set_defaults(run=_cmd_verify)
-    p = sub.add_parser("preview", help="contact sheet of samples as a PNG")
+    p = sub.add_parser("preview", parents=[common], help="contact sheet of samples as a PNG")
     p.add_argument("dir")
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="train")
@@ -129,17 +148,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_guarded(prog: str, run: Callable[[], int | None], *, debug: bool = False) -> int:
+    """Run ``run`` and turn an expected failure into one line on stderr and a non-zero status.
+
+    Args:
+        prog: what to name in the message (``mmdata shard``, ``stage shard@mosi``).
+        run: the work; its return value is the exit status (None: 0).
+        debug: re-raise so the traceback shows (also when ``MMDATA_DEBUG`` is set).
+
+    Returns:
+        The exit status: ``run``'s, 2 for an expected error, 130 for an interrupt.
+    """
+    debug = debug or bool(os.environ.get("MMDATA_DEBUG"))
+    try:
+        return run() or 0
+    except (MmdataError, OSError) as exc:
+        if debug:
+            raise
+        name = type(exc).__name__
+        print(f"{prog}: error: {name}: {exc} (traceback: --debug or MMDATA_DEBUG=1)", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted ({exc or 'SIGINT'}); nothing was published", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mmdata`` console script; returns the exit status."""
-    from mmdata.corpora.base import ConfigError
-    from mmdata.shards.manifest import ShardIntegrityError
-
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ConfigError, ShardIntegrityError) as exc:
-        print(f"mmdata {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(f"mmdata {args.command}", lambda: args.run(args), debug=args.debug)
 
 
 if __name__ == "__main__":

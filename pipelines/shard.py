@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmdata.cli import run_guarded
 from mmdata.corpora import CORPORA
 from mmdata.shards.build import shard_corpus
 from pipelines.params import check_keys, corpus_params, keyword_options, load_params, shards_dir
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     block = corpus_params(load_params(), args.corpus)
     shard = block.get("shard", {})
-    check_keys(shard, keyword_options(shard_corpus) - {"reader", "progress"}, f"corpora.{args.corpus}.shard")
+    check_keys(shard, keyword_options(shard_corpus) - {"reader", "progress", "wait"}, f"corpora.{args.corpus}.shard")
     manifests = shard_corpus(args.corpus, block["root"], shards_dir(args.corpus), reader=block.get("reader", {}),
                              **shard)
     for split, manifest in manifests.items():
@@ -24,4 +25,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_guarded("pipelines.shard", main))

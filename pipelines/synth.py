@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from mmdata.synth import SYNTHS
+from mmdata.cli import run_guarded
+from mmdata.synth import SYNTHS, write_synth
 from pipelines.params import check_keys, corpus_params, keyword_options, load_params
 
 
@@ -17,10 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     generate = SYNTHS[args.corpus]
     check_keys(block, keyword_options(generate), f"corpora.{args.corpus}.synth")
     out = Path("data/raw") / args.corpus
-    shutil.rmtree(out, ignore_errors=True)  # DVC also removes outs; this keeps manual runs clean
-    generate(out, **block)
+    write_synth(args.corpus, out, **block)  # DVC removes the stage's outs first; a manual re-run must do so
     print(f"synth: wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_guarded("pipelines.synth", main))

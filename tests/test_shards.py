@@ -180,16 +180,17 @@ def test_killed_write_leaves_nothing_that_looks_done_and_rerun_is_identical(tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()
-    leftovers = list(out.parent.iterdir())
-    assert leftovers and all(".tmp-" in p.name for p in leftovers)
-    assert not any(p.name == MANIFEST for d in leftovers for p in d.iterdir())
+    # Left behind: the temporary folder and the lock file, whose flock the kernel dropped with the process.
+    leftovers = sorted(p.name for p in out.parent.iterdir())
+    assert leftovers == ["train.lock", f"train.tmp-{proc.pid}"]
+    assert not any(p.name == MANIFEST for p in (out.parent / leftovers[1]).iterdir())
     with pytest.raises(ShardIntegrityError):
         mmdata.load(out, "train")
-    from mmdata.shards.write import remove_stale
+    from mmdata.shards.publish import remove_stale
 
-    remove_stale(out)
-    assert list(out.parent.iterdir()) == []
+    assert remove_stale(out) == [out.parent / f"train.tmp-{proc.pid}"]
     write_split(toy_samples(400), TOY_FEATURES, out, corpus="toy", split="train", max_samples=5)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["train"]  # the next run took and removed the lock
     write_split(toy_samples(400), TOY_FEATURES, tmp_path / "clean" / "train", corpus="toy", split="train",
                 max_samples=5)
     assert _digests(out) == _digests(tmp_path / "clean" / "train")

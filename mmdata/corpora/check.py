@@ -3,15 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mmdata.errors import SampleError
 from mmdata.types import Features, Field, Sample
 
 
-class SampleError(ValueError):
-    """A sample failed a check; ``reason`` is the short code that goes into the skip report."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def _check_text(name: str, value: object, spec: Field) -> None:

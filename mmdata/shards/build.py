@@ -1,7 +1,10 @@
-"""Shard a whole corpus: every split written atomically into ``<out>/<split>``, the corpus directory last."""
+"""Shard a whole corpus: every split written atomically into ``<out>/<split>``, the corpus directory last.
+
+The output is checked before anything is written (:func:`mmdata.shards.publish.check_output`: only an earlier
+mmdata output of the same corpus, or an empty folder, is ever replaced), and the whole run holds the output's lock.
+"""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,8 @@ from tqdm import tqdm
 from mmdata.corpora import get_corpus
 from mmdata.corpora.base import Corpus, require_root
 from mmdata.shards.manifest import sha256_file
-from mmdata.shards.write import remove_stale, replace_dir, write_split
+from mmdata.shards.publish import check_output, interruptible, output_lock, remove_stale, replace_dir, temp_path
+from mmdata.shards.write import write_split
 
 
 def fingerprint(corpus: Corpus, root: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -25,29 +29,46 @@ def fingerprint(corpus: Corpus, root: Path, options: dict[str, Any]) -> dict[str
 
 def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[str, Any] | None = None,
                  max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
-                 progress: bool | None = None) -> dict[str, dict[str, Any]]:
+                 progress: bool | None = None, wait: bool = False) -> dict[str, dict[str, Any]]:
     """Read corpus ``name`` from ``root`` and write ``out/<split>/`` shards for every split.
 
     Args:
         name: registered corpus name.
         root: the raw corpus (real download or synthetic mini).
-        out: the corpus shard directory (``data/shards/<name>``); replaced only when every split is done.
+        out: the corpus shard directory (``data/shards/<name>``); replaced only when every split is done, and
+            only when it is empty or an earlier mmdata output of this corpus; it must not contain ``root``.
         reader: reader options (``corpora.<name>.reader`` in params.yaml).
         max_samples, max_bytes, max_skip_fraction: see :func:`mmdata.shards.write.write_split`.
         progress: show a progress bar (None: only on a terminal).
+        wait: when another run holds the output's lock, wait for it instead of failing.
 
     Returns:
         split -> manifest.
+
+    Raises:
+        OutputError, LockError, DiskFullError, Interrupted: see :mod:`mmdata.shards.publish`.
+        BadInputError: a split had no sample written or too many skipped.
     """
     corpus, options = get_corpus(name), dict(reader or {})
     corpus.check_options(options)
     root, out = require_root(root, name), Path(out)
-    remove_stale(out)
+    check_output(out, name, splits=corpus.splits, raw_root=root)  # fail before creating anything
+    with interruptible(), output_lock(out, wait=wait):
+        check_output(out, name, splits=corpus.splits, raw_root=root)  # again: another run may have finished
+        remove_stale(out, corpus.splits)
+        return _shard_into(corpus, root, out, options, max_samples=max_samples, max_bytes=max_bytes,
+                           max_skip_fraction=max_skip_fraction, progress=progress)
+
+
+def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], *, max_samples: int,
+                max_bytes: int, max_skip_fraction: float, progress: bool | None) -> dict[str, dict[str, Any]]:
+    """Write every split into ``<out>.tmp-<pid>`` and publish it as ``out`` (the caller holds the lock)."""
+    name = corpus.name
     source = fingerprint(corpus, root, options)
     features = corpus.features(root, **options)
     params = {"reader": options, "max_samples": max_samples, "max_bytes": max_bytes,
               "max_skip_fraction": max_skip_fraction}
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    tmp = temp_path(out)
     manifests = {}
     try:
         for split in corpus.splits:

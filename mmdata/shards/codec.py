@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from mmdata.errors import CodecError
 from mmdata.types import Field
 
 _NPY_MAGIC = b"\x93NUMPY"
 JPEG_QUALITY = 90  # webdataset's default is 100: twice the bytes for no visible gain (design 5b)
 
 
-class CodecError(ValueError):
-    """Bytes that cannot be decoded as the declared codec."""
 
 
 def _encode_npy(value: Any) -> bytes:

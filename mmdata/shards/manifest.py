@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mmdata.errors import ShardIntegrityError
 from mmdata.types import Features, Field
 
 MANIFEST = "manifest.json"
@@ -19,11 +20,6 @@ FORMAT = "mmdata-shards/1"
 _REQUIRED = ("format", "corpus", "split", "features", "shards", "samples", "report")
 
 
-class ShardIntegrityError(RuntimeError):
-    """A shard split on disk disagrees with its manifest (missing, truncated, altered, miscounted).
-
-    The message always names the shard (or manifest) path and, where known, the sample key and field.
-    """
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

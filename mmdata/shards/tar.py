@@ -117,6 +117,10 @@ class ShardSink:
                           "sha256": shard.file.digest.hexdigest(), "first_key": shard.keys[0],
                           "last_key": shard.keys[-1], "keys": shard.keys})
 
+    def writing(self) -> Path | None:
+        """The file being written now (a ``.partial`` shard), or None between shards: named on disk-full."""
+        return None if self.current is None else self.current.path.with_name(self.current.path.name + ".partial")
+
     def close(self) -> list[dict[str, Any]]:
         """Finish the open shard; return per-shard records (name, samples, bytes, sha256, keys)."""
         if self.current is not None:

@@ -3,11 +3,11 @@
 A split is written into ``<split>.tmp-<pid>/``: shards as ``*.tar.partial`` renamed to ``*.tar`` when
 complete, then the reconciliation (re-read every shard and compare keys with what was written), then
 ``index.parquet`` and last ``manifest.json``; only then is the directory renamed into place. A killed run
-leaves a ``.tmp-*`` directory and nothing that looks finished; the next run removes it.
+leaves a ``.tmp-*`` directory and nothing that looks finished; the next run removes it once its process is
+gone. What may be replaced, the lock and signal handling are :mod:`mmdata.shards.publish`'s.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import zlib
 from collections import Counter
@@ -20,15 +20,16 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Skip
 from mmdata.corpora.check import SampleError, check_sample, check_value
+from mmdata.errors import BadInputError, LedgerError
 from mmdata.shards.codec import encode
 from mmdata.shards.index import write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError, write_json_atomic
+from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
+                                   replace_dir, temp_path)
 from mmdata.shards.tar import MAX_MEMBER_NAME, ShardSink, shard_keys
 from mmdata.types import ROWS, KEY_PATTERN, Features, Sample, View, check_features, field_modality
 
 
-class BadInputError(RuntimeError):
-    """Too many raw items were skipped (or none written); the message carries the skip summary."""
 
 
 def _reconcile(directory: Path, shards: list[dict[str, Any]]) -> None:
@@ -50,7 +51,9 @@ class _Ledger:
 
     def report(self, written: int) -> dict[str, Any]:
         reasons = Counter(s.reason for s in self.skips)
-        assert self.raw == written + len(self.skips), "ledger does not balance"
+        if self.raw != written + len(self.skips):  # a writer bug, never bad input: fail loudly, publish nothing
+            raise LedgerError(f"ledger does not balance: raw {self.raw} != written {written} + skipped "
+                              f"{len(self.skips)}")
         return {"raw": self.raw, "written": written, "skipped": len(self.skips),
                 "skipped_by_reason": dict(sorted(reasons.items())), "repairs": dict(sorted(self.repairs.items())),
                 "skips": [s.to_json() for s in self.skips]}
@@ -168,38 +171,44 @@ def _label_name(features: Features) -> str:
 def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: Path, *, corpus: str, split: str,
                 max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
                 params: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-                view: View | None = None) -> dict[str, Any]:
+                view: View | None = None, wait: bool = False) -> dict[str, Any]:
     """Write one split as tar shards + index.parquet + manifest.json, atomically.
 
     Args:
         items: the reader's stream of samples and skips, in deterministic order.
         features: the corpus schema; every sample is checked against it before writing.
-        split_dir: final directory (``data/shards/<corpus>/<split>``); replaced only when complete.
+        split_dir: final directory (``data/shards/<corpus>/<split>``); replaced only when complete, and only
+            when it is empty or an earlier mmdata output of the same corpus and split.
         corpus, split: names recorded in the manifest and used in shard file names.
         max_samples, max_bytes: shard size bounds (a shard always holds at least one sample).
         max_skip_fraction: fail (nothing committed) when more than this share of raw items is skipped.
         params, source: the params used and the raw-source fingerprint, recorded in the manifest.
         view: how stored samples expand into index rows (samples then carry ``__rows__``), or None.
+        wait: when another run holds the output's lock, wait for it instead of failing.
 
     Returns:
         The manifest written.
 
     Raises:
         BadInputError: no sample written, or too many skipped (the summary names the reasons).
+        OutputError, LockError, DiskFullError, Interrupted: see :mod:`mmdata.shards.publish`.
     """
     check_features(features)
     split_dir = Path(split_dir)
-    tmp = split_dir.with_name(f"{split_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
-                               max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
-                               source=source or {}, view=view)
-        replace_dir(tmp, split_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
-        raise
+    check_output(split_dir, corpus, split=split)  # before the lock: a refused output gets no lock file beside it
+    with interruptible(), output_lock(split_dir, wait=wait):
+        check_output(split_dir, corpus, split=split)
+        remove_stale(split_dir)
+        tmp = temp_path(split_dir)
+        tmp.mkdir(parents=True)
+        try:
+            manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
+                                   max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
+                                   source=source or {}, view=view)
+            replace_dir(tmp, split_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
+            raise
     return manifest
 
 
@@ -210,21 +219,23 @@ def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *
     sink = ShardSink(tmp, f"{corpus}-{split}", max_samples, max_bytes)
     ledger, seen, rows = _Ledger(), {}, []
     where = str(source.get("release", corpus))
-    for item in items:
-        admitted = _admit(item, features, seen, ledger, where, view)
-        if admitted is None:
-            continue
-        sample, views = admitted
-        key = sample["__key__"]
-        payloads = [encode(sample[name], features[name]) for name in names]
-        members = [(f"{key}.{name}.{features[name].codec}", data) for name, data in zip(names, payloads)]
-        shard, offsets = sink.add(key, members)
-        rows += _index_rows(key, shard, sample, features, label, payloads, offsets, views)
-    shards = sink.close()
+    with disk_full_names(lambda: sink.writing() or tmp):
+        for item in items:
+            admitted = _admit(item, features, seen, ledger, where, view)
+            if admitted is None:
+                continue
+            sample, views = admitted
+            key = sample["__key__"]
+            payloads = [encode(sample[name], features[name]) for name in names]
+            members = [(f"{key}.{name}.{features[name].codec}", data) for name, data in zip(names, payloads)]
+            shard, offsets = sink.add(key, members)
+            rows += _index_rows(key, shard, sample, features, label, payloads, offsets, views)
+        shards = sink.close()
     report = ledger.report(sum(s["samples"] for s in shards))
     _check_budget(report, max_skip_fraction, f"{corpus}/{split}")
     _reconcile(tmp, shards)
-    write_index(tmp / INDEX, rows)
+    with disk_full_names(lambda: tmp / INDEX):
+        write_index(tmp / INDEX, rows)
     per_shard = Counter(row["shard"] for row in rows)
     manifest = {
         "format": FORMAT, "toolkit_version": _version(), "corpus": corpus, "split": split,
@@ -236,7 +247,8 @@ def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *
         **_label_summary([row["label"] for row in rows], features, label),
         "source": source, "params": params, "report": report,
     }
-    write_json_atomic(tmp / MANIFEST, manifest)  # last: its presence means the split is complete
+    with disk_full_names(lambda: tmp / MANIFEST):
+        write_json_atomic(tmp / MANIFEST, manifest)  # last: its presence means the split is complete
     return manifest
 
 
@@ -249,28 +261,6 @@ def _check_budget(report: dict[str, Any], max_skip_fraction: float, what: str) -
         raise BadInputError(
             f"{what}: skipped {report['skipped']}/{report['raw']} raw items, more than max_skip_fraction "
             f"{max_skip_fraction} ({summary}); first: {first['source']} {first['key']}: {first['detail']}")
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a completed directory into place, replacing ``dst``; the old one is removed after the swap."""
-    old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_stale(directory: Path) -> list[Path]:
-    """Delete ``*.tmp-*`` / ``*.old-*`` leftovers of killed runs next to and inside ``directory``."""
-    stale = []
-    if directory.parent.is_dir():  # only this directory's own leftovers, never a sibling corpus's
-        stale += [p for p in directory.parent.iterdir()
-                  if p.name.startswith((f"{directory.name}.tmp-", f"{directory.name}.old-"))]
-    if directory.is_dir():
-        stale += [p for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    return stale
 
 
 def _version() -> str:

@@ -5,6 +5,7 @@ and returns the root to hand to the corpus reader.
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,3 +27,33 @@ SYNTHS: dict[str, Callable[..., Path]] = {
     "stocks": stocks.generate,
     "sunrgbd": sunrgbd.generate,
 }
+
+
+def write_synth(name: str, out: str | Path, **params: object) -> Path:
+    """Write synthetic corpus ``name`` into ``out`` atomically; return the root to hand to its reader.
+
+    The corpus is generated into ``<out>.tmp-<pid>`` and renamed into place when complete. ``out`` must be absent
+    or empty: a synthetic corpus never replaces a folder (it may hold a real download), so a re-run asks the
+    user to remove the old one (DVC removes stage outputs itself before running ``synth``).
+
+    Raises:
+        OutputError: ``out`` exists and is not an empty folder.
+    """
+    from mmdata.errors import OutputError
+    from mmdata.shards.publish import interruptible, temp_path
+
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise OutputError(f"{out}: exists and is not empty; a synthetic corpus is written only into a new or empty "
+                          f"folder. Remove it yourself (if it is an earlier synthetic corpus) or choose another --out")
+    tmp = temp_path(out)
+    with interruptible():
+        try:
+            root = SYNTHS[name](tmp, **params)
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out / Path(root).relative_to(tmp)

@@ -16,19 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.check import SampleError
+from mmdata.errors import FileError, SampleError
 
 CLIP_M = 8.0  # read3dPoints.m: depthInpaint(depthInpaint > 8) = 8
 #: ``[1 0 0; 0 0 1; 0 -1 0]``: camera (x right, y down, z forward) -> toolbox (x, z, -y).
 FLIP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 
-class FileError(SampleError):
-    """A SampleError naming the file at fault (``path``), so the Skip points at it."""
-
-    def __init__(self, reason: str, detail: str, path: Path) -> None:
-        super().__init__(reason, f"{Path(path).name}: {detail}")
-        self.path = Path(path)
 
 
 def decode_depth(raw: np.ndarray) -> np.ndarray:
