@@ -9,6 +9,7 @@ import pytest
 from mmdata.corpora import avmnist
 from mmdata.corpora.base import ConfigError, Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import BadInputError
 from mmdata.synth.avmnist import generate
 from mmdata.types import KEY_PATTERN
 
@@ -137,7 +138,7 @@ def test_float_spectrograms_are_cast_or_skipped(tmp_path: Path, root: Path) -> N
 def test_row_count_mismatch_names_the_files(tmp_path: Path, root: Path) -> None:
     bad = _copy(root, tmp_path / "short")
     np.save(bad / "test_labels.npy", np.load(bad / "test_labels.npy")[:-1])
-    with pytest.raises(ValueError, match=r"test_labels\.npy: 199 rows"):
+    with pytest.raises(BadInputError, match=r"test_labels\.npy: 199 rows"):
         list(avmnist.iter_samples(bad, "test"))
 
 

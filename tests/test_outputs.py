@@ -237,3 +237,15 @@ def test_synth_never_replaces_a_folder(capsys, tmp_path):
     (out / "download.zip").write_bytes(b"PK")
     assert main(["synth", "avmnist", "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err and _tree(out) == {"download.zip": hashlib.sha256(b"PK").hexdigest()}
+
+
+def test_a_truncated_raw_npy_is_one_named_error(capsys, raw, tmp_path):
+    root = tmp_path / "avmnist"
+    shutil.copytree(raw, root)
+    path = root / "image" / "train_data.npy"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    status = main(["shard", "avmnist", "--root", str(root), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "BadInputError" in err and str(path) in err and "truncated" in err
+    assert not (tmp_path / "out").exists()

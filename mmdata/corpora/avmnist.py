@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.base import ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import ConfigError, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.check import SampleError
+from mmdata.corpora.ledger import check_split, raw_count
+from mmdata.errors import BadInputError
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "avmnist"
@@ -124,20 +126,28 @@ def _paths(root: str | Path, source_split: str) -> dict[str, Path]:
     return paths
 
 
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    """One whole-split array; a truncated or damaged file is a BadInputError naming it (not a numpy traceback)."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadInputError(f"{NAME}: {path} is not a readable .npy array ({exc}); the file is truncated or "
+                            f"damaged: download or extract it again") from exc
+
+
 def _load(root: str | Path, source_split: str, *, mmap: bool) -> tuple[dict[str, np.ndarray], dict[str, Path]]:
     """The three arrays of ``source_split`` (memory-mapped when ``mmap``), checked to agree, and their paths."""
     paths = _paths(root, source_split)
-    arrays = {name: np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-              for name, path in paths.items()}
+    arrays = {name: _load_npy(path, mmap) for name, path in paths.items()}
     rows = {name: array.shape[0] if array.ndim else 0 for name, array in arrays.items()}
     if len(set(rows.values())) != 1:
         counts = ", ".join(f"{paths[name]}: {n} rows" for name, n in rows.items())
-        raise ValueError(f"{NAME}: {source_split} arrays disagree on their row count ({counts}); "
+        raise BadInputError(f"{NAME}: {source_split} arrays disagree on their row count ({counts}); "
                          f"a file is truncated or from another release")
     sizes = {"image": IMAGE_SIZE ** 2, "audio_spec": SPEC_SIZE ** 2, "label": 1}
     for name, array in arrays.items():
         if array.ndim == 0 or array.dtype.kind not in "buif" or int(np.prod(array.shape[1:])) != sizes[name]:
-            raise ValueError(f"{NAME}: {paths[name]} holds {array.dtype} {array.shape}; expected numbers "
+            raise BadInputError(f"{NAME}: {paths[name]} holds {array.dtype} {array.shape}; expected numbers "
                              f"with {sizes[name]} values per row")
     return arrays, paths
 
@@ -190,6 +200,21 @@ def _label(row: np.ndarray) -> np.int64:
 
 _CONVERTERS: dict[str, Callable[[np.ndarray], object]] = {"image": _image, "audio_spec": _audio, "label": _label}
 
+
+def count_raw(root: str | Path, split: str, *, mmap: bool = True) -> RawCount:
+    """The split's source rows, from the arrays' headers (memory-mapped: no pixel is read).
+
+    Args:
+        root, split: as for :func:`iter_samples`; ``mmap`` is accepted for the same options and unused.
+
+    Raises:
+        ConfigError: unknown split, missing root or file.
+        ValueError: the three arrays disagree on rows.
+    """
+    arrays, paths = _load(root, SOURCE_SPLIT[check_split(NAME, split, tuple(SOURCE_SPLIT))], mmap=True)
+    rows = _split_rows(len(arrays["label"]), split)
+    return raw_count(len(rows), "source row", [Path(root), *(p.parent for p in paths.values())])
+
 CORPUS = Corpus(
     name=NAME,
     splits=("train", "valid", "test"),
@@ -198,4 +223,5 @@ CORPUS = Corpus(
     iter_samples=iter_samples,
     sources=sources,
     describe=describe,
+    count_raw=count_raw,
 )
