@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mmdata.errors import MmdataError
+# run_guarded lives on the ground floor so the DVC stages can use it without importing this module, whose
+# commands import most of the library (every stage would then depend on all of it; tests/test_dvc_graph.py).
+from mmdata.errors import EXIT_ERROR, EXIT_INTERRUPTED, MmdataError, run_guarded  # noqa: F401 - re-exported
 
-#: Exit status of an expected failure, and of an interrupt (128 + SIGINT, as shells report it).
-EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -146,33 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=8)
     p.set_defaults(run=_cmd_preview)
     return parser
-
-
-def run_guarded(prog: str, run: Callable[[], int | None], *, debug: bool = False) -> int:
-    """Run ``run`` and turn an expected failure into one line on stderr and a non-zero status.
-
-    Args:
-        prog: what to name in the message (``mmdata shard``, ``stage shard@mosi``).
-        run: the work; its return value is the exit status (None: 0).
-        debug: re-raise so the traceback shows (also when ``MMDATA_DEBUG`` is set).
-
-    Returns:
-        The exit status: ``run``'s, 2 for an expected error, 130 for an interrupt.
-    """
-    debug = debug or bool(os.environ.get("MMDATA_DEBUG"))
-    try:
-        return run() or 0
-    except (MmdataError, OSError) as exc:
-        if debug:
-            raise
-        name = type(exc).__name__
-        print(f"{prog}: error: {name}: {exc} (traceback: --debug or MMDATA_DEBUG=1)", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"{prog}: interrupted ({exc or 'SIGINT'}); nothing was published", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:

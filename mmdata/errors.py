@@ -1,4 +1,5 @@
-"""Every error class a user of mmdata catches, in one ground-floor module (anything may import it).
+"""Every error class a user of mmdata catches, in one ground-floor module (anything may import it), and
+:func:`run_guarded`, which turns them into one line and an exit status for the CLI and the DVC stages.
 
 Each class is an expected failure: the ``mmdata`` command prints its message on one line and exits non-zero
 (the traceback only with ``--debug``). Messages name the file, the sample key where there is one, the reason
@@ -6,6 +7,10 @@ and the fix.
 """
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -70,3 +75,34 @@ class UnsafeInputError(MmdataError, ValueError):
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; temporary output was removed and nothing was published."""
+
+
+#: Exit status of an expected failure, and of an interrupt (128 + SIGINT, as shells report it).
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+def run_guarded(prog: str, run: Callable[[], int | None], *, debug: bool = False) -> int:
+    """Run ``run`` and turn an expected failure into one line on stderr and a non-zero status.
+
+    Args:
+        prog: what to name in the message (``mmdata shard``, ``stage shard@mosi``).
+        run: the work; its return value is the exit status (None: 0).
+        debug: re-raise so the traceback shows (also when ``MMDATA_DEBUG`` is set).
+
+    Returns:
+        The exit status: ``run``'s, 2 for an expected error, 130 for an interrupt.
+    """
+    debug = debug or bool(os.environ.get("MMDATA_DEBUG"))
+    try:
+        return run() or 0
+    except (MmdataError, OSError) as exc:
+        if debug:
+            raise
+        name = type(exc).__name__
+        print(f"{prog}: error: {name}: {exc} (traceback: --debug or MMDATA_DEBUG=1)", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted ({exc or 'SIGINT'}); nothing was published", file=sys.stderr)
+        return EXIT_INTERRUPTED

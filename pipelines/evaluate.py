@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from methods.loop import evaluate, load_checkpoint
-from mmdata.cli import run_guarded
+from mmdata.errors import run_guarded
 from mmdata.corpora import get_corpus
 from mmdata.metrics import METRICS
 from pipelines.params import corpus_runs, experiment_params, load_params, metrics_path, models_dir

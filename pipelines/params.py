@@ -8,10 +8,13 @@ from typing import Any
 
 import yaml
 
-from mmdata.corpora.base import ConfigError
+# From the ground-floor module, not mmdata.corpora: importing that package imports every corpus reader,
+# which would make every stage that reads params.yaml depend on all of them (see tests/test_dvc_graph.py).
+from mmdata.errors import ConfigError
 
 PARAMS = Path("params.yaml")
-TOP_LEVEL = {"seed", "corpora", "train", "experiments", "samplers", "augment"}
+#: Every key here is read by a stage (tests/test_dvc_graph.py checks it): no key that configures nothing.
+TOP_LEVEL = {"seed", "corpora", "train", "experiments"}
 CORPUS_KEYS = {"root", "synth", "reader", "shard"}
 EXPERIMENT_KEYS = {"method", "fields", "model", "train"}
 
@@ -41,28 +44,7 @@ def load_params(path: Path = PARAMS) -> dict[str, Any]:
     for corpus, runs in params.get("experiments", {}).items():
         for run, block in (runs or {}).items():
             check_keys(block, EXPERIMENT_KEYS, f"experiments.{corpus}.{run}")
-    _check_samplers(params.get("samplers", {}))
-    _check_augment(params.get("augment", {}), set(params.get("corpora", {})))
     return params
-
-
-def _check_augment(blocks: dict[str, Any], corpora: set[str]) -> None:
-    import dataclasses
-
-    from mmdata.augment import Augmenter
-
-    check_keys(blocks, corpora, "augment (one block per configured corpus)")
-    valid = {f.name for f in dataclasses.fields(Augmenter)} - {"rates"}  # rates come from the Fields
-    for name, block in blocks.items():
-        check_keys(block, valid, f"augment.{name}")
-
-
-def _check_samplers(blocks: dict[str, Any]) -> None:
-    from mmdata.samplers import CONTEXT_OPTIONS, REGISTRY, sampler_options
-
-    check_keys(blocks, set(REGISTRY), "samplers")
-    for name, block in blocks.items():
-        check_keys(block, sampler_options(name) - CONTEXT_OPTIONS, f"samplers.{name}")
 
 
 def _block(params: dict[str, Any], section: str, what: str, name: str) -> dict[str, Any]:

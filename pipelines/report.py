@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
 
-from mmdata.cli import run_guarded  # noqa: E402
+from mmdata.errors import run_guarded  # noqa: E402
 from mmdata.corpora import get_corpus  # noqa: E402
 from pipelines.params import load_params, metrics_path  # noqa: E402
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmdata.cli import run_guarded
+from mmdata.errors import run_guarded
 from mmdata.corpora import CORPORA
 from mmdata.shards.build import shard_corpus
 from pipelines.params import check_keys, corpus_params, keyword_options, load_params, shards_dir

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmdata.cli import run_guarded
+from mmdata.errors import run_guarded
 from mmdata.synth import SYNTHS, write_synth
 from pipelines.params import check_keys, corpus_params, keyword_options, load_params
 

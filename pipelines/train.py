@@ -15,7 +15,7 @@ import torch
 import mmdata
 from methods import get_method
 from methods.loop import fit, save_checkpoint
-from mmdata.cli import run_guarded
+from mmdata.errors import run_guarded
 from mmdata.shards.read import Loader
 from pipelines.params import (check_keys, corpus_runs, experiment_params, history_path, keyword_options,
                               load_params, models_dir, shards_dir)

@@ -7,7 +7,6 @@ as deps the code its entry point imports.
 """
 from __future__ import annotations
 
-import ast
 import inspect
 import re
 from pathlib import Path
@@ -219,66 +218,5 @@ def test_dvc_params_name_existing_params_keys():
                 node = node[part]
 
 
-def _imports(path: Path) -> set[str]:
-    """Dotted names of the mmdata/methods/pipelines modules a file imports (at any depth in the file)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:  # ``from pkg import submodule`` imports the submodule
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if _module_path(sub).exists() or _module_path(sub).with_suffix(".py").exists()
-                          else node.module)
-    return {m for m in found if m.split(".")[0] in ("mmdata", "methods", "pipelines")}
-
-
-def _module_path(module: str) -> Path:
-    return REPO / module.replace(".", "/")
-
-
-def _required(module: str, stage: dict[str, Any]) -> list[str]:
-    """The repo paths a stage's deps must cover for one imported module (see test docstring)."""
-    item = stage["item"] or {}
-    if stage["stage"] in ("synth", "shard"):
-        corpora, methods = [stage["key"]], []
-    elif stage["key"] is not None:  # train/evaluate of one corpus: the methods of its runs
-        corpora, methods = [stage["key"]], sorted({run["method"] for run in item.values()})
-    else:
-        corpora = sorted(PARAMS["experiments"])
-        methods = sorted({run["method"] for runs in PARAMS["experiments"].values() for run in runs.values()})
-    registries = {"mmdata.corpora": [f"mmdata/corpora/{c}.py" for c in corpora],
-                  "mmdata.synth": [f"mmdata/synth/{c}.py" for c in corpora],
-                  "methods": [f"methods/{m}.py" for m in methods],
-                  "mmdata": ["mmdata/shards"]}
-    if module in registries:
-        return registries[module]
-    path = _module_path(module)
-    return [path.with_suffix(".py").relative_to(REPO).as_posix() if path.with_suffix(".py").is_file()
-            else path.relative_to(REPO).as_posix()]
-
-
-def test_dvc_deps_cover_the_code_each_stage_imports():
-    """Every module a stage's entry point ``pipelines/<stage>.py`` imports is covered by that stage's deps.
-
-    Rule: a dep covers a repo path when it is that path or a folder above it. The imports considered are the
-    direct imports of the entry point (any depth in the file, parsed with ``ast``); an imported
-    ``pipelines.<x>`` must itself be a dep (``pipelines/<x>.py``). Library modules map to their file
-    (``mmdata.shards.build`` -> ``mmdata/shards/build.py``, covered by ``mmdata/shards``) or package folder
-    (``mmdata.metrics`` -> ``mmdata/metrics``). Registries map to the entries the stage uses, not the whole
-    package: ``mmdata.corpora`` -> ``mmdata/corpora/<corpus>.py``, ``mmdata.synth`` -> ``mmdata/synth/<corpus>.py``
-    and ``methods`` -> ``methods/<method>.py``, where the corpus is ``${key}`` of a per-corpus stage and
-    the methods of its runs for train/evaluate, and every configured one for a stage
-    without foreach. The bare package ``mmdata`` only re-exports ``load``, so it maps to ``mmdata/shards``.
-    What library modules import in turn is not followed (deps such as ``mmdata/corpora/base.py`` of the shard
-    stage are listed by hand for that).
-    """
-    missing = []
-    for stage in CONCRETE:
-        entry = REPO / "pipelines" / f"{stage['stage']}.py"
-        for module in sorted(_imports(entry)):
-            for path in _required(module, stage):
-                assert (REPO / path).exists(), f"{module} -> {path} does not exist"
-                if not any(_inside(path, dep) for dep in stage["deps"]):
-                    missing.append(f"{stage['stage']}@{stage['key']}: imports {module}, no dep covers {path}")
-    assert not missing, "\n".join(missing)
+# That the deps cover all the code a stage runs (imports followed transitively), and no more, is checked by
+# tests/test_dvc_graph.py.

@@ -41,7 +41,6 @@ def _shrink_params(path: Path) -> None:
     keep = ("avmnist", "mosi")
     params["corpora"] = {name: params["corpora"][name] for name in keep}
     params["experiments"] = {name: params["experiments"][name] for name in keep}
-    params["augment"] = {n: b for n, b in params.get("augment", {}).items() if n in keep}
     params["corpora"]["avmnist"].update(synth={"seed": 0, "train": 120, "test": 40},
                                         shard={"max_samples": 40, "max_bytes": 1 << 26, "max_skip_fraction": 0.05})
     params["corpora"]["mosi"].update(synth={"seed": 0, "train": 36, "valid": 12, "test": 24},
