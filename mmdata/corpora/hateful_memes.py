@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
 from mmdata.corpora.check import SampleError
 from mmdata.types import UNLABELED, Features, Field, Sample, make_key
 
@@ -133,11 +133,18 @@ def _label(obj: dict, split: str) -> int:
 
 
 def _image_path(base: Path, obj: dict, meme: str) -> Path:
-    """The ``img`` path when it exists, else ``img/<5-digit id>.png`` (ids lose their zeros in the JSONL)."""
+    """The ``img`` path when it exists, else ``img/<5-digit id>.png`` (ids lose their zeros in the JSONL).
+
+    Raises:
+        FileError: ``outside_root`` when ``img`` (or the image it names) leads out of the release folder;
+            refused rather than replaced by the id's file, since such a line was not written by the release.
+    """
     given = obj.get("img")
-    if isinstance(given, str) and given and (base / given).is_file():
-        return base / given
-    return base / "img" / f"{meme}.png"
+    if isinstance(given, str) and given:
+        path = inside_root(base, given)
+        if path.is_file():
+            return path
+    return inside_root(base, "img", f"{meme}.png")
 
 
 def _meme(base: Path, obj: dict, meme: str, split: str, size: media.Size | None) -> Sample:

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
 from mmdata.corpora.check import SampleError
+from mmdata.errors import FileError
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "mmimdb"
@@ -78,23 +79,42 @@ def features(root: str | Path, *, plot: str = "longest", image_size: Any = DEFAU
 
 
 def _find(dataset: Path, movie: str, ext: str) -> Path:
-    """``dataset/<id>.<ext>``, trying 7- and 8-digit zero padding when the listed id has another width."""
-    path = dataset / f"{movie}.{ext}"
+    """``dataset/<id>.<ext>``, trying 7- and 8-digit zero padding when the listed id has another width.
+
+    Raises:
+        FileError: ``outside_root`` when the id (a split.json string) or a symlink leads out of the release.
+    """
+    # Contained in the release folder, not dataset/ alone, so a symlinked dataset/ cannot lead out either.
+    path = inside_root(dataset.parent, dataset.name, f"{movie}.{ext}")
     if path.exists() or not movie.isdigit():
         return path
     for width in (7, 8):
-        padded = dataset / f"{int(movie):0{width}d}.{ext}"
+        padded = inside_root(dataset.parent, dataset.name, f"{int(movie):0{width}d}.{ext}")
         if padded.exists():
             return padded
     return path
+
+
+def _found(dataset: Path, movie: str, ext: str) -> Path | None:
+    """:func:`_find`, or None for an id leading out of the release (iter_samples reports it as a Skip)."""
+    try:
+        return _find(dataset, movie, ext)
+    except FileError:
+        return None
+
+
+def _stem(dataset: Path, movie: str) -> str:
+    """The stem of the JSON an id names ("0012345" for "12345"), or the id itself when it leads outside."""
+    path = _found(dataset, movie, "json")
+    return movie if path is None else path.stem
 
 
 def sources(root: str | Path, *, plot: str = "longest", image_size: Any = DEFAULT_IMAGE_SIZE) -> list[Path]:
     """split.json and every existing JSON and poster of the listed ids."""
     base = _base(root)
     ids = sorted({m for split in _split_ids(base).values() for m in split})
-    files = [_find(base / "dataset", m, ext) for m in ids for ext in ("json", "jpeg")]
-    return [base / "split.json", *(p for p in files if p.is_file())]
+    files = [_found(base / "dataset", m, ext) for m in ids for ext in ("json", "jpeg")]
+    return [base / "split.json", *(p for p in files if p is not None and p.is_file())]
 
 
 def describe(root: str | Path, *, plot: str = "longest", image_size: Any = DEFAULT_IMAGE_SIZE) -> str:
@@ -170,10 +190,14 @@ def iter_samples(root: str | Path, split: str, *, plot: str = "longest",
     order = list(SPLIT_KEYS)
     # Ids are compared by the file they name ("12345" and "0012345" are one movie); a leak into a later
     # split is skipped there.
-    earlier = {_find(dataset, m, "json").stem: s for s in order[:order.index(split)] for m in ids[s]}
+    earlier = {_stem(dataset, m): s for s in order[:order.index(split)] for m in ids[s]}
     seen: set[str] = set()
     for listed in ids[split]:
-        path = _find(dataset, listed, "json")
+        try:
+            path = _find(dataset, listed, "json")
+        except FileError as err:  # the id names a file outside the release: a counted skip, never read
+            yield Skip(_key(split, listed), str(err.path), err.reason, str(err))
+            continue
         movie = path.stem if path.is_file() else listed
         key = _key(split, movie)
         if movie in seen or movie in earlier:

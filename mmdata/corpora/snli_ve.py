@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
 from mmdata.corpora.check import SampleError
+from mmdata.errors import FileError
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 
 NAME = "snli_ve"
@@ -138,8 +139,12 @@ def _key(split: str, image: str) -> str:
 
 def _image_sample(base: Path, split: str, image: str, pairs: list[tuple[str, str, int]],
                   size: media.Size | None) -> Sample | Skip:
-    path = base / IMAGES / f"{image}.jpg"
     key = _key(split, image)
+    try:
+        # The image id is a JSONL string: it may not name a file outside the release (nor a symlink leading out).
+        path = inside_root(base, IMAGES, f"{image}.jpg")
+    except FileError as err:
+        return Skip(key, str(err.path), err.reason, f"{err} ({len(pairs)} pairs)")
     try:
         value, repairs = media.load_image(media.read_file(path, "image"), "jpg", size)
     except SampleError as err:

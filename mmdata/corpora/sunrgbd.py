@@ -16,7 +16,8 @@ points here). Boxes are padded with class -1 rows to ``max_boxes`` (VoteNet's MA
 without any of the 10 classes stay in (VoteNet keeps them too) and batches stack.
 
 Splits: ``test`` = alltest; alltrain is cut into ``train`` and ``valid`` (every ``valid_every``-th scene in file
-order), since the release has no validation split. Bad input is a Skip naming the file: ``missing_scene``,
+order), since the release has no validation split. Bad input is a Skip naming the file: ``outside_root`` (a listed
+scene that is absolute, climbs out with ``..`` or is a symlink leading out of the root), ``missing_scene``,
 ``missing_<image|depth|extrinsics|intrinsics|annotation>``, ``decode_error``, ``depth_dtype``,
 ``invalid_depth`` (no pixel has depth), ``shape_mismatch``, ``bad_intrinsics``, ``bad_extrinsics``,
 ``bad_annotation``, ``too_few_points`` (fewer than ``min_points`` valid points). Repairs are counted:
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
 from mmdata.corpora.check import SampleError
 from mmdata.corpora.rgbd import boxes as box_io
 from mmdata.corpora.rgbd import depth as depth_io
@@ -213,9 +214,13 @@ def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_p
     if not 0 < min_points <= num_points or max_boxes < 1:
         raise ConfigError(f"{NAME}: need 0 < min_points <= num_points and max_boxes >= 1, got {min_points}, "
                           f"{num_points}, {max_boxes} (corpora.{NAME}.reader)")
-    base = Path(root) / "SUNRGBD"
     for scene in split_list(root, split, split_file=split_file, valid_every=valid_every):
-        key, folder = scene_key(split, scene), base / scene
+        key = scene_key(split, scene)
+        try:
+            folder = inside_root(root, "SUNRGBD", scene)  # a split-file string: never a folder outside the root
+        except FileError as err:
+            yield Skip(key, str(err.path), err.reason, str(err))
+            continue
         if not folder.is_dir():
             yield Skip(key, str(folder), "missing_scene", f"{scene} is listed in {split_file} but not on disk")
             continue
@@ -235,9 +240,9 @@ def sources(root: str | Path, *, depth_dir: str = "depth", split_file: str = SPL
     scenes = split_scenes(root, split_file)
     for scene in scenes["alltrain"] + scenes["alltest"]:
         try:
-            out += sorted(scene_files(base / "SUNRGBD" / scene, depth_dir).values())
+            out += sorted(scene_files(inside_root(base, "SUNRGBD", scene), depth_dir).values())
         except FileError:
-            continue  # reported as a Skip by iter_samples
+            continue  # reported as a Skip by iter_samples (missing files, or a scene outside the root)
     return [base / split_file, *out]
 
 

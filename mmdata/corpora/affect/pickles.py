@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from mmdata import safe_pickle
 from mmdata.corpora.affect import rows
 from mmdata.corpora.affect.spec import SPLITS, TEXT_SOURCES, AffectSpec, Located
 from mmdata.corpora.base import REPAIRS, ConfigError, Skip
 from mmdata.corpora.check import SampleError
+from mmdata.errors import UnsafeInputError
 from mmdata.types import Features, Field, Sample
 
 #: Pickle key per feature field.
@@ -28,9 +30,9 @@ _SDK_STYLE_ID = re.compile(r"\[\d+\]$")
 
 @functools.lru_cache(maxsize=2)
 def _load_cached(path: str, mtime_ns: int, size: int) -> Any:
-    # pickle.load can run arbitrary code: only files the user brought are loaded. It is the releases' format.
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    # A plain pickle.load would run any callable the file names; the releases hold only numpy arrays and
+    # plain values, so the restricted unpickler refuses everything else before it runs.
+    return safe_pickle.load(path)
 
 
 def load(path: Path, spec: AffectSpec) -> dict:
@@ -38,10 +40,13 @@ def load(path: Path, spec: AffectSpec) -> dict:
 
     Raises:
         ConfigError: the file is not a pickle of split dicts (names what was found).
+        UnsafeInputError: the pickle refers to a type no data release holds (it could run code); refused unread.
     """
     stat = path.stat()
     try:
         data = _load_cached(str(path), stat.st_mtime_ns, stat.st_size)
+    except UnsafeInputError:
+        raise  # a ValueError too, but not a damaged download: re-downloading would not help
     except (pickle.UnpicklingError, EOFError, ValueError) as exc:
         # MMSA#98: partial Baidu downloads fail with "invalid load key '\x00'".
         raise ConfigError(f"{spec.name}: {path} is not a readable pickle ({exc}); re-download it") from exc
