@@ -88,7 +88,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from mmdata.shards.verify import verify
 
     bad = 0
-    for split, problems in verify(args.dir).items():
+    for split, problems in verify(args.dir, source=args.source).items():
         for problem in problems:
             print(f"FAIL {split}: {problem}")
         bad += len(problems)
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common],
                        help="re-hash shards and reconcile counts; non-zero exit on any mismatch")
     p.add_argument("dir")
+    p.add_argument("--source", metavar="ROOT", default=None,
+                   help="raw corpus root: also check raw == written + skipped per split against it (no media decoded)")
     p.set_defaults(run=_cmd_verify)
     p = sub.add_parser("preview", parents=[common], help="contact sheet of samples as a PNG")
     p.add_argument("dir")

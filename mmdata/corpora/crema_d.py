@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.check import SampleError
+from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.corpora.media import audio, video
 from mmdata.types import Features, Field, Sample, make_key
 
@@ -290,5 +291,10 @@ def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogm
             yield Skip(key, str(source), err.reason, str(err))
 
 
+def count_raw(root: str | Path, split: str, **options: object) -> RawCount:
+    """Clips of one split by name (AudioWAV/, VideoFlash/, OGM-GE lists); no wav or flv is opened."""
+    clips = _assign(_media(root), _options(options))[check_split(NAME, split, SPLITS)]
+    return raw_count(len(clips), "clip", [Path(root) / "AudioWAV", Path(root) / "VideoFlash"])
+
 CORPUS = Corpus(name=NAME, splits=SPLITS, task="classification", features=features, iter_samples=iter_samples,
-                sources=sources, describe=describe)
+                sources=sources, describe=describe, count_raw=count_raw)

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.check import SampleError
+from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.types import UNLABELED, Features, Field, Sample, make_key
 
 NAME = "hateful_memes"
@@ -217,5 +218,19 @@ def _one(base: Path, obj: Any, split: str, size: media.Size | None, line: tuple[
         return Skip(key, where, err.reason, str(err))
 
 
+def count_raw(root: str | Path, split: str, *, phase: str | int = "auto",
+              image_size: Any = DEFAULT_IMAGE_SIZE) -> RawCount:
+    """JSONL lines the split takes (each one Sample or Skip); lines are parsed, no image is opened.
+
+    Args:
+        root, split, phase, image_size: as for :func:`iter_samples`.
+    """
+    _check(image_size)
+    base, number = _base_and_phase(root, phase)
+    parts = PLANS[number][check_split(NAME, split, SPLITS)]
+    lines = sum(1 for part in parts for _ in _lines(base, *part))
+    return raw_count(lines, "JSONL line", [base, base / "img"])
+
+
 CORPUS = Corpus(name=NAME, splits=SPLITS, task="classification", features=features, iter_samples=iter_samples,
-                sources=sources, describe=describe)
+                sources=sources, describe=describe, count_raw=count_raw)

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.check import SampleError
+from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.errors import FileError
 from mmdata.types import Features, Field, Sample, make_key
 
@@ -218,5 +219,18 @@ def _key(split: str, movie: str) -> str:
         return make_key(NAME, split, "invalid-id")
 
 
+def count_raw(root: str | Path, split: str, *, plot: str = "longest",
+              image_size: Any = DEFAULT_IMAGE_SIZE) -> RawCount:
+    """Ids listed under the split's key of split.json (each one Sample or Skip; no JSON or poster is read).
+
+    Args:
+        root, split, plot, image_size: as for :func:`iter_samples`.
+    """
+    _check_options(plot, image_size)
+    base = _base(root)
+    ids = _split_ids(base)[check_split(NAME, split, tuple(SPLIT_KEYS))]
+    return raw_count(len(ids), "split.json id", [base, base / "dataset"])
+
+
 CORPUS = Corpus(name=NAME, splits=tuple(SPLIT_KEYS), task="multilabel", features=features,
-                iter_samples=iter_samples, sources=sources, describe=describe)
+                iter_samples=iter_samples, sources=sources, describe=describe, count_raw=count_raw)

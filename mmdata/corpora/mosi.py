@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmdata.corpora.affect import reader
+from mmdata.corpora.affect import count, reader
 from mmdata.corpora.affect.spec import AffectSpec, Options
-from mmdata.corpora.base import Corpus, Skip
+from mmdata.corpora.base import Corpus, RawCount, Skip
 from mmdata.types import Features, Sample
 
 NAME = "mosi"
@@ -87,5 +87,15 @@ def iter_samples(root: str | Path, split: str, *, release: str = "auto", variant
     return reader.iter_samples(SPEC, root, split, Options(release, variant, sdk_vision, folds))
 
 
+def count_raw(root: str | Path, split: str, *, release: str = "auto", variant: str = "aligned",
+              sdk_vision: str = "facet42", folds: str | None = None) -> RawCount:
+    """Raw items of one split without building samples: pickle rows, or SDK opinion segments of the fold videos.
+
+    Args:
+        root, split, release, variant, sdk_vision, folds: as for :func:`iter_samples`.
+    """
+    return count.count_raw(SPEC, root, split, Options(release, variant, sdk_vision, folds))
+
+
 CORPUS = Corpus(name=NAME, splits=SPLITS, task="regression", features=features, iter_samples=iter_samples,
-                sources=sources, describe=describe)
+                sources=sources, describe=describe, count_raw=count_raw)

@@ -39,7 +39,8 @@ import cv2
 import h5py
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, require_root
+from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.depth import NORMAL_KNN, NYU_RGB, encode_normals, estimate_normals, to_millimetres
 from mmdata.types import Features, Field, Sample, make_key
 
@@ -255,6 +256,21 @@ def _scene(f: h5py.File, index: int) -> str:
         return "unknown"
 
 
+def count_raw(root: str | Path, split: str, *, depth_source: str = "depths", valid_fraction: float = 0.1,
+              **options: object) -> RawCount:
+    """Frames of one split from splits.mat and the frame count in the .mat header (no frame is read).
+
+    Args:
+        root, split, depth_source, valid_fraction, options: as for :func:`iter_samples`.
+    """
+    check_split(NAME, split, ("train", "valid", "test"))
+    paths = _paths(root)
+    with _open(paths[LABELED]) as f:
+        frames = _datasets(f, paths[LABELED], depth_source)[0].shape[0]
+    indices = _split_frames(paths, split, frames, valid_fraction)
+    return raw_count(len(indices), "frame (splits.mat index)", [Path(root)])
+
+
 CORPUS = Corpus(
     name=NAME,
     splits=("train", "valid", "test"),
@@ -263,4 +279,5 @@ CORPUS = Corpus(
     iter_samples=iter_samples,
     sources=sources,
     describe=describe,
+    count_raw=count_raw,
 )

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.check import SampleError
+from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.errors import FileError
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 
@@ -178,5 +179,17 @@ def iter_samples(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAG
         yield _image_sample(base, split, image, groups[image], size)
 
 
+def count_raw(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAGE_SIZE) -> RawCount:
+    """Images plus lines excluded on their own (the module's ledger unit); lines parsed, no image opened.
+
+    Args:
+        root, split, image_size: as for :func:`iter_samples`.
+    """
+    media.parse_size(image_size, NAME)
+    base = _base(root)
+    groups, skips = _group(base / FILES[check_split(NAME, split, tuple(FILES))], split)
+    return raw_count(len(groups) + len(skips), "image or excluded line", [base, base / IMAGES])
+
+
 CORPUS = Corpus(name=NAME, splits=tuple(FILES), task="classification", features=features,
-                iter_samples=iter_samples, sources=sources, describe=describe, view=VIEW)
+                iter_samples=iter_samples, sources=sources, describe=describe, view=VIEW, count_raw=count_raw)

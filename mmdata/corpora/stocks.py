@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, require_root
+from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.series import align, read_prices, repair_events
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 
@@ -234,6 +235,19 @@ def iter_samples(root: str | Path, split: str, *, window: int = WINDOW, train_wi
     yield sample
 
 
+def count_raw(root: str | Path, split: str, **options: Any) -> RawCount:
+    """Windows of one split, from the aligned Open prices of the CSVs (the samples themselves are not built).
+
+    Windows are MultiBench's unit (train 3200 / valid 500 / test the rest at its defaults) and the split's index
+    rows: one stored series per split holds them all, so the count reconciles with the manifest's ``rows``.
+
+    Args:
+        root, split, options: as for :func:`iter_samples`.
+    """
+    first, end = _build(root, options).bounds[check_split(NAME, split, SPLITS)]
+    return raw_count(end - first, "window", [Path(root)], rows=True)
+
+
 CORPUS = Corpus(
     name=NAME,
     splits=SPLITS,
@@ -242,5 +256,6 @@ CORPUS = Corpus(
     iter_samples=iter_samples,
     sources=sources,
     describe=describe,
+    count_raw=count_raw,
     view=view,
 )

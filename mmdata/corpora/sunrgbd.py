@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, Skip, inside_root, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, inside_root, require_root
+from mmdata.corpora.ledger import raw_count
 from mmdata.corpora.check import SampleError
 from mmdata.corpora.rgbd import boxes as box_io
 from mmdata.corpora.rgbd import depth as depth_io
@@ -258,6 +259,20 @@ def describe(root: str | Path, *, depth_dir: str = "depth", split_file: str = SP
             f"{len(scenes['alltest'])} scenes ({listed}); depth from {depth_dir}/")
 
 
+def count_raw(root: str | Path, split: str, *, split_file: str = SPLIT_FILE, valid_every: int = 10,
+              depth_dir: str = "depth", **options: object) -> RawCount:
+    """Scene folders the split file lists for the split (present or not; no image or depth is read).
+
+    Args:
+        root, split, split_file, valid_every, depth_dir, options: as for :func:`iter_samples`.
+    """
+    scenes = split_list(root, split, split_file=split_file, valid_every=valid_every)
+    base = Path(root) / "SUNRGBD"
+    # The folders the reader lists files in: each scene's and its image/depth/extrinsics sub-folders.
+    folders = [base / s / sub for s in scenes for sub in ("", "image", depth_dir, "extrinsics")]
+    return raw_count(len(scenes), "scene listed in allsplit.mat", folders)
+
+
 CORPUS = Corpus(
     name=NAME,
     splits=("train", "valid", "test"),
@@ -266,4 +281,5 @@ CORPUS = Corpus(
     iter_samples=iter_samples,
     sources=sources,
     describe=describe,
+    count_raw=count_raw,
 )

@@ -1,0 +1,44 @@
+"""Raw item counts of the MOSI / MOSEI releases for ``count_raw``, without building any sample.
+
+The unit is the one each release counts in and the reader yields one Sample or Skip for: a pickle row (MMSA,
+MulT, MultiBench: ``len(data[split]["id"])``), or an SDK opinion segment (a row of the labels sequence) of a
+fold video, where a fold video absent from the labels file counts as one (the reader skips it whole).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+
+from mmdata.corpora.affect import reader, sdk
+from mmdata.corpora.affect.spec import SPLITS, AffectSpec, Options
+from mmdata.corpora.base import RawCount
+from mmdata.corpora.check import SampleError
+from mmdata.corpora.ledger import check_split, raw_count
+
+
+def _segments(group: h5py.Group, video: str) -> int:
+    """Label segments of one fold video, 1 for a video the reader skips whole (absent or inconsistent)."""
+    try:
+        labels, _ = sdk._entry(group, video, "labels")  # the reader's own rule for a usable labels entry
+    except SampleError:
+        return 1
+    return len(labels)
+
+
+def count_raw(spec: AffectSpec, root: str | Path, split: str, options: Options) -> RawCount:
+    """Raw items of ``split`` in the release found under ``root`` (see the module docstring).
+
+    Raises:
+        ConfigError: unknown split or option, missing root or release.
+    """
+    check_split(spec.name, split, SPLITS)
+    loc, payload = reader.locate(spec, root, options)
+    if loc.family != "sdk":
+        return raw_count(len(payload[split].get("id", ())), "pickle row", [loc.path.parent])
+    seqs, (_, folds) = payload
+    labels = seqs["labels"]
+    with h5py.File(labels.path, "r") as f:
+        group = f[labels.root]["data"]
+        total = sum(_segments(group, video) for video in folds[split])
+    return raw_count(total, "opinion segment of a fold video", [loc.path])
