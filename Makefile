@@ -36,6 +36,7 @@ bench: setup
 	python bench/samplers.py
 	python bench/augment.py
 	python bench/train_speed.py --epochs 3
+	python bench/faults.py --quick
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache
