@@ -13,6 +13,7 @@ import pytest
 from mmdata.cli import main
 from mmdata.corpora import CORPORA
 from mmdata.shards.manifest import MANIFEST, read_manifest
+from mmdata.shards.record import RECORD
 from mmdata.synth import SYNTHS
 
 #: The real on-disk layout each synthetic corpus must reproduce (corpora.md).
@@ -78,7 +79,7 @@ def test_synth_default_seed_is_deterministic(capsys, tmp_path):
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_shard_writes_every_split_and_counts_reconcile(sharded, name):
     corpus = CORPORA[name]
-    assert sorted(p.name for p in sharded[name].iterdir()) == sorted(corpus.splits)
+    assert sorted(p.name for p in sharded[name].iterdir()) == sorted([*corpus.splits, RECORD])
     for split in corpus.splits:
         assert (sharded[name] / split / MANIFEST).is_file()
         manifest = read_manifest(sharded[name] / split)

@@ -15,6 +15,8 @@ from mmdata.corpora import get_corpus
 from mmdata.corpora.base import Corpus, require_root
 from mmdata.shards.manifest import sha256_file
 from mmdata.shards.publish import check_output, interruptible, output_lock, remove_stale, replace_dir, temp_path
+from mmdata.shards.reconcile import check_source_count
+from mmdata.shards.record import write_corpus_record
 from mmdata.shards.write import write_split
 
 
@@ -74,10 +76,15 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
         for split in corpus.splits:
             items = tqdm(corpus.iter_samples(root, split, **options), desc=f"{name}/{split}", unit="sample",
                          disable=None if progress is None else not progress)
+            count = corpus.count_raw(root, split, **options) if corpus.count_raw else None
             manifests[split] = write_split(items, features, tmp / split, corpus=name, split=split,
                                            max_samples=max_samples, max_bytes=max_bytes,
                                            max_skip_fraction=max_skip_fraction, params=params, source=source,
-                                           view=corpus.view_for(root, **options))
+                                           view=corpus.view_for(root, **options),
+                                           ignored=count.ignored if count else 0)
+            if count is not None:  # the reader and the release's own enumeration must agree, or nothing publishes
+                check_source_count(count, manifests[split], root, f"{name}/{split}")
+        write_corpus_record(tmp, name, list(corpus.splits))  # last: its presence marks a finished output
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

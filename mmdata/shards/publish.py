@@ -29,10 +29,9 @@ from pathlib import Path
 
 from mmdata.errors import DiskFullError, Interrupted, LockError, OutputError, ShardIntegrityError
 from mmdata.shards.manifest import INDEX, MANIFEST, read_manifest
+from mmdata.shards.record import RECORD, is_mmdata_output
 
 _TEMP = re.compile(r"^(?P<base>.+)\.(?:tmp|old)-(?P<pid>\d+)$")
-#: Files a corpus output may hold at its top besides its split folders (the corpus record is written last).
-CORPUS_FILES = frozenset({"mmdata.json"})
 
 
 def temp_path(out: Path) -> Path:
@@ -97,7 +96,9 @@ def _foreign_in_split(split_dir: Path, corpus: str, split: str) -> str | None:
 def _foreign_in_corpus(out: Path, corpus: str, splits: tuple[str, ...]) -> str | None:
     for entry in sorted(out.iterdir()):
         temp = _TEMP.match(entry.name)
-        if (temp and temp["base"] in splits) or (entry.name in CORPUS_FILES and entry.is_file()):
+        if entry.name == RECORD and not is_mmdata_output(out, corpus):
+            return f"{entry} is not a record of {corpus}"
+        if (temp and temp["base"] in splits) or (entry.name == RECORD and entry.is_file()):
             continue
         if not entry.is_dir() or entry.is_symlink():
             return f"{entry} was not written by mmdata"

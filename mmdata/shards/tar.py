@@ -117,6 +117,18 @@ class ShardSink:
                           "sha256": shard.file.digest.hexdigest(), "first_key": shard.keys[0],
                           "last_key": shard.keys[-1], "keys": shard.keys})
 
+    def __enter__(self) -> ShardSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """On an error, close the open shard's file without publishing it (no descriptor outlives the run)."""
+        if self.current is not None and exc[0] is not None:
+            try:
+                self.current.file.handle.close()
+            except OSError:  # closing after ENOSPC may fail again; the file is removed with the temp folder
+                pass
+            self.current = None
+
     def writing(self) -> Path | None:
         """The file being written now (a ``.partial`` shard), or None between shards: named on disk-full."""
         return None if self.current is None else self.current.path.with_name(self.current.path.name + ".partial")

@@ -20,12 +20,13 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Skip
 from mmdata.corpora.check import SampleError, check_sample, check_value
-from mmdata.errors import BadInputError, LedgerError
+from mmdata.errors import BadInputError
 from mmdata.shards.codec import encode
 from mmdata.shards.index import write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError, write_json_atomic
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
                                    replace_dir, temp_path)
+from mmdata.shards.reconcile import check_ledger
 from mmdata.shards.tar import MAX_MEMBER_NAME, ShardSink, shard_keys
 from mmdata.types import ROWS, KEY_PATTERN, Features, Sample, View, check_features, field_modality
 
@@ -48,15 +49,15 @@ class _Ledger:
     raw: int = 0
     skips: list[Skip] = field(default_factory=list)
     repairs: Counter = field(default_factory=Counter)
+    ignored: int = 0  # OS clutter (.DS_Store ...) in the source folders: outside raw = written + skipped
 
-    def report(self, written: int) -> dict[str, Any]:
+    def report(self, written: int, where: str) -> dict[str, Any]:
         reasons = Counter(s.reason for s in self.skips)
-        if self.raw != written + len(self.skips):  # a writer bug, never bad input: fail loudly, publish nothing
-            raise LedgerError(f"ledger does not balance: raw {self.raw} != written {written} + skipped "
-                              f"{len(self.skips)}")
-        return {"raw": self.raw, "written": written, "skipped": len(self.skips),
-                "skipped_by_reason": dict(sorted(reasons.items())), "repairs": dict(sorted(self.repairs.items())),
-                "skips": [s.to_json() for s in self.skips]}
+        report = {"raw": self.raw, "written": written, "skipped": len(self.skips), "ignored": self.ignored,
+                  "skipped_by_reason": dict(sorted(reasons.items())), "repairs": dict(sorted(self.repairs.items())),
+                  "skips": [s.to_json() for s in self.skips]}
+        check_ledger(report, where)  # a writer bug, never bad input: fail loudly, publish nothing
+        return report
 
 
 def _label_summary(labels: list[Any], features: Features, label: str) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def _label_name(features: Features) -> str:
 def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: Path, *, corpus: str, split: str,
                 max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
                 params: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-                view: View | None = None, wait: bool = False) -> dict[str, Any]:
+                view: View | None = None, wait: bool = False, ignored: int = 0) -> dict[str, Any]:
     """Write one split as tar shards + index.parquet + manifest.json, atomically.
 
     Args:
@@ -185,6 +186,7 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         params, source: the params used and the raw-source fingerprint, recorded in the manifest.
         view: how stored samples expand into index rows (samples then carry ``__rows__``), or None.
         wait: when another run holds the output's lock, wait for it instead of failing.
+        ignored: OS clutter files (``.DS_Store`` ...) found in the source folders, recorded in the report.
 
     Returns:
         The manifest written.
@@ -204,7 +206,7 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         try:
             manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
                                    max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
-                                   source=source or {}, view=view)
+                                   source=source or {}, view=view, ignored=ignored)
             replace_dir(tmp, split_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
@@ -214,12 +216,12 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
 
 def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *, corpus: str, split: str,
                 max_samples: int, max_bytes: int, max_skip_fraction: float, params: dict[str, Any],
-                source: dict[str, Any], view: View | None) -> dict[str, Any]:
+                source: dict[str, Any], view: View | None, ignored: int) -> dict[str, Any]:
     label, names = _label_name(features), sorted(features)
     sink = ShardSink(tmp, f"{corpus}-{split}", max_samples, max_bytes)
-    ledger, seen, rows = _Ledger(), {}, []
+    ledger, seen, rows = _Ledger(ignored=ignored), {}, []
     where = str(source.get("release", corpus))
-    with disk_full_names(lambda: sink.writing() or tmp):
+    with sink, disk_full_names(lambda: sink.writing() or tmp):
         for item in items:
             admitted = _admit(item, features, seen, ledger, where, view)
             if admitted is None:
@@ -231,7 +233,7 @@ def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *
             shard, offsets = sink.add(key, members)
             rows += _index_rows(key, shard, sample, features, label, payloads, offsets, views)
         shards = sink.close()
-    report = ledger.report(sum(s["samples"] for s in shards))
+    report = ledger.report(sum(s["samples"] for s in shards), f"{corpus}/{split}")
     _check_budget(report, max_skip_fraction, f"{corpus}/{split}")
     _reconcile(tmp, shards)
     with disk_full_names(lambda: tmp / INDEX):
