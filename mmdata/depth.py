@@ -65,6 +65,31 @@ def to_millimetres(depth_m: np.ndarray) -> tuple[np.ndarray, int]:
     return millimetres, int(bad.sum())
 
 
+def apply_matrix(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``points @ matrix.T`` without BLAS: [..., d] points through a [k, d] matrix -> [..., k] float64.
+
+    A BLAS product's rounding depends on its kernel (FMA or not, blocking, thread count), so the same data
+    gives other bits under ``OPENBLAS_CORETYPE=Haswell`` than ``=Prescott``; data that is stored (synthetic
+    corpora, shards) is computed here instead: each output is ``p0 * m[i, 0] + p1 * m[i, 1] + ...``, every
+    product and sum rounded in that fixed order, which is the same on every IEEE-754 machine.
+    """
+    p, m = np.asarray(points, dtype=np.float64), np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or p.shape[-1] != m.shape[1]:
+        raise ValueError(f"points [..., {m.shape[-1]}] expected for a {m.shape} matrix, got {p.shape}")
+    out = np.empty((*p.shape[:-1], m.shape[0]))
+    for i, row in enumerate(m):
+        total = p[..., 0] * row[0]
+        for j in range(1, m.shape[1]):
+            total = total + p[..., j] * row[j]
+        out[..., i] = total
+    return out
+
+
+def matmul_fixed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for small matrices [k, d] x [d, n] -> [k, n], in :func:`apply_matrix`'s fixed order."""
+    return apply_matrix(np.asarray(b, dtype=np.float64).T, a).T
+
+
 def backproject(depth_m: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     """Camera-frame points [H, W, 3] of a depth map [H, W] in metres (zero depth gives the origin)."""
     height, width = depth_m.shape

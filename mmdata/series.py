@@ -19,6 +19,7 @@ every ticker has are kept (``intersect``). Both are reported per ticker, never d
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -159,6 +160,18 @@ def _ticker_report(p: Prices, days: np.ndarray, at: np.ndarray, in_span: int, ru
     extra = {"filled": int(np.sum(p.dates[at] != days))} if rule == "ffill" else {"unshared": in_span - len(days)}
     return {"rows": p.rows, "kept": int(len(p.dates)), "dropped": dict(p.dropped), "unsorted": int(p.unsorted),
             "first": str(p.dates[0]), "last": str(p.dates[-1]), "trimmed": int(len(p.dates) - in_span), **extra}
+
+
+def log_returns(opens: np.ndarray) -> np.ndarray:
+    """MultiBench's ``RX = log(Open[t + 1] / Open[t])``: aligned Opens [T, n] -> log returns [T - 1, n] float64.
+
+    The log of the ratio, as MultiBench writes it, not a difference of logs: log(100) carries an absolute rounding
+    error hundreds of times that of a ~0.01 return, enough to change the stored float32 values. And libm's log
+    (``math.log``), not ``np.log``: numpy uses its own AVX-512 log on CPUs that have it, which rounds some values
+    differently, so the shards would depend on the machine.
+    """
+    ratio = np.asarray(opens, dtype=np.float64)[1:] / np.asarray(opens, dtype=np.float64)[:-1]
+    return np.asarray(np.frompyfunc(math.log, 1, 1)(ratio), dtype=np.float64)
 
 
 def repair_events(prices: dict[str, Prices], days: np.ndarray, rule: str) -> list[tuple[np.datetime64, str]]:

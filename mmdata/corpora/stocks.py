@@ -39,7 +39,7 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.series import align, read_prices, repair_events
+from mmdata.series import align, log_returns, read_prices, repair_events
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 
 NAME = "stocks"
@@ -121,7 +121,7 @@ def _build_cached(root: str, key: tuple, stamp: tuple) -> Built:
     tickers = [t for ts in groups.values() for t in ts]
     if options["target"] not in tickers:
         raise ConfigError(f"{NAME}: target {options['target']!r} is not among the tickers {tickers}")
-    window, returns = options["window"], np.diff(np.log(opens), axis=0)
+    window, returns = options["window"], log_returns(opens)
     bounds = _split_bounds(len(returns), window, options["train_windows"], options["valid_windows"])
     targets = returns[window:, tickers.index(options["target"])] ** 2
     train = options["train_windows"]

@@ -40,6 +40,9 @@ MAX_SHIFT = 3
 HARMONIC_SPACING = (9.0, 15.0)
 #: Share of spectrograms carrying the faint tone whose pitch names ``a = y % 5`` (the rest have no tone).
 TONE_CUE_RATE = 0.1
+#: Binomial blur taps (sum 64), a Gaussian of sigma sqrt(6) / 2 = 1.22 px in whole numbers: no ``np.exp`` for the
+#: weights, which numpy computes with other roundings on AVX-512 CPUs (see :func:`_blur_axis`).
+BLUR_TAPS = (1.0, 6.0, 15.0, 20.0, 15.0, 6.0, 1.0)
 
 
 def generate(out: Path, *, seed: int = 0, train: int = 600, test: int = 200) -> Path:
@@ -84,7 +87,7 @@ def _templates() -> np.ndarray:
     """The five stroke templates ``[5, 28 + 2*MAX_SHIFT, 28 + 2*MAX_SHIFT]``, intensity 0..1, centred."""
     size = 28 + 2 * MAX_SHIFT
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float64) - (size - 1) / 2
-    radius = np.hypot(rows, cols)
+    radius = np.sqrt(rows * rows + cols * cols)  # sqrt is correctly rounded everywhere; libm's hypot need not be
     half = 9.0  # half-length of the line strokes, in pixels
     distances = [
         np.abs(radius - 8.0),                                                # ring ("0")
@@ -101,14 +104,30 @@ def _segment_distance(rows: np.ndarray, cols: np.ndarray, half: float, slope: fl
     """Distance of each pixel to the diagonal segment through the centre with the given slope (+1 or -1)."""
     along = (cols - slope * rows) / np.sqrt(2.0)
     across = (cols + slope * rows) / np.sqrt(2.0)
-    return np.hypot(across, np.clip(np.abs(along) - half, 0.0, None))
+    beyond = np.clip(np.abs(along) - half, 0.0, None)
+    return np.sqrt(across * across + beyond * beyond)
 
 
-def _blur_matrix(size: int, sigma: float) -> np.ndarray:
-    """A ``[size, size]`` Gaussian blur operator (rows sum to 1), applied as ``B @ x @ B.T``."""
-    offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return weights / weights.sum(axis=1, keepdims=True)
+def _blur_axis(values: np.ndarray, axis: int) -> np.ndarray:
+    """:data:`BLUR_TAPS` along ``axis`` of ``[n, 28, 28]``, renormalised where taps fall off the image.
+
+    Shifted sums in a fixed order, not a matrix product: a BLAS product's rounding depends on the kernel
+    (``OPENBLAS_CORETYPE=Haswell`` and ``=Prescott`` wrote different files), and these floats are stored as they are.
+    """
+    moved = np.moveaxis(values, axis, -1)
+    reach, size = len(BLUR_TAPS) // 2, moved.shape[-1]
+    padded = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(reach, reach)])
+    inside = np.pad(np.ones(size), reach)
+    total, weight = np.zeros(moved.shape), np.zeros(size)
+    for k, tap in enumerate(BLUR_TAPS):
+        total = total + tap * padded[..., k:k + size]
+        weight = weight + tap * inside[k:k + size]  # whole numbers: exact
+    return np.moveaxis(total / weight, -1, axis)
+
+
+def _blur(pixels: np.ndarray) -> np.ndarray:
+    """Separable binomial blur of ``[n, 28, 28]``: rows, then columns."""
+    return _blur_axis(_blur_axis(pixels, 1), 2)
 
 
 def _images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
@@ -122,8 +141,7 @@ def _images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     strokes = windows[labels % 5, shifts[0], shifts[1]]  # [n, 28, 28]
     amplitude = rng.uniform(150.0, 250.0, size=(n, 1, 1))
     pixels = amplitude * strokes + rng.normal(0.0, 70.0, size=(n, 28, 28))
-    blur = _blur_matrix(28, 1.2)
-    pixels = blur @ pixels @ blur.T
+    pixels = _blur(pixels)
     return pixels.reshape(n, 784) + rng.normal(0.0, 8.0, size=(n, 1))  # per-image brightness offset
 
 

@@ -1,5 +1,7 @@
 """Synthetic mini CREMA-D in the release layout: ``AudioWAV/*.wav`` (16 kHz mono PCM-16, soundfile) and
 ``VideoFlash/*.flv`` (Sorenson H.263 in FLV, 64x64 at 10 fps, written by OpenCV's FFmpeg backend, read by decord).
+Both are byte-identical on every machine with the same opencv-python wheel: samples are quantised to PCM here,
+not by libsndfile, and FFmpeg's version string is removed from the FLV metadata.
 
 Clips follow the release's design: per actor, sentence IEO with five emotions x levels LO/MD/HI plus NEU XX,
 and every other sentence with the six emotions at level XX; actors from 1001, 1-2 s per clip.
@@ -17,6 +19,8 @@ unknown emotion code.
 """
 from __future__ import annotations
 
+import math
+import struct
 from pathlib import Path
 
 import cv2
@@ -32,6 +36,8 @@ RATE, FPS, SIZE = 16000, 10.0, 64
 FORMANTS = (500.0, 1500.0, 3000.0)
 #: FLV's codec tag for Sorenson H.263 ("FLV1"); the fourcc string works too but logs a fallback per file.
 FLV_TAG = 2
+#: The onMetaData entry in which FFmpeg names its own version ("Lavf63.1.102"): AMF0 key, then a string value.
+_ENCODER_ENTRY = b"\x00\x07encoder\x02"
 
 
 def clip_names(actors: int, sentences: int) -> list[str]:
@@ -59,7 +65,8 @@ def voice(rng: np.random.Generator, seconds: float, group: int, style: dict, lev
     centre = FORMANTS[group] * rng.uniform(0.9, 1.1)
     mean_f0 = float(f0.mean())
     harmonics = [h for h in range(1, int(7000 / mean_f0)) if abs(h * mean_f0 - centre) < 900]
-    wave = sum(np.exp(-((h * mean_f0 - centre) / 450) ** 2) * np.sin(h * phase) for h in harmonics)
+    # math.exp (libm), not np.exp: numpy has its own AVX-512 exp whose roundings differ by CPU.
+    wave = sum(math.exp(-((h * mean_f0 - centre) / 450) ** 2) * np.sin(h * phase) for h in harmonics)
     syllables = 0.3 + 0.7 * np.sin(np.pi * rng.uniform(3, 5) * t) ** 2
     edges = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.05)
     wave = wave / max(np.abs(wave).max(), 1e-9) * syllables * edges
@@ -92,11 +99,47 @@ def write_flv(path: Path, frames: np.ndarray, fps: float = FPS) -> None:
     for frame in frames:
         writer.write(frame)
     writer.release()
+    _strip_encoder(path)
+
+
+def _strip_encoder(path: Path) -> None:
+    """Drop the ``encoder`` entry (FFmpeg's version, e.g. "Lavf63.1.102") from an FLV's onMetaData, in place.
+
+    FFmpeg leaves it out in bitexact mode, which OpenCV's writer cannot ask for; kept, it makes the files of
+    two machines with different opencv-python wheels differ even where the video is the same. The script tag's
+    size, its PreviousTagSize, the array count and the stored ``filesize`` are updated. A file without a script
+    tag (no frame written) is left as it is.
+    """
+    data = bytearray(path.read_bytes())
+    if len(data) < 24 or data[13] != 0x12:  # the first tag of FFmpeg's FLV is the onMetaData script tag
+        return
+    size = int.from_bytes(data[14:17], "big")
+    at = data.find(_ENCODER_ENTRY, 24, 24 + size)
+    if at < 0:
+        return
+    value_at = at + len(_ENCODER_ENTRY)
+    end = value_at + 2 + int.from_bytes(data[value_at:value_at + 2], "big")
+    del data[at:end]
+    size -= end - at
+    data[14:17] = size.to_bytes(3, "big")
+    data[24 + size:28 + size] = (11 + size).to_bytes(4, "big")  # PreviousTagSize = tag header + data
+    count_at = data.find(b"\x08", 24, 24 + size) + 1  # ECMA array after the "onMetaData" name
+    data[count_at:count_at + 4] = (int.from_bytes(data[count_at:count_at + 4], "big") - 1).to_bytes(4, "big")
+    filesize = data.find(b"\x00\x08filesize\x00", 24, 24 + size)
+    if filesize >= 0:
+        data[filesize + 11:filesize + 19] = struct.pack(">d", float(len(data)))
+    path.write_bytes(bytes(data))
 
 
 def write_wav(path: Path, wave: np.ndarray, rate: int = RATE) -> None:
-    """PCM-16 WAV (mono [samples] or multi-channel [samples, channels])."""
-    sf.write(str(path), wave, rate, subtype="PCM_16")
+    """PCM-16 WAV (mono [samples] or multi-channel [samples, channels]) from float samples in [-1, 1].
+
+    Quantised here (``rint(x * 32767)``) and handed to libsndfile as int16, which it writes unchanged: its own
+    float conversion scales by 0x7FFF or 0x8000 depending on its clipping mode and release, so the bytes would
+    depend on the soundfile wheel installed.
+    """
+    pcm = np.rint(np.clip(np.asarray(wave, dtype=np.float64), -1.0, 1.0) * 32767.0).astype(np.int16)
+    sf.write(str(path), pcm, rate, subtype="PCM_16")
 
 
 def _clip(out: Path, seed: int, name: str) -> None:

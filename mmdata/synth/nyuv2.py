@@ -32,7 +32,7 @@ import cv2
 import h5py
 import numpy as np
 
-from mmdata.depth import NYU_RGB
+from mmdata.depth import NYU_RGB, apply_matrix, matmul_fixed
 from mmdata.rng import make_rng
 
 LABELED, SPLITS, MAP40, MAP13 = "nyu_depth_v2_labeled.mat", "splits.mat", "classMapping40.mat", "class13Mapping.mat"
@@ -84,7 +84,7 @@ def _rotation(pitch: float, yaw: float) -> np.ndarray:
     cp, sp, cy, sy = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
     about_x = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     about_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    return about_y @ about_x
+    return matmul_fixed(about_y, about_x)
 
 
 def _render(rng: np.random.Generator, height: int, width: int) -> dict[str, np.ndarray]:
@@ -92,7 +92,8 @@ def _render(rng: np.random.Generator, height: int, width: int) -> dict[str, np.n
     k = NYU_RGB.scaled(height, width)
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)], axis=-1)  # camera frame, z = 1
-    world = rays @ _rotation(rng.uniform(-0.35, -0.05), rng.uniform(-0.35, 0.35)).T
+    # Fixed-order products, not BLAS (mmdata.depth.apply_matrix): the stored depths must not depend on the CPU.
+    world = apply_matrix(rays, _rotation(rng.uniform(-0.35, -0.05), rng.uniform(-0.35, 0.35)))
     wall_z, floor_y = rng.uniform(2.5, 4.0), rng.uniform(1.0, 1.4)
     # Depth is the camera-frame z of the hit point, which is the ray parameter t because rays have z = 1.
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -151,7 +152,7 @@ def _textured(rng: np.random.Generator, points: np.ndarray) -> np.ndarray:
     """Saturated random colour with stripes over the object's surface points [n, 3] -> colours [n, 3]."""
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(120, 255), rng.uniform(90, 230)]]], dtype=np.float32)
     base = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
-    phase = points[:, :2] @ rng.normal(0, 12, 2)
+    phase = apply_matrix(points[:, :2], rng.normal(0, 12, (1, 2)))[:, 0]
     return base + 20.0 * np.sin(phase)[:, None] + rng.normal(0, 6, (len(points), 3))
 
 

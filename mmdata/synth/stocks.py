@@ -19,6 +19,7 @@ ZBRA two rows out of order. MCD, the target, is left clean. Draws come from ``ma
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,12 @@ HOLIDAYS = ("01-01", "07-04", "12-25")
 #: Loading of HEALTH / TECH tickers on their sector factor; MCD's log-volatility per unit of each factor.
 LOADING, SPILLOVER = 0.8, 0.35
 LATE_START = {"GOOG": 15}
+
+
+def _exp(x: np.ndarray | float) -> np.ndarray:
+    """``exp`` elementwise by libm (``math.exp``), same shape as ``x``: ``np.exp`` switches to numpy's own AVX-512
+    code on CPUs that have it, which rounds some values differently, and the prices are written to 6 decimals."""
+    return np.asarray(np.frompyfunc(math.exp, 1, 1)(np.asarray(x, dtype=np.float64)), dtype=np.float64)
 
 
 def generate(out: Path, *, seed: int = 0, days: int = 4300, start: str = "2001-01-02",
@@ -57,7 +64,7 @@ def generate(out: Path, *, seed: int = 0, days: int = 4300, start: str = "2001-0
     returns = _returns(make_rng(seed, "stocks", "returns"), days, GROUPS, TARGET)
     for ticker, column in returns.items():
         rng = make_rng(seed, "stocks", "ticker", ticker)
-        opens = rng.uniform(20.0, 200.0) * np.exp(np.concatenate([[0.0], np.cumsum(column)]))
+        opens = rng.uniform(20.0, 200.0) * _exp(np.concatenate([[0.0], np.cumsum(column)]))
         rows = _rows(rng, calendar, opens)
         if defects:
             rows = _defects(ticker, rows)
@@ -84,11 +91,11 @@ def _returns(rng: np.random.Generator, days: int, groups: dict[str, tuple[str, .
     out = {}
     for group, tickers in groups.items():
         for ticker in tickers:
-            size = np.exp(np.log(0.012) + rng.normal(0.0, 0.2))
+            size = _exp(math.log(0.012) + rng.normal(0.0, 0.2))
             if group in factors:
                 move = LOADING * factors[group] + np.sqrt(1 - LOADING ** 2) * rng.normal(0.0, 1.0, n)
             elif ticker == target:
-                move = np.exp(target_log_vol) * rng.uniform(0.8, 1.2, n) * rng.choice([-1.0, 1.0], n)
+                move = _exp(target_log_vol) * rng.uniform(0.8, 1.2, n) * rng.choice([-1.0, 1.0], n)
             else:
                 move = rng.normal(0.0, 1.0, n)
             out[ticker] = size * move
@@ -98,10 +105,10 @@ def _returns(rng: np.random.Generator, days: int, groups: dict[str, tuple[str, .
 def _rows(rng: np.random.Generator, calendar: list[str], opens: np.ndarray) -> list[str]:
     """CSV rows with plausible High/Low/Close/Adj Close/Volume around each Open."""
     n = len(opens)
-    close = opens * np.exp(rng.normal(0.0, 0.006, n))
+    close = opens * _exp(rng.normal(0.0, 0.006, n))
     high = np.maximum(opens, close) * (1 + np.abs(rng.normal(0.0, 0.004, n)))
     low = np.minimum(opens, close) * (1 - np.abs(rng.normal(0.0, 0.004, n)))
-    volume = np.rint(np.exp(rng.normal(14.0, 0.5, n))).astype(np.int64)
+    volume = np.rint(_exp(rng.normal(14.0, 0.5, n))).astype(np.int64)
     return [f"{d},{o:.6f},{h:.6f},{lo:.6f},{c:.6f},{c * 0.97:.6f},{v}"
             for d, o, h, lo, c, v in zip(calendar, opens, high, low, close, volume)]
 

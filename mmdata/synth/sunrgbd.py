@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmdata.depth import apply_matrix, matmul_fixed
 from mmdata.rng import make_rng
 
 #: (VoteNet class, half sizes l, w, h in m, RGB 0..1, elevation of the bottom above the floor in m).
@@ -95,8 +96,11 @@ def _camera(rng: np.random.Generator, size: tuple[int, int], focal: float) -> di
     f = focal * w * rng.uniform(0.99, 1.01)
     k = np.array([[f, 0.0, w / 2 + 0.5 + rng.uniform(-1, 1)], [0.0, f, h / 2 + 0.5 + rng.uniform(-1, 1)],
                   [0.0, 0.0, 1.0]])
-    rtilt = _rotation_x(-math.radians(rng.uniform(5, 20))) @ _rotation_y(math.radians(rng.uniform(-3, 3)))
-    return {"k": k, "rtilt": rtilt, "e": FLIP.T @ rtilt @ FLIP, "height": rng.uniform(1.0, 1.5), "size": size}
+    # Products in a fixed order, never BLAS (mmdata.depth.apply_matrix): the files must not depend on the CPU.
+    pitch, roll = _rotation_x(-math.radians(rng.uniform(5, 20))), _rotation_y(math.radians(rng.uniform(-3, 3)))
+    rtilt = matmul_fixed(pitch, roll)
+    e = matmul_fixed(matmul_fixed(FLIP.T, rtilt), FLIP)
+    return {"k": k, "rtilt": rtilt, "e": e, "height": rng.uniform(1.0, 1.5), "size": size}
 
 
 def _rays(cam: dict) -> np.ndarray:
@@ -105,7 +109,7 @@ def _rays(cam: dict) -> np.ndarray:
     v, u = np.mgrid[0:h, 0:w].astype(np.float64)
     k = cam["k"]
     d = np.stack([(u + 1 - k[0, 2]) / k[0, 0], (v + 1 - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
-    return d @ (cam["rtilt"] @ FLIP).T
+    return apply_matrix(d, matmul_fixed(cam["rtilt"], FLIP))
 
 
 def _objects(rng: np.random.Generator, cam: dict) -> list[dict]:
@@ -132,7 +136,8 @@ def _objects(rng: np.random.Generator, cam: dict) -> list[dict]:
 
 
 def _in_view(point: np.ndarray, cam: dict) -> bool:
-    p = FLIP.T @ cam["rtilt"].T @ point  # back to the camera frame (x right, y down, z forward)
+    # Back to the camera frame (x right, y down, z forward).
+    p = apply_matrix(point, matmul_fixed(FLIP.T, cam["rtilt"].T))
     u, v = cam["k"][0, 0] * p[0] / p[2] + cam["k"][0, 2], cam["k"][1, 1] * p[1] / p[2] + cam["k"][1, 2]
     w, h = cam["size"]
     return p[2] > 0.5 and 0.1 * w < u < 0.9 * w and 0.15 * h < v < 0.95 * h
@@ -142,7 +147,7 @@ def _hit_box(rays: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """Slab test of rays from the origin against an oriented box: (t [H, W], inf = miss; face axis [H, W])."""
     c, s = math.cos(box[6]), math.sin(box[6])
     axes = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # local x along (cos h, -sin h): VoteNet
-    origin, direction = axes @ -box[:3], rays @ axes.T
+    origin, direction = apply_matrix(-box[:3], axes), apply_matrix(rays, axes)
     with np.errstate(divide="ignore", invalid="ignore"):
         t1, t2 = (-box[3:6] - origin) / direction, (box[3:6] - origin) / direction
     near, far = np.minimum(t1, t2), np.maximum(t1, t2)

@@ -106,6 +106,9 @@ def log_mel(wave: np.ndarray, sample_rate: int, *, seconds: float = 3.0, n_fft: 
     import librosa
 
     samples = fixed_length(wave, round(seconds * sample_rate))
-    mel = librosa.feature.melspectrogram(y=np.clip(samples, -1, 1), sr=sample_rate, n_fft=n_fft, hop_length=hop,
-                                         n_mels=n_mels)
+    power = np.abs(librosa.stft(np.clip(samples, -1, 1), n_fft=n_fft, hop_length=hop)) ** 2  # [freq, frames]
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)  # [n_mels, freq]
+    # librosa.feature.melspectrogram's own product is einsum(optimize=True), a BLAS call whose rounding depends on
+    # the BLAS kernel and CPU; summing the products over frequency in a fixed order keeps the shards identical.
+    mel = (basis[:, :, None] * power[None, :, :]).sum(axis=1)
     return np.log(mel + 1e-7).astype(np.float32)

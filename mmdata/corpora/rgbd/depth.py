@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmdata.depth import apply_matrix, matmul_fixed
 from mmdata.errors import FileError, SampleError
 
 CLIP_M = 8.0  # read3dPoints.m: depthInpaint(depthInpaint > 8) = 8
@@ -95,7 +96,7 @@ def read_rtilt(path: Path) -> np.ndarray:
     # The files hold 6-7 significant digits, hence the loose tolerance.
     if not np.allclose(e @ e.T, np.eye(3), atol=1e-2) or np.linalg.det(e) < 0:
         raise FileError("bad_extrinsics", f"3x3 part is not a rotation: {np.round(e, 4).tolist()}", path)
-    return FLIP @ e @ FLIP.T
+    return matmul_fixed(matmul_fixed(FLIP, e), FLIP.T)  # stored in meta_calib: no BLAS rounding (depth.py)
 
 
 def back_project(depth: np.ndarray, rgb: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +124,8 @@ def back_project(depth: np.ndarray, rgb: np.ndarray, k: np.ndarray) -> tuple[np.
 
 def upright(xyz_camera: np.ndarray, rtilt: np.ndarray) -> np.ndarray:
     """Camera-frame points ``[P, 3]`` -> VoteNet's upright depth frame: ``Rtilt @ FLIP @ p`` per point."""
-    return xyz_camera @ (rtilt @ FLIP).T
+    # Fixed-order sums, not a BLAS matmul: the stored points must not depend on the BLAS kernel or CPU.
+    return apply_matrix(xyz_camera, matmul_fixed(rtilt, FLIP))
 
 
 def back_project_numpy(depth: np.ndarray, k: np.ndarray) -> np.ndarray:

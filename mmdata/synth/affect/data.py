@@ -65,7 +65,8 @@ def directions(seed: int, spec: SynthSpec) -> dict[str, np.ndarray]:
         direction = make_rng(seed, spec.name, "direction", name).normal(size=dim)
         if keep.get(name) is not None:
             direction[np.setdiff1d(np.arange(dim), keep[name])] = 0.0  # other columns: uninformative
-        out[name] = direction / np.linalg.norm(direction)
+        # Not np.linalg.norm: on a vector it is a BLAS dot, whose rounding depends on the kernel and CPU.
+        out[name] = direction / np.sqrt(np.sum(direction * direction))
     return out
 
 
