@@ -122,17 +122,44 @@ def test_corrupt_rows_become_skips(tmp_path: Path, root: Path) -> None:
     assert len(valid) + len(valid_skips) == TRAIN // 12
 
 
-def test_float_spectrograms_are_cast_or_skipped(tmp_path: Path, root: Path) -> None:
+def test_float_spectrograms_are_kept_as_float32(tmp_path: Path, root: Path) -> None:
+    """Float levels are a codec choice (float32), not a defect: only levels outside 0..255 are refused."""
     bad = _copy(root, tmp_path / "float")
     spectrograms = np.load(bad / "audio/test_data.npy").astype(np.float32)
     spectrograms[1, 0, 0] = 300.0
     spectrograms[2, 5, 5] = 0.5
+    spectrograms[3, 7, 7] = np.nan
     np.save(bad / "audio/test_data.npy", spectrograms)
+    features = avmnist.features(bad)
+    assert features["audio_spec"].dtype == "float32" and "float32" in avmnist.describe(bad)
     samples, skips = _read(bad, "test")
     assert [(s.key, s.reason) for s in skips] == [
-        ("avmnist/test/test00001", "value_range"), ("avmnist/test/test00002", "value_range")]
-    assert len(samples) == TEST - 2 and samples[0]["audio_spec"].dtype == np.uint8
-    check_sample(samples[0], avmnist.FEATURES)
+        ("avmnist/test/test00001", "value_range"), ("avmnist/test/test00003", "non_finite")]
+    assert len(samples) == TEST - 2 and samples[1]["__key__"] == "avmnist/test/test00002"
+    np.testing.assert_array_equal(samples[1]["audio_spec"], spectrograms[2])
+    for sample in samples:
+        check_sample(sample, features)
+    train, _ = _read(bad, "train")  # the train array is still uint8: stored as float32 too, exactly
+    assert train[0]["audio_spec"].dtype == np.float32 and avmnist.features(root) == avmnist.FEATURES
+
+
+def test_fractional_spectrograms_shard_in_full(tmp_path: Path, root: Path) -> None:
+    """MultiBench divides float spectrograms by 255 and trains on them; so every row shards, values as released."""
+    import mmdata
+    from mmdata.shards.build import shard_corpus
+
+    fractional = _copy(root, tmp_path / "fractional")
+    for split in ("train", "test"):
+        levels = np.load(fractional / f"audio/{split}_data.npy").astype(np.float64)
+        levels = np.clip(levels + np.random.default_rng(0).uniform(0.0, 1.0, levels.shape), 0.0, 255.0)
+        np.save(fractional / f"audio/{split}_data.npy", levels)
+    manifests = shard_corpus("avmnist", fractional, tmp_path / "shards", max_samples=100, progress=False)
+    for split, manifest in manifests.items():
+        report = manifest["report"]
+        assert report["skipped"] == 0 and report["written"] == report["raw"] > 0, split
+    batch = next(iter(mmdata.load(tmp_path / "shards", "test", batch_size=4, shuffle=False)))
+    expected = np.load(fractional / "audio/test_data.npy")[:4].astype(np.float32)
+    np.testing.assert_array_equal(batch["audio_spec"].numpy(), expected)
 
 
 def test_row_count_mismatch_names_the_files(tmp_path: Path, root: Path) -> None:

@@ -9,11 +9,18 @@ Provenance (see corpora.md section 5):
   matplotlib ``specgram`` images (uint8 channel 0) of Free Spoken Digit recordings of the same digit.
 
 Canonical sample: ``image`` (the pixels / 255, [28, 28] float32, exactly MultiBench's ``normalize_image``),
-``audio_spec`` (the spectrogram kept as uint8, [112, 112]; divide by 255 at train time as MultiBench does) and
-``label`` (the digit). Each source row yields exactly one sample or one :class:`~mmdata.corpora.base.Skip`.
+``audio_spec`` (the spectrogram's raw levels 0..255, [112, 112]; divide by 255 at train time as MultiBench does)
+and ``label`` (the digit). Each source row yields exactly one sample or one :class:`~mmdata.corpora.base.Skip`.
+
+Codec of ``audio_spec`` (a choice, never a reason to refuse a row): integer spectrogram arrays (the archive's
+uint8 images) are stored as uint8; float arrays as float32, values as released, since MultiBench divides
+whatever it finds by 255 and trains on it (levels that are not whole numbers, e.g. from an interpolated or
+rescaled image, load fine there). Only what would be wrong data is refused: non-finite values (``non_finite``)
+and levels outside 0..255, the scale of a spectrogram image (``value_range``).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,11 +60,25 @@ FEATURES: Features = {
         dtype="int64", shape=(), codec="cls", classes=tuple(str(d) for d in range(10)),
         description="digit 0-9 (<split>_labels.npy)"),
 }
+#: ``audio_spec`` of a release whose spectrogram arrays hold floats (see the module docstring).
+SPEC_FLOAT = Field(
+    dtype="float32", shape=(SPEC_SIZE, SPEC_SIZE), codec="npy", value_range=(0.0, 255.0),
+    description="spectrogram image of a spoken digit (audio/<split>_data.npy row, float levels kept as float32), "
+                "[frequency, time], row 0 = highest frequency; raw 0..255 (MultiBench divides by 255)")
 
 
 def features(root: str | Path, **options: object) -> Features:
-    """The schema; the same for every release found under ``root``."""
-    return FEATURES
+    """The schema: ``audio_spec`` is uint8 for integer spectrogram arrays, float32 when a split's array holds floats.
+
+    Raises:
+        ConfigError: the root or a spectrogram file is missing.
+    """
+    return {**FEATURES, "audio_spec": SPEC_FLOAT} if _float_spectrograms(root) else FEATURES
+
+
+def _float_spectrograms(root: str | Path) -> bool:
+    """Whether the train or test spectrogram array holds floats (read from the .npy headers only)."""
+    return any(_load_npy(_paths(root, split)["audio_spec"], mmap=True).dtype.kind == "f" for split in ("train", "test"))
 
 
 def sources(root: str | Path, **options: object) -> list[Path]:
@@ -73,8 +94,9 @@ def describe(root: str | Path, **options: object) -> str:
     """Which layout was found and its row counts, e.g. ``AV-MNIST, MultiBench layout: train 600 rows, ...``."""
     rows = {split: len(_load(root, split, mmap=True)[0]["label"]) for split in ("train", "test")}
     valid = rows["train"] // VALID_DIVISOR
+    stored = "float32 (float arrays)" if _float_spectrograms(root) else "uint8"
     return (f"AV-MNIST, MultiBench layout: train {rows['train']} rows (train {rows['train'] - valid} + valid "
-            f"{valid}), test {rows['test']} rows")
+            f"{valid}), test {rows['test']} rows; spectrograms stored as {stored}")
 
 
 def iter_samples(root: str | Path, split: str, *, mmap: bool = True) -> Iterator[Sample | Skip]:
@@ -86,8 +108,9 @@ def iter_samples(root: str | Path, split: str, *, mmap: bool = True) -> Iterator
         mmap: memory-map the arrays (``np.load(mmap_mode="r")``) instead of reading them whole.
 
     Yields:
-        A sample ``{"__key__", "image" [28, 28] float32, "audio_spec" [112, 112] uint8, "label" int64}`` keyed
-        ``avmnist/<split>/<source split><row:05d>``, or a Skip naming the bad file and row.
+        A sample ``{"__key__", "image" [28, 28] float32, "audio_spec" [112, 112] uint8 (float32 for float
+        spectrogram arrays, see :func:`features`), "label" int64}`` keyed ``avmnist/<split>/<source split>
+        <row:05d>``, or a Skip naming the bad file and row.
 
     Raises:
         ConfigError: unknown split, missing root or file.
@@ -97,9 +120,11 @@ def iter_samples(root: str | Path, split: str, *, mmap: bool = True) -> Iterator
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(SOURCE_SPLIT)}")
     source_split = SOURCE_SPLIT[split]
     arrays, paths = _load(root, source_split, mmap=mmap)
+    spec_dtype = np.dtype(features(root)["audio_spec"].dtype)
+    converters = {"image": _image, "audio_spec": functools.partial(_audio, dtype=spec_dtype), "label": _label}
     for row in _split_rows(len(arrays["label"]), split):
         key = make_key(NAME, split, f"{source_split}{row:05d}")
-        yield _sample(arrays, paths, row, key)
+        yield _sample(arrays, paths, row, key, converters)
 
 
 def _split_rows(n: int, split: str) -> range:
@@ -152,10 +177,11 @@ def _load(root: str | Path, source_split: str, *, mmap: bool) -> tuple[dict[str,
     return arrays, paths
 
 
-def _sample(arrays: dict[str, np.ndarray], paths: dict[str, Path], row: int, key: str) -> Sample | Skip:
-    """One row as a sample, or a Skip naming the file of the first bad field."""
+def _sample(arrays: dict[str, np.ndarray], paths: dict[str, Path], row: int, key: str,
+            converters: dict[str, Callable[[np.ndarray], object]]) -> Sample | Skip:
+    """One row as a sample (each field through its converter), or a Skip naming the file of the first bad field."""
     sample: Sample = {"__key__": key}
-    for name, convert in _CONVERTERS.items():
+    for name, convert in converters.items():
         try:
             sample[name] = convert(arrays[name][row])
         except SampleError as err:
@@ -173,19 +199,20 @@ def _image(row: np.ndarray) -> np.ndarray:
     return image
 
 
-def _audio(row: np.ndarray) -> np.ndarray:
-    """Spectrogram ``[112 * 112]`` -> ``[112, 112]`` uint8; float or wider int sources must hold 0..255 integers."""
+def _audio(row: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Spectrogram ``[112 * 112]`` -> ``[112, 112]`` of ``dtype`` (uint8 for integer arrays, float32 for float ones).
+
+    Levels must be finite and within 0..255; a fractional level is kept (float32), never refused.
+    """
     values = np.asarray(row).reshape(SPEC_SIZE, SPEC_SIZE)
-    if values.dtype == np.uint8:
-        return np.array(values)  # a copy, so the sample does not pin the memory map
+    if values.dtype == np.uint8 and dtype == np.uint8:
+        return np.array(values)  # a copy, so the sample does not pin the memory map; uint8 is 0..255 already
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise SampleError("non_finite", "audio_spec: non-finite values")
     low, high = values.min(), values.max()
     if low < 0 or high > 255:
         raise SampleError("value_range", f"audio_spec: values [{low}, {high}] outside [0, 255]")
-    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        raise SampleError("value_range", "audio_spec: non-integral values; expected 0..255 pixel levels")
-    return values.astype(np.uint8)
+    return values.astype(dtype)  # float arrays always get float32 (features()): uint8 only holds whole levels
 
 
 def _label(row: np.ndarray) -> np.int64:
@@ -196,9 +223,6 @@ def _label(row: np.ndarray) -> np.int64:
     if not 0 <= value <= 9:
         raise SampleError("label_range", f"label: {value} not in 0..9")
     return np.int64(value)
-
-
-_CONVERTERS: dict[str, Callable[[np.ndarray], object]] = {"image": _image, "audio_spec": _audio, "label": _label}
 
 
 def count_raw(root: str | Path, split: str, *, mmap: bool = True) -> RawCount:
