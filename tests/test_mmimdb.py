@@ -150,8 +150,7 @@ def _corrupt(root: Path, dest: Path) -> dict[str, int]:
         (base / "dataset" / f"{split['dev'][0]}.{ext}").rename(base / "dataset" / f"0{split['dev'][0]}.{ext}")
     (base / "split.json").write_text(json.dumps(split))
     return {"decode_error": 1, "unidentified_image": 1, "missing_image": 1, "missing_json": 1, "encoding": 1,
-            "bad_json": 1, "missing_key": 2, "empty_text": 1, "unknown_label": 1, "no_standard_genre": 1,
-            "duplicate_id": 1}
+            "bad_json": 1, "missing_key": 2, "empty_text": 1, "no_standard_genre": 1, "duplicate_id": 1}
 
 
 @pytest.mark.parametrize("image_size", [64, None])
@@ -161,6 +160,8 @@ def test_bad_input_is_skipped_by_name_and_counts_reconcile(root, tmp_path, image
                              reader={"image_size": image_size}, progress=False)
     report = manifests["train"]["report"]
     assert report["skipped_by_reason"] == expected
+    # A genre no loader knows is dropped and counted; the movie (with its Drama label) is written.
+    assert report["repairs"]["unknown_genre:Telenovela"] == 1
     assert report["raw"] == 41 == report["written"] + report["skipped"]
     assert manifests["test"]["report"]["skipped_by_reason"] == {"duplicate_id": 1}
     assert manifests["valid"]["report"]["raw"] == 10 and manifests["valid"]["report"]["skipped"] == 0

@@ -9,8 +9,9 @@ Canonical sample: ``image`` (the poster, RGB; source JPEG bytes or resized once,
 ``text_plot`` (one plot: the longest, as GMU's ``make_dataset.py`` and MMBT's converter pick, or the first, as
 MMF does; reader option ``plot``) and ``label`` (float32 multi-hot over :data:`GENRES`, the 23 most frequent
 genres in GMU's frequency order). Other IMDb genres (News, Reality-TV, ...) are dropped and counted as
-``dropped_genre:<name>`` repairs; a movie left with no genre, or lacking its poster, plot or genres, is skipped
-with a reason. An id listed twice (in one split or two) is kept once, at its first listing (train, dev, test).
+``dropped_genre:<name>`` repairs, any other genre string as ``unknown_genre:<name>`` (GMU's builder and MMF's
+vocabulary targets ignore genres outside their label set and keep the movie); a movie left with none of the 23,
+or lacking its poster, plot or genres, is skipped with a reason. An id listed twice (in one split or two) is kept once, at its first listing (train, dev, test).
 """
 from __future__ import annotations
 
@@ -139,7 +140,11 @@ def _plot(movie: dict, choice: str) -> str:
 
 
 def _genres(movie: dict) -> tuple[np.ndarray, list[str]]:
-    """(multi-hot [23] float32, dropped rare genre names); SampleError for missing, unknown or no genres."""
+    """(multi-hot [23] float32, repair codes of the genres dropped); SampleError for missing or no kept genres.
+
+    A genre outside the 23 is dropped and counted, never a reason to lose the movie: ``dropped_genre:<name>``
+    for IMDb's rarer genres, ``unknown_genre:<name>`` for any other entry (a newer IMDb genre, a typo).
+    """
     genres = movie.get("genres")
     if not isinstance(genres, list) or not genres:
         raise SampleError("missing_key", "json: no 'genres' list")
@@ -147,12 +152,11 @@ def _genres(movie: dict) -> tuple[np.ndarray, list[str]]:
     for genre in genres:
         if genre in GENRES:
             hot[GENRES.index(genre)] = 1.0
-        elif genre in RARE_GENRES:
-            dropped.append(genre)
         else:
-            raise SampleError("unknown_label", f"json: genre {genre!r} is not an IMDb genre")
+            kind = "dropped_genre" if genre in RARE_GENRES else "unknown_genre"
+            dropped.append(f"{kind}:{str(genre)[:40]}")
     if not hot.any():
-        raise SampleError("no_standard_genre", f"json: only genres outside the 23 kept ({dropped})")
+        raise SampleError("no_standard_genre", f"json: no genre among the 23 kept (dropped {dropped})")
     return hot, dropped
 
 
@@ -165,7 +169,7 @@ def _movie(dataset: Path, movie: str, key: str, plot: str, size: media.Size | No
     poster = _find(dataset, movie, "jpeg")
     image, repairs = media.load_image(media.read_file(poster, "image"), "jpg", size)
     return {"__key__": key, "image": image, "text_plot": text, "label": label, SOURCE: str(poster),
-            REPAIRS: (*repairs, *(f"dropped_genre:{g}" for g in dropped))}
+            REPAIRS: (*repairs, *dropped)}
 
 
 def iter_samples(root: str | Path, split: str, *, plot: str = "longest",
