@@ -234,6 +234,21 @@ def test_bad_input_is_skipped_or_repaired_and_counts_reconcile(tmp_path: Path, r
     assert report["repairs"] == {"resampled_points": 1, box_io.DROPPED: 1}
 
 
+def test_sparse_scenes_are_resampled_as_votenet_does(tmp_path: Path, root: Path) -> None:
+    """VoteNet's random_sampling draws with replacement from any non-empty cloud, so by default a scene with 100
+    valid points is kept (repair ``resampled_points``); only a scene without any valid point is refused."""
+    folder = shutil.copytree(root / "SUNRGBD" / scene_name(0), tmp_path / "SUNRGBD" / "sparse")
+    depth_png = next((folder / "depth").glob("*.png"))
+    sparse = np.zeros((60, 80), np.uint16)
+    sparse[:10, :10] = depth_io.encode_depth(np.full((10, 10), 2.0))
+    cv2.imwrite(str(depth_png), sparse)
+    sample = sunrgbd.read_scene(folder, "sunrgbd/train/sparse", num_points=512, max_boxes=8)
+    assert "resampled_points" in sample["__repairs__"] and sample["points"].shape == (512, 3)
+    assert len(np.unique(sample["points"], axis=0)) <= 100
+    with pytest.raises(sunrgbd.SampleError, match="too_few_points|0 valid points"):
+        sunrgbd.sample_points(0, num_points=512, min_points=1, rng=np.random.default_rng(0))
+
+
 def test_corrupt_split_file_names_it(tmp_path: Path, root: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(root, bad)

@@ -20,10 +20,11 @@ order), since the release has no validation split. Bad input is a Skip naming th
 scene that is absolute, climbs out with ``..`` or is a symlink leading out of the root), ``missing_scene``,
 ``missing_<image|depth|extrinsics|intrinsics|annotation>``, ``decode_error``, ``depth_dtype``,
 ``invalid_depth`` (no pixel has depth), ``shape_mismatch``, ``bad_intrinsics``, ``bad_extrinsics``,
-``bad_annotation``, ``too_few_points`` (fewer than ``min_points`` valid points). Repairs are counted:
-``resampled_points`` (between ``min_points`` and ``num_points`` valid points: drawn with replacement, as VoteNet's
-``random_sampling``), ``dropped_bad_box`` (malformed polygon or non-positive size), ``truncated_boxes`` (beyond
-``max_boxes``, one per box). A depth PNG cannot hold NaN; non-finite values anywhere fail the schema check.
+``bad_annotation``, ``too_few_points`` (fewer than ``min_points`` valid points; by default 1: VoteNet's
+``random_sampling`` draws from any non-empty cloud, so only a scene without one valid point is refused). Repairs
+are counted: ``resampled_points`` (between ``min_points`` and ``num_points`` valid points: drawn with replacement,
+as VoteNet's ``random_sampling``), ``dropped_bad_box`` (malformed polygon or non-positive size),
+``truncated_boxes`` (beyond ``max_boxes``, one per box). A depth PNG cannot hold NaN; non-finite values anywhere fail the schema check.
 """
 from __future__ import annotations
 
@@ -170,7 +171,7 @@ def pad_boxes(boxes: np.ndarray, max_boxes: int) -> tuple[np.ndarray, list[str]]
 
 
 def read_scene(folder: Path, key: str, *, depth_dir: str = "depth", num_points: int = 20000,
-               min_points: int = 2000, max_boxes: int = 64, seed: int = 0) -> Sample:
+               min_points: int = 1, max_boxes: int = 64, seed: int = 0) -> Sample:
     """One scene folder as a sample (fields of :func:`features`, plus ``__source__`` and ``__repairs__``).
 
     Raises:
@@ -194,7 +195,7 @@ def read_scene(folder: Path, key: str, *, depth_dir: str = "depth", num_points: 
             "meta_calib": np.stack([k, rtilt]).astype(np.float32), "meta_scene": scene}
 
 
-def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_points: int = 2000,
+def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_points: int = 1,
                  max_boxes: int = 64, depth_dir: str = "depth", split_file: str = SPLIT_FILE,
                  valid_every: int = 10, seed: int = 0) -> Iterator[Sample | Skip]:
     """Samples of one split in split-file order.
@@ -202,7 +203,8 @@ def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_p
     Args:
         root: folder holding ``SUNRGBD/`` and ``SUNRGBDtoolbox/``.
         split: "train", "valid" (every ``valid_every``-th alltrain scene) or "test" (alltest).
-        num_points: points per scene (VoteNet trains on 20,000). min_points: fewer valid points is a Skip.
+        num_points: points per scene (VoteNet trains on 20,000). min_points: fewer valid points is a Skip (the
+            default 1 refuses only empty clouds, which VoteNet cannot sample either; raise it to drop sparse scenes).
         max_boxes: label rows (VoteNet's MAX_NUM_OBJ). depth_dir: "depth" (VoteNet) or "depth_bfx" (refined).
         split_file: the .mat with alltrain/alltest, relative to root. seed: the point-sampling seed.
 
