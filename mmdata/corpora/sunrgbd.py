@@ -24,7 +24,8 @@ scene that is absolute, climbs out with ``..`` or is a symlink leading out of th
 ``random_sampling`` draws from any non-empty cloud, so only a scene without one valid point is refused). Repairs
 are counted: ``resampled_points`` (between ``min_points`` and ``num_points`` valid points: drawn with replacement,
 as VoteNet's ``random_sampling``), ``dropped_bad_box`` (malformed polygon or non-positive size),
-``truncated_boxes`` (beyond ``max_boxes``, one per box). A depth PNG cannot hold NaN; non-finite values anywhere fail the schema check.
+``truncated_boxes`` (beyond ``max_boxes``, one per box). A depth PNG cannot hold NaN; non-finite values anywhere
+fail the schema check.
 """
 from __future__ import annotations
 
