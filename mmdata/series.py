@@ -3,18 +3,23 @@
 Yahoo's download (``Date,Open,High,Low,Close,Adj Close,Volume``, one file per symbol) is parsed row by row.
 Rules, each counted per ticker so that ``rows == kept + sum(dropped)`` always holds (reliability.md 6.9):
 
-- a row whose Open is not a number (Yahoo writes ``null`` on days without data; ``1.234,56`` is a decimal
-  comma) or not finite -> dropped, ``non_numeric_price``; Open <= 0 -> dropped, ``non_positive_price``;
+- an Open of ``null`` (Yahoo's marker of a day without data) -> dropped, ``no_data_row``; any other Open that
+  is not a finite number (``1.234,56`` is a decimal comma) -> dropped, ``non_numeric_price``; Open <= 0 ->
+  dropped, ``non_positive_price``;
 - a date that is not ``YYYY-MM-DD`` (a time or zone suffix after it is ignored: daily bars) -> dropped,
   ``bad_date``; a row too short to hold Date and Open (a footer) -> dropped, ``malformed_row``;
 - a repeated date -> the first row is kept, later ones dropped, ``duplicate_date``;
 - rows out of date order -> sorted (``unsorted`` = 1 for the file).
 
-More than :data:`MAX_BAD_ROWS` of a file dropped means a format problem, not stray rows: ValueError naming the
-file and the first bad line. Then tickers are aligned on one calendar (:func:`align`): the span is the overlap
-of all histories (a ticker that starts late or ends early limits it, and is named), and inside it either
-missing days are forward-filled (``ffill``: the last Open is carried, a zero return that day) or only the days
-every ticker has are kept (``intersect``). Both are reported per ticker, never done silently.
+More than :data:`MAX_BAD_ROWS` of a file's rows unparseable (:data:`FORMAT_REASONS`) means a format problem
+(delimiter, decimal separator, date format), not stray rows: ValueError naming the file and the first bad line.
+Yahoo's ``null`` days and other dropped rows never count towards it, however many: the file is read as Yahoo
+writes it, and the days are forward-filled or dropped by the alignment like any missing day.
+
+Then tickers are aligned on one calendar (:func:`align`): the span is the overlap of all histories (a ticker
+that starts late or ends early limits it, and is named), and inside it either missing days are forward-filled
+(``ffill``: the last Open is carried, a zero return that day) or only the days every ticker has are kept
+(``intersect``). Both are reported per ticker, never done silently.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ import numpy as np
 
 #: Largest share of a file's rows that may be dropped before the file counts as unreadable.
 MAX_BAD_ROWS = 0.05
+#: Drop reasons that point at a file in another format; only these count towards :data:`MAX_BAD_ROWS`.
+FORMAT_REASONS = ("non_numeric_price", "bad_date", "malformed_row")
 ALIGN_RULES = ("ffill", "intersect")
 
 
@@ -62,6 +69,8 @@ def _parse_date(text: str) -> np.datetime64 | None:
 
 
 def _parse_open(text: str) -> tuple[float | None, str | None]:
+    if text.strip().lower() == "null":  # Yahoo's day without data: a valid row of its format
+        return None, "no_data_row"
     try:
         value = float(text)
     except ValueError:
@@ -100,7 +109,8 @@ def read_prices(path: Path) -> Prices:
             continue
         kept[day] = price
         order.append(day)
-    if not kept or sum(out.dropped.values()) > MAX_BAD_ROWS * max(out.rows, 1):
+    unparsed = sum(out.dropped[reason] for reason in FORMAT_REASONS)
+    if not kept or unparsed > MAX_BAD_ROWS * max(out.rows, 1):
         raise ValueError(f"{path}: {sum(out.dropped.values())} of {out.rows} rows unusable "
                          f"{dict(out.dropped)}; first {first_bad}; check the delimiter and decimal separator")
     breaks = [b for a, b in zip(order, order[1:]) if b <= a]

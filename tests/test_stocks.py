@@ -55,7 +55,7 @@ def test_parse_counts_reconcile_per_ticker(root):
         prices = read_prices(root / f"{ticker}.csv")
         assert prices.rows == len(prices.dates) + sum(prices.dropped.values()), ticker
         assert np.all(np.diff(prices.dates).astype(int) > 0)
-    assert read_prices(root / "HSY.csv").dropped == {"non_numeric_price": 1}
+    assert read_prices(root / "HSY.csv").dropped == {"no_data_row": 1}
     assert read_prices(root / "AAPL.csv").dropped == {"duplicate_date": 1}
     assert read_prices(root / "ZBRA.csv").unsorted
 
@@ -183,7 +183,7 @@ def test_split_repairs_follow_their_dates_and_reach_the_manifest(shards, root):
     for counts in repairs.values():
         for reason, n in counts.items():
             total[reason] = total.get(reason, 0) + n
-    assert total == {"non_numeric_price": 1, "forward_filled": 3, "duplicate_date": 1, "unsorted": 1}
+    assert total == {"no_data_row": 1, "forward_filled": 3, "duplicate_date": 1, "unsorted": 1}
     assert "limited by ['GOOG']" in read_manifest(shards / "train")["source"]["release"]
 
 
@@ -208,6 +208,20 @@ def test_bad_csvs_fail_or_are_counted(tmp_path, root):
         stocks.features(root, **{**OPTIONS, "target": "XOM"})
     with pytest.raises(ConfigError, match="train_windows"):
         stocks.features(root, **{**OPTIONS, "train_windows": 500})
+
+
+def test_many_yahoo_null_days_are_dropped_rows_not_a_format_error(tmp_path, root):
+    """Yahoo writes ``null`` on days without data; a thinly traded ticker may have many. They are counted
+    ``no_data_row`` drops (forward-filled by the alignment), never the "check the delimiter" format error."""
+    bad = _copy(root, tmp_path / "nulls")
+    path = bad / "CAG.csv"
+    rows = path.read_text().splitlines()
+    nulls = [r.split(",")[0] + ",null,null,null,null,null,null" if i % 5 == 0 else r for i, r in enumerate(rows[1:])]
+    path.write_text("\n".join([rows[0], *nulls]) + "\n")
+    prices = read_prices(path)
+    assert prices.dropped == {"no_data_row": sum(1 for r in nulls if ",null," in r)}
+    assert prices.dropped["no_data_row"] > 0.05 * prices.rows  # more than MAX_BAD_ROWS, still read
+    assert stocks.features(bad, **OPTIONS)["series_fnb"].shape == (None, 13)
 
 
 def test_align_rejects_disjoint_histories_and_unknown_rules(root):
