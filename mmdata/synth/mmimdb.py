@@ -81,7 +81,8 @@ def generate(out: Path, *, seed: int = 0, train: int = 480, dev: int = 80, test:
 
 def _genres(rng: np.random.Generator) -> list[int]:
     """1-3 genre ranks, drawn without replacement with weights falling in GMU's frequency order."""
-    weights = 1.0 / np.arange(1, len(GENRES) + 1) ** 0.7
+    # Python's ** (libm pow), not numpy's: numpy has its own AVX-512 power, whose roundings differ by CPU.
+    weights = np.array([1.0 / k ** 0.7 for k in range(1, len(GENRES) + 1)])
     count = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
     return sorted(int(g) for g in rng.choice(len(GENRES), size=count, replace=False, p=weights / weights.sum()))
 
