@@ -3,9 +3,10 @@
 Every corpus is synthesised and sharded twice, in subprocesses imitating two machines, and every output file
 (raw files, tar shards, index.parquet, manifests) is compared byte for byte:
 
-- machine A: OpenBLAS's Haswell kernels (AVX2 + FMA) and numpy's native CPU dispatch (AVX-512 where present);
+- machine A: OpenBLAS's Haswell kernels (AVX2 + FMA) and numpy's native CPU dispatch (AVX-512 where present),
+  one thread each for OpenBLAS, OpenMP and OpenCV, ``PYTHONHASHSEED=1``;
 - machine B: OpenBLAS's Prescott kernels (SSE3, no FMA), numpy and OpenCV without their AVX-512 code paths
-  (an AVX2-only CPU such as an AMD EPYC before Zen 4).
+  (an AVX2-only CPU such as an AMD EPYC before Zen 4), two threads each, ``PYTHONHASHSEED=2``.
 
 Before the fix, AV-MNIST's image files (a BLAS blur) and SUN RGB-D's shards (a BLAS rotation of the points)
 differed between A and B. Probes in the worker prove that the two environments do change BLAS and numpy
@@ -34,10 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 #: numpy's and OpenCV's AVX-512 code paths, switched off to imitate an AVX2-only CPU.
 NUMPY_AVX512 = "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512_SKX AVX512_CLX AVX512_CNL"
 OPENCV_AVX512 = "AVX512F,AVX512-SKX,AVX512-CLX,AVX512-COMMON,AVX512BW,AVX512DQ,AVX512VL,AVX512CD"
+#: Thread counts (OpenBLAS, OpenMP in open3d, OpenCV's pool) and string-hash seeds differ too: an output that
+#: followed thread scheduling or set order would differ between the two.
+THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 MACHINES = {
-    "A": {"OPENBLAS_CORETYPE": "Haswell"},
+    "A": {"OPENBLAS_CORETYPE": "Haswell", "PYTHONHASHSEED": "1", **dict.fromkeys(THREADS, "1")},
     "B": {"OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX512,
-          "OPENCV_CPU_DISABLE": OPENCV_AVX512},
+          "OPENCV_CPU_DISABLE": OPENCV_AVX512, "PYTHONHASHSEED": "2", **dict.fromkeys(THREADS, "2")},
 }
 
 
@@ -51,22 +55,20 @@ def _numpy_features() -> set[str]:
 
 
 def _env(machine: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES",
-                                                          "OPENCV_CPU_DISABLE")}
+    """This process's environment with the variables of ``machine`` (those numpy cannot disable left out)."""
+    env = {k: v for k, v in os.environ.items() if k not in MACHINES["B"]}
     wanted = dict(MACHINES[machine])
     if "NPY_DISABLE_CPU_FEATURES" in wanted:  # numpy refuses to start when asked to disable what it lacks
         have = _numpy_features()
         wanted["NPY_DISABLE_CPU_FEATURES"] = " ".join(f for f in wanted["NPY_DISABLE_CPU_FEATURES"].split()
                                                       if f in have)
     env.update({k: v for k, v in wanted.items() if v})
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
     return env
 
 
-def _run(machines: list[str], tmp_path: Path, corpora: list[str] | None = None) -> dict[str, dict]:
+def _run(machines: list[str], tmp_path: Path) -> dict[str, dict]:
     """Start the worker once per machine (in parallel) and return machine -> its JSON result."""
-    args = [] if corpora is None else [",".join(corpora)]
-    procs = {m: subprocess.Popen([sys.executable, "-m", "tests.repro_worker", str(tmp_path / m), *args],
+    procs = {m: subprocess.Popen([sys.executable, "-m", "tests.repro_worker", str(tmp_path / m)],
                                  cwd=REPO, env=_env(m), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for m in machines}
     results = {}
