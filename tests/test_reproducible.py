@@ -123,7 +123,7 @@ def test_flv_carries_no_encoder_version_and_stays_consistent(tmp_path):
 
 
 def test_wav_is_quantised_before_libsndfile(tmp_path):
-    """PCM values are ``rint(clip(x) * 32767)`` whatever libsndfile's own float conversion would do."""
+    """PCM values are ``clip(rint(x * 32768))`` whatever libsndfile's own float conversion would do."""
     import soundfile as sf
 
     from mmdata.synth import crema_d
@@ -131,7 +131,7 @@ def test_wav_is_quantised_before_libsndfile(tmp_path):
     wave = np.linspace(-1.2, 1.2, 1001)
     crema_d.write_wav(tmp_path / "a.wav", wave)
     back, _ = sf.read(str(tmp_path / "a.wav"), dtype="int16")
-    np.testing.assert_array_equal(back, np.rint(np.clip(wave, -1, 1) * 32767).astype(np.int16))
+    np.testing.assert_array_equal(back, np.clip(np.rint(wave * 32768), -32768, 32767).astype(np.int16))
 
 
 def test_log_mel_matches_librosa_without_its_blas_product():

@@ -134,11 +134,12 @@ def _strip_encoder(path: Path) -> None:
 def write_wav(path: Path, wave: np.ndarray, rate: int = RATE) -> None:
     """PCM-16 WAV (mono [samples] or multi-channel [samples, channels]) from float samples in [-1, 1].
 
-    Quantised here (``rint(x * 32767)``) and handed to libsndfile as int16, which it writes unchanged: its own
-    float conversion scales by 0x7FFF or 0x8000 depending on its clipping mode and release, so the bytes would
-    depend on the soundfile wheel installed.
+    Quantised here (``rint(x * 32768)`` clipped to the int16 range) and handed to libsndfile as int16, which it
+    writes unchanged: its own float conversion depends on the release and mode (libsndfile 1.2.2, in soundfile
+    0.14, writes ``floor(x * 32768)``; its sources hold ``lrint(x * 0x7FFF)`` and clipped ``lrint(x * 0x8000)``
+    paths too), so the bytes would depend on the soundfile wheel installed.
     """
-    pcm = np.rint(np.clip(np.asarray(wave, dtype=np.float64), -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm = np.clip(np.rint(np.asarray(wave, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
     sf.write(str(path), pcm, rate, subtype="PCM_16")
 
 
