@@ -14,9 +14,10 @@ from tqdm import tqdm
 from mmdata.corpora import get_corpus
 from mmdata.corpora.base import Corpus, require_root
 from mmdata.shards.manifest import sha256_file
-from mmdata.shards.publish import check_output, interruptible, output_lock, remove_stale, replace_dir, temp_path
+from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
+                                   replace_dir, temp_path)
 from mmdata.shards.reconcile import check_source_count
-from mmdata.shards.record import write_corpus_record
+from mmdata.shards.record import RECORD, write_corpus_record
 from mmdata.shards.write import write_split
 
 
@@ -84,7 +85,8 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
                                            ignored=count.ignored if count else 0)
             if count is not None:  # the reader and the release's own enumeration must agree, or nothing publishes
                 check_source_count(count, manifests[split], root, f"{name}/{split}")
-        write_corpus_record(tmp, name, list(corpus.splits))  # last: its presence marks a finished output
+        with disk_full_names(lambda: tmp / RECORD):
+            write_corpus_record(tmp, name, list(corpus.splits))  # last: its presence marks a finished output
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

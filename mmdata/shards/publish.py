@@ -40,6 +40,7 @@ def temp_path(out: Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs; a zombie (killed, not yet reaped) is gone: it writes nothing more."""
     if pid == os.getpid():
         return True
     try:
@@ -48,7 +49,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's live process
         return True
-    return True
+    try:  # state is the field after the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _stale(path: Path, base: str) -> bool:

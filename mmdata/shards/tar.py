@@ -109,9 +109,10 @@ class ShardSink:
         return shard.path.name, offsets
 
     def _finish(self) -> None:
-        shard, self.current = self.current, None
+        shard = self.current
         shard.tar.close()
-        shard.file.close()
+        shard.file.close()  # still ``current`` here, so a disk-full error names this file
+        self.current = None
         os.replace(shard.path.with_name(shard.path.name + ".partial"), shard.path)
         self.done.append({"name": shard.path.name, "samples": len(shard.keys), "bytes": shard.path.stat().st_size,
                           "sha256": shard.file.digest.hexdigest(), "first_key": shard.keys[0],
