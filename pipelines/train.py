@@ -33,9 +33,21 @@ def train_settings(params: dict[str, Any], corpus: str, run: str) -> dict[str, A
     return settings
 
 
+#: Splits this process has re-hashed: once per stage, not once per run of the corpus.
+_VERIFIED: set[tuple[str, str]] = set()
+
+
 def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: int) -> Loader:
-    """A loader over the run's input fields plus the label for one split (``exp`` from experiment_params)."""
-    shards = mmdata.load(shards_dir(exp["corpus"]), split, fields=[], batch_size=1).shards
+    """A loader over the run's input fields plus the label for one split (``exp`` from experiment_params).
+
+    The first open of a split in the process re-hashes every shard against its manifest (``verify=True``), so
+    the stage fails before training on shards that differ from those written: DVC sees an edit only when the
+    stage runs through ``dvc repro``, and bit rot that keeps size and mtime not even then, as it trusts its
+    cached hashes (reliability TRN-07, DVC-04).
+    """
+    where = (str(shards_dir(exp["corpus"])), split)
+    shards = mmdata.load(where[0], split, fields=[], batch_size=1, verify=where not in _VERIFIED).shards
+    _VERIFIED.add(where)
     fields = [*exp["fields"], shards.manifest["label_field"]]
     return mmdata.load(shards_dir(exp["corpus"]), split, fields=fields, batch_size=settings["batch_size"],
                        seed=seed, num_workers=settings.get("num_workers", 0))

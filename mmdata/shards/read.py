@@ -18,6 +18,14 @@ How an epoch is planned (all from manifest counts and the index, before any medi
    member offsets in ``index.parquet``. PyTorch returns worker batches round-robin, so the batch sequence is
    identical for any worker count, and only the requested fields' bytes are read and decoded.
 
+Resuming: the batch sequence is a function of (seed, epoch, batch index) alone, so a checkpoint needs only
+``Loader.state_dict()`` (``{"epoch", "batch", "plan"}``, the same on every rank) and a new process continues
+with ``load_state_dict``: the next iteration yields batches ``batch, batch + 1, ...`` of that epoch, whatever
+the worker count. Mid-epoch (``batch > 0``) the plan settings (world size, batch size, seed, partition, ... and
+the split's shards) must be those of the checkpoint, else :class:`ConfigError`: another world size deals the
+rows differently, so no position in the new plan continues the old one. At an epoch boundary (``batch == 0``;
+a finished epoch saves the next epoch's start) any settings resume with exact coverage of the epoch.
+
 Integrity: opening a split checks that every shard exists with the manifest's byte size and that the index
 holds the manifest's count per shard (a truncated shard fails here, naming it); every member read checks
 its tar header and the payload's crc32 from the index (a flipped bit in what is read fails, naming shard,
@@ -25,6 +33,7 @@ key and field). ``verify=True`` also re-hashes every shard against the manifest'
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +43,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mmdata.errors import ConfigError
 from mmdata.rng import make_rng
 from mmdata.shards.index import read_index
 from mmdata.shards.manifest import INDEX, ShardIntegrityError, manifest_features, read_manifest, sha256_file
 from mmdata.shards.tar import MemberReader
-from mmdata.types import Features, Sample, View
+from mmdata.types import Features, Field, Sample, View
 
 DEFAULT_SHARDS_ROOT = Path("data/shards")
 Augment = Callable[[Sample, np.random.Generator], Sample]
@@ -111,8 +121,9 @@ def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) ->
         raise ShardIntegrityError(f"{path}: {size} bytes, manifest says {record['bytes']} (truncated or altered)")
     if rows != record["rows"]:
         raise ShardIntegrityError(f"{path}: index has {rows} rows, manifest says {record['rows']}")
-    if verify and sha256_file(path) != record["sha256"]:
-        raise ShardIntegrityError(f"{path}: sha256 differs from the manifest (corrupted)")
+    if verify and (digest := sha256_file(path)) != record["sha256"]:
+        raise ShardIntegrityError(f"{path}: sha256 {digest[:16]}..., the manifest says {record['sha256'][:16]}... "
+                                  f"(corrupted, or replaced by another run's shard)")
 
 
 #: The ways rows are split over ranks (see the module docstring).
@@ -192,6 +203,28 @@ def plan_epoch(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int =
     return plan.batches, plan.padded
 
 
+def class_histogram(labels: np.ndarray, field: Field) -> dict[str, int] | None:
+    """Rows per class name (every class listed, 0 when absent); positives per class for multi-hot labels.
+
+    Args:
+        labels: index ``label`` values of the rows (class ids, or one vector per row for multi-hot labels).
+        field: the label's Field.
+
+    Returns:
+        ``{class name: count}``, or None for labels without classes (values, boxes). Rows marked unlabeled
+        (``field.unlabeled``) fall in no class.
+    """
+    if field.classes is None or len(field.shape) >= 2:
+        return None
+    k = len(field.classes)
+    if field.shape:  # multi-hot: one 0/1 vector per row
+        counts = np.asarray(list(labels), dtype=np.float64).reshape(len(labels), k).sum(axis=0)
+    else:
+        ids = np.asarray(labels, dtype=np.int64)
+        counts = np.bincount(ids[(ids >= 0) & (ids < k)], minlength=k)
+    return {name: int(n) for name, n in zip(field.classes, counts)}
+
+
 def collate(samples: Sequence[Sample], features: Features, fields: Sequence[str]) -> dict[str, Any]:
     """Stack samples into a batch dict.
 
@@ -259,6 +292,7 @@ class Loader:
         fields: the fields decoded into each batch.
         padded: repeated rows this rank delivers in the current epoch (equalising batch counts).
         dropped: rows of this rank's share it does not deliver this epoch (``drop_remainder``, ``drop_last``).
+        position: batches of the current epoch yielded so far (counting the ones skipped by a resume).
     """
 
     def __init__(self, shards: SplitShards, *, fields: Sequence[str], batch_size: int, shuffle: bool, seed: int,
@@ -272,6 +306,7 @@ class Loader:
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.drop_last, self.augment = drop_last, augment
         self.partition, self.drop_remainder = partition, drop_remainder
+        self.position = self._start = 0  # _start: where the next iteration begins (set by load_state_dict)
         self.plan()  # fail now, not in the first training step, if ranks/batch settings are impossible
 
     @property
@@ -280,26 +315,96 @@ class Loader:
         return {name: self.shards.features[name] for name in self.fields}
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose shuffle the next iteration uses."""
+        """Select the epoch whose shuffle the next iteration uses.
+
+        A position restored by :meth:`load_state_dict` is kept when ``epoch`` is the restored one (a training
+        loop calls ``set_epoch`` before every epoch, the resumed one included) and dropped otherwise.
+        """
+        if epoch != self.epoch:
+            self.position = self._start = 0
         self.epoch = epoch
+
+    def _plan(self, epoch: int) -> EpochPlan:
+        return plan_rank(self.shards.shard_rows, batch_size=self.batch_size, seed=self.seed, epoch=epoch,
+                         rank=self.rank, world_size=self.world_size, shuffle=self.shuffle, drop_last=self.drop_last,
+                         partition=self.partition, drop_remainder=self.drop_remainder)
 
     def plan(self) -> list[np.ndarray]:
         """This rank's batches of index rows for the current epoch (see :func:`plan_rank`)."""
-        plan = plan_rank(self.shards.shard_rows, batch_size=self.batch_size, seed=self.seed, epoch=self.epoch,
-                         rank=self.rank, world_size=self.world_size, shuffle=self.shuffle, drop_last=self.drop_last,
-                         partition=self.partition, drop_remainder=self.drop_remainder)
+        plan = self._plan(self.epoch)
         self.padded, self.dropped = plan.padded, plan.dropped
         return plan.batches
 
+    @property
+    def class_counts(self) -> dict[str, int] | None:
+        """Rows per class this rank delivers in the current epoch, padding included (see :func:`class_histogram`).
+
+        A class missing from the rank's shards shows as 0 (reliability SMP-05); None when the label has no classes.
+        """
+        batches = self.plan()
+        rows = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+        return class_histogram(self.shards.index["label"][rows], self.shards.features[self.shards.label])
+
+    def _settings(self) -> dict[str, Any]:
+        """What fixes the batches of an epoch besides the epoch itself (the rank does not: all ranks keep step)."""
+        shards = self.shards.manifest["shards"]
+        split = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()[:16]
+        return {"seed": self.seed, "world_size": self.world_size, "batch_size": self.batch_size,
+                "shuffle": self.shuffle, "drop_last": self.drop_last, "partition": self.partition,
+                "drop_remainder": self.drop_remainder, "rows": self.shards.manifest["rows"], "split": split}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this rank stands, for a checkpoint: ``{"epoch", "batch", "plan"}`` (plain data).
+
+        ``batch`` counts the batches of ``epoch`` already yielded: save it after the step that consumed the last
+        of them. A finished epoch is saved as batch 0 of the next one. Every rank saves the same state.
+        """
+        epoch, batch = self.epoch, self.position
+        if batch and batch >= len(self):
+            epoch, batch = epoch + 1, 0
+        return {"epoch": epoch, "batch": batch, "plan": self._settings()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the next iteration yields batches ``state["batch"]:`` of its epoch.
+
+        Raises:
+            ConfigError: a mid-epoch state (``batch > 0``) saved under other plan settings (world size, batch
+                size, seed, partition, drop options or another version of the split), or past the epoch's end.
+        """
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        if batch:
+            now = self._settings()
+            changed = {k: (v, now.get(k)) for k, v in state["plan"].items() if now.get(k) != v}
+            if changed:
+                shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+                raise ConfigError(f"{self.shards.directory}: cannot resume epoch {epoch} at batch {batch} with other "
+                                  f"settings than the checkpoint's ({shown}): they deal the rows differently. Keep "
+                                  f"the checkpoint's settings, or resume at an epoch boundary (state batch 0)")
+            total = len(self._plan(epoch).batches)
+            if batch > total:
+                raise ConfigError(f"{self.shards.directory}: checkpoint batch {batch} is past the {total} batches of "
+                                  f"epoch {epoch}")
+        self.epoch, self.position = epoch, batch
+        self._start = batch
+
     def __len__(self) -> int:
+        """Batches in the current epoch (a resumed iteration yields the last ``len - state["batch"]`` of them)."""
         return len(self.plan())
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        stream = _EpochStream(self.shards, self.plan(), self.fields, self.augment, self.seed, self.epoch)
+        plan, start = self.plan(), self._start
+        self._start, self.position = 0, start  # a restored position applies to one iteration only
+        stream = _EpochStream(self.shards, plan[start:], self.fields, self.augment, self.seed, self.epoch)
         if self.num_workers == 0:
-            return iter(stream)
+            return self._counted(iter(stream))
         # batch_size=None: workers build whole batches (on 2 cores, per-sample transfer lost to no workers).
-        return iter(DataLoader(stream, batch_size=None, num_workers=self.num_workers))
+        return self._counted(iter(DataLoader(stream, batch_size=None, num_workers=self.num_workers)))
+
+    def _counted(self, batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Yield ``batches``, advancing :attr:`position` (what :meth:`state_dict` saves)."""
+        for batch in batches:
+            self.position += 1
+            yield batch
 
 
 def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | None = None, batch_size: int = 32,
@@ -332,7 +437,8 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
             when shuffled).
 
     Returns:
-        A :class:`Loader`: iterate for batch dicts (see :func:`collate`), ``len()`` for batches per rank.
+        A :class:`Loader`: iterate for batch dicts (see :func:`collate`), ``len()`` for batches per rank,
+        ``state_dict()`` / ``load_state_dict()`` to resume mid-epoch, ``class_counts`` for the rank's classes.
     """
     shards = SplitShards.open(resolve_split_dir(source, split, shards_root), verify=verify)
     return Loader(shards, fields=list(shards.features) if fields is None else list(fields),

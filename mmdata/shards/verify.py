@@ -197,8 +197,9 @@ def _verify_shard(path: Path, record: dict, index: dict) -> list[str]:
         return [f"{path}: missing"]
     if path.stat().st_size != record["bytes"]:
         return [f"{path}: {path.stat().st_size} bytes, manifest says {record['bytes']}"]
-    if sha256_file(path) != record["sha256"]:
-        return [f"{path}: sha256 mismatch (corrupted)"]
+    if (digest := sha256_file(path)) != record["sha256"]:
+        return [f"{path}: sha256 mismatch: {digest[:16]}..., the manifest says {record['sha256'][:16]}... "
+                f"(corrupted, or replaced by another run's shard)"]
     try:
         keys = shard_keys(path)
     except Exception as exc:  # noqa: BLE001 - any tar failure is a finding, reported with the path

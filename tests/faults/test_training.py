@@ -64,3 +64,32 @@ def test_trn_05_a_damaged_shard_of_another_rank_fails_every_rank_at_open(tmp_pat
     for rank in (0, 1):
         with pytest.raises(ShardIntegrityError, match=theirs):
             mmdata.load(split, world_size=2, rank=rank)
+
+
+def test_trn_07_the_train_stage_refuses_shards_that_differ_from_those_written(tmp_path, monkeypatch, capsys):
+    """TRN-07: a train shard altered after it was written, size and mtime kept (invisible to DVC's cached
+    hashes), fails ``python -m pipelines.train`` at startup naming the shard, before any model is written:
+    the stage opens each split with ``verify=True``."""
+    import yaml
+
+    from mmdata.errors import EXIT_ERROR, run_guarded
+    from pipelines import shard as shard_stage
+    from pipelines import synth as synth_stage
+    from pipelines import train as train_stage
+    from tests.faults.test_dvc import PARAMS
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    assert run_guarded("synth", lambda: synth_stage.main(["avmnist"])) == 0
+    assert run_guarded("shard", lambda: shard_stage.main(["avmnist"])) == 0
+    shard = sorted((tmp_path / "data" / "shards" / "avmnist" / "train").glob("*.tar"))[0]
+    before = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    capsys.readouterr()
+    assert run_guarded("stage train@avmnist", lambda: train_stage.main(["avmnist"])) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "ShardIntegrityError" in err and shard.name in err and "sha256" in err
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("model.pt"))
