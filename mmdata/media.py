@@ -5,16 +5,20 @@ HTML page saved as ``.jpg`` is ``unidentified_image`` and a decompression bomb i
 decode. The source bytes are kept when they already are what the field declares (same format, RGB, and the
 configured size when there is one): the shard holds the file as downloaded and the check in
 :mod:`mmdata.corpora.check` decodes it once to validate. Otherwise the image is decoded once (cv2, RGB),
-resized once with ``INTER_AREA`` and stored as an array, which the codec encodes (JPEG quality 90).
+resized once with ``INTER_AREA`` and stored as an array, which the codec encodes (JPEG quality 90). An EXIF
+orientation tag is never applied, by any decode, as MMF's and torchvision's loaders (``PIL.Image.open`` without
+``exif_transpose``) do not apply it; an image carrying one (orientation 2-8) counts ``exif_orientation_ignored``.
 
 Text (reliability.md 6.3): bytes are decoded as strict UTF-8 (``encoding`` names the byte offset, never a
-silent replacement), a BOM is stripped, text is NFC-normalised, NUL bytes and empty text are refused.
+silent replacement), a BOM is stripped, text is NFC-normalised, NUL bytes and empty text are refused, CRLF / CR
+line ends become LF (repair ``crlf_to_lf``), and text above :data:`MAX_TEXT_BYTES` is refused (``too_long``).
 """
 from __future__ import annotations
 
 import io
 import json
 import unicodedata
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,14 @@ from mmdata.types import Field
 MAX_PIXELS = 50_000_000
 #: Pillow format name of each image codec.
 FORMATS = {"jpg": "JPEG", "png": "PNG"}
+#: EXIF tag of the orientation (1: stored as displayed; 2-8: flips and rotations a viewer applies).
+ORIENTATION = 0x0112
+#: Longest text kept, in UTF-8 bytes; longer is ``too_long``. MM-IMDb's longest plots are a few kB, captions and
+#: hypotheses one line, and the reference loaders' tokenizers keep 512 tokens or fewer, so below this the whole
+#: text is stored (the loader truncates as it always did) and a text above it is not a caption or a plot.
+MAX_TEXT_BYTES = 1 << 20
+#: Repair code of a text whose CRLF / CR line ends were normalised to LF.
+LINE_END_REPAIR = "crlf_to_lf"
 
 Size = tuple[int, int]
 
@@ -78,20 +90,35 @@ def read_file(path: Path, what: str) -> bytes:
     return data
 
 
-def _header(data: bytes) -> tuple[str, str, Size]:
-    """(format, mode, (height, width)) from the header only; SampleError when unidentifiable or too large."""
+def _header(data: bytes) -> tuple[str, str, Size, int]:
+    """(format, mode, (height, width), EXIF orientation) from the header only; SampleError when unidentifiable or
+    too large."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size
+            orientation = _orientation(image)
     except Image.DecompressionBombError as exc:
         raise SampleError("too_large", f"image: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SampleError("unidentified_image", f"image: not a readable image ({exc})") from exc
     if width * height > MAX_PIXELS:
         raise SampleError("too_large", f"image: {width}x{height} exceeds {MAX_PIXELS} pixels")
-    return str(fmt), mode, (height, width)
+    return str(fmt), mode, (height, width), orientation
+
+
+def _orientation(image: Any) -> int:
+    """The EXIF orientation of an open Pillow image; 1 (as stored) without EXIF or when the EXIF is unreadable."""
+    if "exif" not in image.info:  # checked first: a PNG's getexif() would decode the pixels to look further
+        return 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about a corrupt EXIF block; the pixels are still fine
+            value = image.getexif().get(ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block must never cost the image (reliability IMG-09)
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def image_shape(data: bytes) -> Size:
@@ -111,23 +138,28 @@ def load_image(data: bytes, codec: str, size: Size | None) -> tuple[bytes | np.n
         ``(value, repairs)``: the source bytes (decoded later by the check) or an RGB uint8 array
         [height, width, 3]; repairs name the fixes of the input (``image_<mode>_to_rgb`` for grey, CMYK,
         palette or alpha images; ``image_<format>_as_<codec>`` when bytes of another format are kept as
-        ``codec`` without resizing), never the configured resize.
+        ``codec`` without resizing; ``exif_orientation_ignored`` for an EXIF orientation of 2-8, never applied),
+        never the configured resize.
 
     Raises:
         SampleError: ``unidentified_image``, ``too_large`` or ``decode_error``.
     """
-    fmt, mode, source_size = _header(data)
+    fmt, mode, source_size, orientation = _header(data)
+    # Recorded, not applied (MMF/torchvision read the stored pixel grid): the count says how many are affected.
+    oriented = ("exif_orientation_ignored",) if 2 <= orientation <= 8 else ()
     if fmt == FORMATS[codec] and mode == "RGB" and size in (None, source_size):
-        return data, ()
+        return data, oriented
     import cv2  # lazily: readers that keep bytes never need it
 
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    # IMREAD_COLOR alone would apply the EXIF orientation: resized images would then differ from kept bytes.
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if array is None:
         raise SampleError("decode_error", f"image: {fmt} {mode} {source_size} could not be decoded")
     if size is not None and array.shape[:2] != size:
         array = cv2.resize(array, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     # Resizing (and the JPEG it is stored as) is the configured transform; only fixes of the input are repairs.
     repairs = [f"image_{mode.lower()}_to_rgb"] if mode != "RGB" else []
+    repairs += oriented
     if size is None and fmt != FORMATS[codec]:
         repairs.append(f"image_{fmt.lower()}_as_{codec}")
     return np.ascontiguousarray(array[:, :, ::-1]), tuple(repairs)
@@ -142,18 +174,42 @@ def decode_text(data: bytes, what: str) -> str:
             from None
 
 
-def clean_text(value: Any, what: str) -> str:
-    """A text field value: a str, NFC-normalised, with no NUL and not blank.
+def bounded_text(text: str, what: str, repairs: list[str] | None = None) -> str:
+    """``text`` with CRLF / CR line ends as LF; SampleError ``too_long`` above :data:`MAX_TEXT_BYTES` of UTF-8.
+
+    Args:
+        text: a decoded text.
+        what: names the text in the error.
+        repairs: when given, :data:`LINE_END_REPAIR` is appended to it if a line end was changed.
+    """
+    if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        raise SampleError("too_long", f"{what}: more than {MAX_TEXT_BYTES} bytes of UTF-8 text")
+    if "\r" in text:
+        # Windows (CRLF) and old Mac (CR) line ends: the same lines, but other bytes and other tokens.
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if repairs is not None:
+            repairs.append(LINE_END_REPAIR)
+    return text
+
+
+def clean_text(value: Any, what: str, repairs: list[str] | None = None) -> str:
+    """A text field value: a str, NFC-normalised, with no NUL, LF line ends, not blank and not too long.
+
+    Args:
+        value: the value read from the release.
+        what: names the text in errors.
+        repairs: when given, the repairs applied are appended to it (:data:`LINE_END_REPAIR`).
 
     Raises:
-        SampleError: ``schema`` (not a str), ``control_char`` (NUL) or ``empty_text``.
+        SampleError: ``schema`` (not a str), ``control_char`` (NUL), ``empty_text`` or ``too_long``.
     """
     if not isinstance(value, str):
         raise SampleError("schema", f"{what}: expected a string, got {type(value).__name__}")
     if "\x00" in value:
         raise SampleError("control_char", f"{what}: contains NUL bytes")
     # NFC so that the same words in NFD (macOS file exports) are the same tokens and the same duplicates.
-    text = unicodedata.normalize("NFC", value).strip()
+    # Line ends after strip(): a trailing CRLF is dropped with the other outer whitespace, not a repair.
+    text = bounded_text(unicodedata.normalize("NFC", value).strip(), what, repairs)
     if not text:
         raise SampleError("empty_text", f"{what}: empty text")
     return text

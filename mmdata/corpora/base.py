@@ -57,7 +57,8 @@ class RawCount:
         raw: raw items, in the unit the ledger counts: each one becomes one Sample or one Skip of
             ``iter_samples`` (or, when ``rows`` is set, one index row).
         unit: what one raw item is, in the release's words ("clip", "split.json id", "window" ...).
-        ignored: files named in :data:`IGNORED_NAMES` in the folders the split is read from; outside the ledger
+        ignored: files named in :data:`IGNORED_NAMES` in the folders the split is read from, plus files a reader
+            passes over by its configuration (stock CSVs of tickers outside ``groups``); outside the ledger
             (neither raw nor skipped); a folder shared by several splits counts in each.
         rows: True when ``raw`` counts index rows (a View corpus storing one sample per split, e.g. the
             stock windows), so it reconciles with the manifest's ``rows`` instead of the report's ``raw``.

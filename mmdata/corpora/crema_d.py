@@ -6,11 +6,10 @@ SAD, levels LO MD HI XX). Labels use OGM-GE's class map {NEU 0, HAP 1, SAD 2, FE
 sentence and level parsed from the name are kept as ``meta_*`` fields.
 
 Per clip: ``audio_spec`` is OGM-GE's ``log(|STFT| + 1e-7)`` (n_fft 512, hop 353) of the clip resampled to
-``sample_rate`` and tiled to 3 s ((257, 188) at 22,050 Hz), or a 64-band log-mel of the same frames;
-``video`` holds frames decoded with decord at ``fps`` per second, resized to ``frame_size`` square, as
-uint8 [T, S, S, 3] (``video_format: npy``), as an MPEG-4 clip decoded to the same [T, S, S, 3] (``mp4``,
-~20x smaller, lossy, read back with decord), or as one JPEG filmstrip [T * S, S, 3] (``jpg``, ~5x smaller,
-lossy; the video encoder unstacks it).
+``sample_rate`` and tiled to 3 s ((257, 188) at 22,050 Hz), or a 64-band log-mel of the same frames; ``video`` holds
+frames decoded with decord at ``fps`` per second, resized to ``frame_size`` square, as uint8 [T, S, S, 3]
+(``video_format: npy``), as an MPEG-4 clip decoded to the same [T, S, S, 3] (``mp4``, ~20x smaller, lossy, read back
+with decord), or as one JPEG filmstrip [T * S, S, 3] (``jpg``, ~5x smaller, lossy; the video encoder unstacks it).
 
 Splits: ``split_by: speaker`` (default) is speaker-disjoint by a fixed rule on the actor id: ``id % 10`` in
 {0, 1} -> test, 2 -> valid, else train (91 actors: 19 / 9 / 63, about TFDS's 21 / 10 / 69 % clip shares).
@@ -18,12 +17,12 @@ Splits: ``split_by: speaker`` (default) is speaker-disjoint by a fixed rule on t
 ``ogmge_lists``; those lists are clip-random and put every actor in both splits (speaker leakage), and have
 no validation split: every 9th clip of train.csv (file order) is held out as valid.
 
-Bad input (each a named Skip, counted; or a counted repair): name not matching -> ``bad_name``; emotion code
-unknown -> ``unknown_label``; OGM-GE label disagreeing with the name -> ``label_mismatch``; wav without flv
--> ``orphan_audio``; flv without wav -> ``orphan_video``; Git-LFS pointer instead of media -> ``lfs_pointer``;
-audio rules of :mod:`mmdata.corpora.media.audio` (silent, empty, too short/long, unreadable; repairs
-``resample`` for a wav not at the release's 16 kHz, ``downmix``, ``clipped_audio``) and video rules of
-:mod:`mmdata.corpora.media.video` (``no_frames``, ``bad_fps``, ``too_long``).
+Bad input (each a named Skip, counted; or a counted repair): name not matching -> ``bad_name``; emotion code unknown ->
+``unknown_label``; OGM-GE label disagreeing with the name -> ``label_mismatch``; wav without flv -> ``orphan_audio``;
+flv without wav -> ``orphan_video``; Git-LFS pointer instead of media -> ``lfs_pointer``; audio rules of
+:mod:`mmdata.corpora.media.audio` (silent, empty, truncated, too short/long, unreadable; repairs ``resample`` for a wav
+not at the release's 16 kHz, ``downmix``, ``clipped_audio``) and video rules of :mod:`mmdata.corpora.media.video`
+(``no_frames``, ``bad_fps``, ``truncated_video``, ``too_long``; ``decode_timeout``: ``timeout``, ``decoder_crash``).
 """
 from __future__ import annotations
 
@@ -64,6 +63,7 @@ class Options:
     audio_feature: str = "stft"
     max_seconds: float = 10.0
     silence_db: float = -60.0
+    decode_timeout: float | None = None
 
     def check(self) -> None:
         """ConfigError naming the fix for the first bad option."""
@@ -204,16 +204,14 @@ def _sample(stem: str, paths: dict[str, Path], listed: str | None, key: str, opt
     wav, flv = _paired(stem, paths)
     wave, repairs = audio.load(wav, opts.rules())
     feature = audio.log_stft if opts.audio_feature == "stft" else audio.log_mel
-    frames = video.read(flv, fps=opts.fps, size=opts.frame_size, max_seconds=opts.max_seconds)
-    sample: Sample = {
+    frames = video.read(flv, fps=opts.fps, size=opts.frame_size, max_seconds=opts.max_seconds,
+                        timeout=opts.decode_timeout)
+    return {
         "__key__": key, "audio_spec": feature(wave, opts.sample_rate),
         "video": video.filmstrip(frames) if opts.video_format == "jpg" else frames,
         "label": np.int64(CLASSES.index(emotion)), "meta_actor": np.int64(actor), "meta_sentence": sentence,
-        "meta_level": level, SOURCE: str(wav),
+        "meta_level": level, SOURCE: str(wav), **({REPAIRS: tuple(repairs)} if repairs else {}),
     }
-    if repairs:
-        sample[REPAIRS] = tuple(repairs)
-    return sample
 
 
 def _options(options: dict) -> Options:
@@ -257,7 +255,7 @@ def describe(root: str | Path, **options: object) -> str:
 def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogmge_lists: str | None = None,
                  fps: float = 1.0, frame_size: int = 64, video_format: str = "npy", sample_rate: int = 22050,
                  audio_feature: str = "stft", max_seconds: float = 10.0,
-                 silence_db: float = -60.0) -> Iterator[Sample | Skip]:
+                 silence_db: float = -60.0, decode_timeout: float | None = None) -> Iterator[Sample | Skip]:
     """Samples of one split, sorted by clip name; one Sample or Skip per clip (wav, flv or listed name).
 
     Args:
@@ -270,6 +268,7 @@ def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogm
             filmstrip [T * S, S, 3]).
         sample_rate: audio rate of the features (OGM-GE: 22,050); audio_feature: "stft" or "logmel".
         max_seconds: longer clips are skipped (``too_long``); silence_db: quieter clips are ``silent_audio``.
+        decode_timeout: None decodes video here; seconds: in a worker process, ``timeout`` / ``decoder_crash``.
 
     Yields:
         ``{"__key__": "crema_d/<split>/<clip>", "audio_spec", "video", "label", "meta_actor", "meta_sentence",
@@ -277,7 +276,7 @@ def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogm
     """
     opts = _options({"split_by": split_by, "ogmge_lists": ogmge_lists, "fps": fps, "frame_size": frame_size,
                      "video_format": video_format, "sample_rate": sample_rate, "audio_feature": audio_feature,
-                     "max_seconds": max_seconds, "silence_db": silence_db})
+                     "max_seconds": max_seconds, "silence_db": silence_db, "decode_timeout": decode_timeout})
     if split not in SPLITS:
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(SPLITS)}")
     clips = _media(root)

@@ -151,11 +151,12 @@ def _image_path(base: Path, obj: dict, meme: str) -> Path:
 def _meme(base: Path, obj: dict, meme: str, split: str, size: media.Size | None) -> Sample:
     if obj.get("text") is None:
         raise SampleError("missing_key", "no 'text'")
-    text, label = media.clean_text(obj["text"], "text"), _label(obj, split)
+    fixed: list[str] = []
+    text, label = media.clean_text(obj["text"], "text", fixed), _label(obj, split)
     path = _image_path(base, obj, meme)
     image, repairs = media.load_image(media.read_file(path, "image"), "jpg" if size else "png", size)
     return {"__key__": make_key(NAME, split, meme), "image": image, "text": text, "label": label,
-            SOURCE: str(path), REPAIRS: repairs}
+            SOURCE: str(path), REPAIRS: (*repairs, *fixed)}
 
 
 def _earlier_ids(base: Path, number: int, split: str) -> dict[str, str]:

@@ -126,7 +126,7 @@ def describe(root: str | Path, *, plot: str = "longest", image_size: Any = DEFAU
     return f"MM-IMDb raw archive layout at {base} (split.json ids: {counts}); plot: {plot}; image_size: {image_size}"
 
 
-def _plot(movie: dict, choice: str) -> str:
+def _plot(movie: dict, choice: str, repairs: list[str]) -> str:
     plots = movie.get("plot")
     if isinstance(plots, str):
         plots = [plots]
@@ -136,7 +136,7 @@ def _plot(movie: dict, choice: str) -> str:
     if not texts:
         raise SampleError("empty_text", "json: every 'plot' entry is empty")
     # max() keeps the first of equally long plots, as numpy's argmax in GMU's builder does.
-    return media.clean_text(max(texts, key=len) if choice == "longest" else texts[0], "text_plot")
+    return media.clean_text(max(texts, key=len) if choice == "longest" else texts[0], "text_plot", repairs)
 
 
 def _genres(movie: dict) -> tuple[np.ndarray, list[str]]:
@@ -165,11 +165,12 @@ def _movie(dataset: Path, movie: str, key: str, plot: str, size: media.Size | No
     data = media.read_json(_find(dataset, movie, "json"))
     if not isinstance(data, dict):
         raise SampleError("schema", f"json: expected an object, got {type(data).__name__}")
-    text, (label, dropped) = _plot(data, plot), _genres(data)
+    fixed: list[str] = []
+    text, (label, dropped) = _plot(data, plot, fixed), _genres(data)
     poster = _find(dataset, movie, "jpeg")
     image, repairs = media.load_image(media.read_file(poster, "image"), "jpg", size)
     return {"__key__": key, "image": image, "text_plot": text, "label": label, SOURCE: str(poster),
-            REPAIRS: (*repairs, *dropped)}
+            REPAIRS: (*repairs, *dropped, *fixed)}
 
 
 def iter_samples(root: str | Path, split: str, *, plot: str = "longest",

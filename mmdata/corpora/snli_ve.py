@@ -39,6 +39,8 @@ IMAGES = "flickr30k_images"
 NEEDED = ("pairID", "sentence2", "gold_label")
 DEFAULT_IMAGE_SIZE = 112
 VIEW = View("pick", ("text_hypothesis",))
+#: One usable line: (row id, hypothesis, label id, repairs of the hypothesis).
+Pair = tuple[str, str, int, tuple[str, ...]]
 
 
 def _base(root: str | Path) -> Path:
@@ -87,8 +89,9 @@ def _image_id(obj: dict) -> str:
     raise SampleError("missing_key", f"no image id ({' or '.join(IMAGE_KEYS)})")
 
 
-def _pair(obj: Any) -> tuple[str, str, str, int]:
-    """(image id, pairID, hypothesis, label id) of one parsed line; SampleError names what is wrong."""
+def _pair(obj: Any, repairs: list[str]) -> tuple[str, str, str, int]:
+    """(image id, pairID, hypothesis, label id) of one parsed line, the hypothesis's repairs appended to
+    ``repairs``; SampleError names what is wrong."""
     if isinstance(obj, SampleError):
         raise obj
     if not isinstance(obj, dict):
@@ -101,7 +104,8 @@ def _pair(obj: Any) -> tuple[str, str, str, int]:
         raise SampleError("no_gold_label", "gold_label '-' (no annotator majority): excluded, as SNLI-VE does")
     if obj["gold_label"] not in CLASSES:
         raise SampleError("unknown_label", f"gold_label {obj['gold_label']!r} not in {CLASSES}")
-    return image, str(obj["pairID"]), media.clean_text(obj["sentence2"], "sentence2"), CLASSES.index(obj["gold_label"])
+    text = media.clean_text(obj["sentence2"], "sentence2", repairs)
+    return image, str(obj["pairID"]), text, CLASSES.index(obj["gold_label"])
 
 
 def _safe(part: str) -> str:
@@ -109,14 +113,15 @@ def _safe(part: str) -> str:
     return make_key(NAME, "x", part).split("/", 2)[2]
 
 
-def _group(path: Path, split: str) -> tuple[dict[str, list[tuple[str, str, int]]], list[Skip]]:
+def _group(path: Path, split: str) -> tuple[dict[str, list[Pair]], list[Skip]]:
     """Good lines grouped by image id, as (row id, hypothesis, label) in file order, and the line skips."""
-    groups: dict[str, list[tuple[str, str, int]]] = {}
+    groups: dict[str, list[Pair]] = {}
     skips, seen = [], set()
     for number, obj in media.iter_jsonl(path):
         where = f"{path}:{number}"
         try:
-            image, pair, text, label = _pair(obj)
+            fixed: list[str] = []
+            image, pair, text, label = _pair(obj, fixed)
             row = _safe(pair)
         except (SampleError, ValueError) as err:
             reason = getattr(err, "reason", "bad_key")
@@ -127,7 +132,7 @@ def _group(path: Path, split: str) -> tuple[dict[str, list[tuple[str, str, int]]
             skips.append(Skip(key, where, "duplicate_id", f"pairID {pair} already read (as row id {row})"))
             continue
         seen.add(row)
-        groups.setdefault(image, []).append((row, text, label))
+        groups.setdefault(image, []).append((row, text, label, tuple(fixed)))
     return groups, skips
 
 
@@ -138,7 +143,7 @@ def _key(split: str, image: str) -> str:
         return make_key(NAME, split, "invalid-image-id")
 
 
-def _image_sample(base: Path, split: str, image: str, pairs: list[tuple[str, str, int]],
+def _image_sample(base: Path, split: str, image: str, pairs: list[Pair],
                   size: media.Size | None) -> Sample | Skip:
     key = _key(split, image)
     try:
@@ -150,9 +155,10 @@ def _image_sample(base: Path, split: str, image: str, pairs: list[tuple[str, str
         value, repairs = media.load_image(media.read_file(path, "image"), "jpg", size)
     except SampleError as err:
         return Skip(key, str(path), err.reason, f"{err} ({len(pairs)} pairs)")
-    return {"__key__": key, "image": value, "text_hypothesis": [t for _, t, _ in pairs],
-            "label": [y for _, _, y in pairs], SOURCE: str(path), REPAIRS: repairs,
-            ROWS: [{"id": row, "label": y, "pick": j} for j, (row, _, y) in enumerate(pairs)]}
+    return {"__key__": key, "image": value, "text_hypothesis": [t for _, t, _, _ in pairs],
+            "label": [y for _, _, y, _ in pairs], SOURCE: str(path),
+            REPAIRS: (*repairs, *(fix for *_, fixes in pairs for fix in fixes)),
+            ROWS: [{"id": row, "label": y, "pick": j} for j, (row, _, y, _) in enumerate(pairs)]}
 
 
 def iter_samples(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAGE_SIZE) -> Iterator[Sample | Skip]:

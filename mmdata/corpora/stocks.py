@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -240,12 +240,17 @@ def count_raw(root: str | Path, split: str, **options: Any) -> RawCount:
 
     Windows are MultiBench's unit (train 3200 / valid 500 / test the rest at its defaults) and the split's index
     rows: one stored series per split holds them all, so the count reconciles with the manifest's ``rows``.
+    CSVs of tickers outside ``groups`` are never read; they count as ``ignored`` files, with the OS clutter.
 
     Args:
         root, split, options: as for :func:`iter_samples`.
     """
-    first, end = _build(root, options).bounds[check_split(NAME, split, SPLITS)]
-    return raw_count(end - first, "window", [Path(root)], rows=True)
+    built = _build(root, options)
+    first, end = built.bounds[check_split(NAME, split, SPLITS)]
+    count = raw_count(end - first, "window", [Path(root)], rows=True)
+    tickers = {t for group in built.groups.values() for t in group}
+    outside = sum(1 for path in Path(root).glob("*.csv") if path.stem not in tickers)
+    return replace(count, ignored=count.ignored + outside)
 
 
 CORPUS = Corpus(

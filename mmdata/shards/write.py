@@ -22,6 +22,7 @@ from mmdata.corpora.base import REPAIRS, SOURCE, Skip
 from mmdata.corpora.check import SampleError, check_sample, check_value
 from mmdata.errors import BadInputError
 from mmdata.shards.codec import encode
+from mmdata.shards.content import ContentAudit
 from mmdata.shards.index import write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError, write_json_atomic
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
@@ -132,7 +133,7 @@ def _check_rows(key: str, sample: Sample, rows: Any, view: View | None, features
             raise SampleError("bad_row", f"{key}/{row['id']}: {view.param} {value} outside 0..{top}")
 
 
-def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger: _Ledger, where: str,
+def _admit(item: Sample | Skip, features: Features, seen: dict[str, tuple[str, str]], ledger: _Ledger, where: str,
            view: View | None) -> tuple[Sample, list[dict[str, Any]] | None] | None:
     """Count one raw item; return (clean sample, its view rows), or None after recording why it was skipped."""
     ledger.raw += 1
@@ -151,8 +152,11 @@ def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger
         ledger.skips.append(Skip(key, source, "key_too_long",
                                  f"member names of key {key} exceed {MAX_MEMBER_NAME} bytes"))
         return None
-    if key in seen:
-        ledger.skips.append(Skip(key, source, "duplicate_key", f"key {key} already written from {seen[key]}"))
+    # Keyed by the lower-case key: 'Clip' and 'clip' are one file where a shard is unpacked on macOS or Windows.
+    if key.lower() in seen:
+        first, first_source = seen[key.lower()]
+        reason, which = ("duplicate_key", "") if first == key else ("duplicate_key_case", f" as {first}")
+        ledger.skips.append(Skip(key, source, reason, f"key {key} already written{which} from {first_source}"))
         return None
     try:
         check_sample(sample, features)
@@ -160,7 +164,7 @@ def _admit(item: Sample | Skip, features: Features, seen: dict[str, str], ledger
     except SampleError as exc:
         ledger.skips.append(Skip(key, source, exc.reason, str(exc)))
         return None
-    seen[key] = source
+    seen[key.lower()] = (key, source)
     ledger.repairs.update(repairs)
     return sample, rows
 
@@ -219,7 +223,7 @@ def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *
                 source: dict[str, Any], view: View | None, ignored: int) -> dict[str, Any]:
     label, names = _label_name(features), sorted(features)
     sink = ShardSink(tmp, f"{corpus}-{split}", max_samples, max_bytes)
-    ledger, seen, rows = _Ledger(ignored=ignored), {}, []
+    ledger, seen, rows, audit = _Ledger(ignored=ignored), {}, [], ContentAudit(features)
     where = str(source.get("release", corpus))
     with sink, disk_full_names(lambda: sink.writing() or tmp):
         for item in items:
@@ -229,11 +233,12 @@ def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *
             sample, views = admitted
             key = sample["__key__"]
             payloads = [encode(sample[name], features[name]) for name in names]
+            audit.add(key, sample, payloads)
             members = [(f"{key}.{name}.{features[name].codec}", data) for name, data in zip(names, payloads)]
             shard, offsets = sink.add(key, members)
             rows += _index_rows(key, shard, sample, features, label, payloads, offsets, views)
         shards = sink.close()
-    report = ledger.report(sum(s["samples"] for s in shards), f"{corpus}/{split}")
+    report = {**ledger.report(sum(s["samples"] for s in shards), f"{corpus}/{split}"), **audit.report()}
     _check_budget(report, max_skip_fraction, f"{corpus}/{split}")
     _reconcile(tmp, shards)
     with disk_full_names(lambda: tmp / INDEX):

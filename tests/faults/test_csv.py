@@ -2,6 +2,7 @@
 Yahoo-schema files."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,15 +68,19 @@ def test_csv_03_a_semicolon_delimited_file_fails_naming_it(tmp_path):
 
 
 def test_csv_05_files_outside_the_configured_universe_are_never_read(tmp_path):
-    """CSV-05 (partly): the reader opens ``<TICKER>.csv`` for the configured tickers only; a stray CSV of an
-    unknown symbol changes nothing (it is not counted either)."""
+    """CSV-05: the reader opens ``<TICKER>.csv`` for the configured tickers only; a stray CSV of an unknown
+    symbol changes nothing read and is counted as an ``ignored`` file (outside raw = written + skipped)."""
     from mmdata.corpora import stocks
     from mmdata.synth.stocks import generate
 
     root = generate(tmp_path / "raw", seed=0, days=120)
     options = {"window": 10, "train_windows": 40, "valid_windows": 10}
     before = next(stocks.iter_samples(root, "train", **options))
+    counted = stocks.count_raw(root, "train", **options)
     _csv(root / "ZZZZ.csv", _rows(120))
     after = next(stocks.iter_samples(root, "train", **options))
     assert all(np.array_equal(before[k], after[k]) for k in before if k.startswith("series_"))
     assert "ZZZZ" not in stocks.describe(root, **options)
+    assert stocks.count_raw(root, "train", **options) == replace(counted, ignored=counted.ignored + 1)
+    dropped = {"groups": {"tech": ["AAPL", "MSFT"], "fnb": ["MCD", "SBUX"]}, **options}  # a smaller universe
+    assert stocks.count_raw(root, "train", **dropped).ignored == len(list(root.glob("*.csv"))) - 4

@@ -43,15 +43,18 @@ def test_key_01_03_escaping_collisions_are_skipped_naming_both_sources(tmp_path)
     assert report["raw"] == 12 == report["written"] + report["skipped"]
 
 
-@pytest.mark.xfail(strict=True, reason="KEY-04 gap: keys that differ only in case are both written; they "
-                                       "collide when a shard is extracted on a case-insensitive file system")
 def test_key_04_case_only_collisions_are_refused(tmp_path):
-    """KEY-04: 'A' and 'a' are one file on macOS/Windows: expected a skip (or error) naming both."""
+    """KEY-04: 'A' and 'a' are one file on macOS/Windows: the second is skipped as ``duplicate_key_case``, naming
+    both keys and both raw sources."""
     samples = toy_samples(12)
     samples[3]["__key__"], samples[7]["__key__"] = "toy/train/Clip", "toy/train/clip"
+    samples[3][SOURCE], samples[7][SOURCE] = "raw/Clip.npy", "raw/clip.npy"
     report = write_split(samples, TOY_FEATURES, tmp_path / "s", corpus="toy", split="train",
                          max_skip_fraction=0.2)["report"]
     assert report["skipped"] == 1
+    (skip,) = report["skips"]
+    assert (skip["reason"], skip["key"], skip["source"]) == ("duplicate_key_case", "toy/train/clip", "raw/clip.npy")
+    assert "toy/train/Clip" in skip["detail"] and "raw/Clip.npy" in skip["detail"]
 
 
 def test_key_10_keys_and_shards_do_not_depend_on_listing_order(tmp_path, monkeypatch):

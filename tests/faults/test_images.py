@@ -106,18 +106,25 @@ def test_img_08_animated_gif_keeps_its_first_frame_and_says_so():
 
 
 def test_img_09_exif_orientation_is_deterministic_and_corrupt_exif_does_not_crash():
-    """IMG-09 (partly): the EXIF orientation tag is never applied, by any decode (so every run and every
-    worker sees the same pixel grid); a corrupt EXIF block does not stop the image from being read."""
+    """IMG-09: the EXIF orientation tag is never applied, by any decode (so every run and every worker sees the
+    same pixel grid, as MMF's and torchvision's PIL loaders do), and an image carrying one is counted as repair
+    ``exif_orientation_ignored``; a corrupt EXIF block does not stop the image from being read."""
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     rotated = _encode(_rgb(), "JPEG", exif=exif.tobytes())
-    kept, _ = load_image(rotated, "jpg", None)
+    kept, repairs = load_image(rotated, "jpg", None)
     field = Field("uint8", (None, None, 3), "jpg")
     assert kept == rotated and decode(kept, field).shape == (20, 30, 3)  # stored as is, read unrotated
-    assert load_image(rotated, "jpg", (10, 15))[0].shape == (10, 15, 3)  # resized as stored, not as displayed
+    assert repairs == ("exif_orientation_ignored",)
+    resized, repairs = load_image(rotated, "jpg", (10, 15))  # resized as stored, not as displayed
+    np.testing.assert_array_equal(resized, load_image(_encode(_rgb(), "JPEG"), "jpg", (10, 15))[0])
+    assert repairs == ("exif_orientation_ignored",)
+    exif[0x0112] = 1  # "as stored": nothing to record
+    assert load_image(_encode(_rgb(), "JPEG", exif=exif.tobytes()), "jpg", None)[1] == ()
     plain = _encode(_rgb(), "JPEG")
     corrupt = plain[:2] + b"\xff\xe1\x00\x10Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff" + plain[2:]  # IFD offset past end
-    assert decode(load_image(corrupt, "jpg", None)[0], field).shape == (20, 30, 3)
+    value, repairs = load_image(corrupt, "jpg", None)  # Pillow warns at open; the image is read all the same
+    assert decode(value, field).shape == (20, 30, 3) and repairs == ()
 
 
 def test_img_02_a_flipped_byte_that_still_decodes_changes_the_recorded_raw_sha256(tmp_path):

@@ -26,6 +26,18 @@ def test_smp_01_a_singleton_class_has_no_positive_and_is_never_retried():
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (1, 0), (3, 4), (3, 5), (4, 3), (4, 5), (5, 3), (5, 4)]
 
 
+def test_smp_03_duplicate_content_under_two_ids_is_reported_and_both_are_kept(tmp_path):
+    """SMP-03: two ids holding the same media (the label left out of the comparison: a relabelled copy is the case
+    that matters) are both written, and the manifest reports the group by its keys."""
+    samples = toy_samples(12)
+    samples[9] = {**samples[4], "__key__": "toy/train/s0009", "label": np.int64(2)}
+    report = write_split(samples, TOY_FEATURES, tmp_path / "s", corpus="toy", split="train")["report"]
+    assert report["written"] == 12 and report["skipped"] == 0
+    assert report["duplicate_content"] == {"groups": 1, "samples": 2, "keys": [["toy/train/s0004", "toy/train/s0009"]]}
+    clean = write_split(toy_samples(12), TOY_FEATURES, tmp_path / "t", corpus="toy", split="train")["report"]
+    assert clean["duplicate_content"] == {"groups": 0, "samples": 0, "keys": []}
+
+
 def _run(split, seed: int, epoch: int, skip: int = 0) -> list[tuple[list[str], np.ndarray]]:
     """(keys, tuples) per batch of a fresh loader, from batch ``skip`` on; tuples seeded by batch position."""
     loader = mmdata.load(split, batch_size=6, seed=seed, epoch=epoch)

@@ -6,7 +6,8 @@ import unicodedata
 import pytest
 
 from mmdata.errors import SampleError
-from mmdata.media import clean_text, decode_text
+from mmdata.corpora.affect.rows import transcript
+from mmdata.media import MAX_TEXT_BYTES, clean_text, decode_text
 
 
 def test_txt_02_bom_is_stripped_and_nul_is_refused():
@@ -17,9 +18,36 @@ def test_txt_02_bom_is_stripped_and_nul_is_refused():
     assert err.value.reason == "control_char" and "caption of k1" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="TXT-02 gap: CRLF / CR line ends are kept as they are, not normalised")
 def test_txt_02_line_ends_are_normalised():
-    assert clean_text("line one\r\nline two\rthree", "x") == "line one\nline two\nthree"
+    """TXT-02: CRLF and CR become LF, recorded as repair ``crlf_to_lf`` (outer whitespace is stripped first, so
+    a trailing CRLF alone is no repair); MOSI/MOSEI transcripts follow the same rule."""
+    repairs: list[str] = []
+    assert clean_text("line one\r\nline two\rthree", "x", repairs) == "line one\nline two\nthree"
+    assert repairs == ["crlf_to_lf"]
+    repairs.clear()
+    assert clean_text("one line\r\n", "x", repairs) == "one line" and repairs == []
+    assert transcript(b"so\r\nwell", repairs) == "so\nwell" and repairs == ["crlf_to_lf"]
+
+
+def test_txt_02_a_reader_counts_the_line_end_repair(tmp_path):
+    """TXT-02: a Hateful Memes caption with CRLF inside is stored with LF and its sample carries the repair,
+    which the writer counts in the report."""
+    import json
+
+    from mmdata.corpora import hateful_memes
+    from mmdata.corpora.base import REPAIRS
+    from mmdata.synth.hateful_memes import generate
+    from tests.faults._helpers import split_items
+
+    root = generate(tmp_path / "hm", seed=0, train=6, dev=3, test=3, unseen=3)
+    lines = (root / "train.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    record["text"] = "first line\r\nsecond line"
+    (root / "train.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    samples, skips = split_items(list(hateful_memes.iter_samples(root, "train", image_size=None)))
+    sample = next(s for s in samples if s["__key__"].endswith(f"/{record['id']}"))
+    assert not skips and sample["text"] == "first line\nsecond line" and "crlf_to_lf" in sample[REPAIRS]
+    assert sum("crlf_to_lf" in s[REPAIRS] for s in samples) == 1
 
 
 def test_txt_04_nfd_and_nfc_spellings_become_the_same_text():
@@ -36,8 +64,9 @@ def test_txt_01_non_utf8_names_the_byte_offset_never_replaces():
     assert err.value.reason == "encoding" and "byte 5" in str(err.value) and "tt001" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="TXT-05 gap: no length limit; a 10 MB caption is stored whole")
 def test_txt_05_megabyte_text_is_refused_or_truncated_by_a_documented_rule():
+    """TXT-05: above MAX_TEXT_BYTES (1 MiB of UTF-8) a text is a ``too_long`` skip; below, it is kept whole (the
+    reference loaders' tokenizers cut at their own max length)."""
     huge = "word " * 2_000_000
     try:
         text = clean_text(huge, "x")
@@ -45,3 +74,7 @@ def test_txt_05_megabyte_text_is_refused_or_truncated_by_a_documented_rule():
         assert err.reason == "too_long"
     else:
         assert len(text) < len(huge.strip())
+    assert clean_text("é" * (MAX_TEXT_BYTES // 2), "x") == "é" * (MAX_TEXT_BYTES // 2)  # 1 MiB exactly: kept
+    with pytest.raises(SampleError) as err:
+        transcript("é" * (MAX_TEXT_BYTES // 2 + 1))  # 2 bytes each: one character over
+    assert err.value.reason == "too_long"

@@ -1,12 +1,17 @@
 """6.5 Video (CREMA-D's FLV files): decoding rules of mmdata.corpora.media.video."""
 from __future__ import annotations
 
+import signal
+import time
+
 import numpy as np
 import pytest
 
-from mmdata.corpora.media import video
+from mmdata.corpora import crema_d
+from mmdata.corpora.media import guard, video
 from mmdata.errors import SampleError
 from mmdata.synth.crema_d import write_flv
+from tests.faults._helpers import crema_clip
 
 
 @pytest.fixture
@@ -52,11 +57,44 @@ def test_vid_01_header_only_file_is_no_frames(clip, tmp_path):
     assert err.value.reason == "no_frames" and "empty.flv" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="VID-02 gap: a clip cut at 50% decodes to fewer frames without notice; "
-                                       "the decoded count is not checked against the container's duration")
 def test_vid_02_truncated_clip_is_truncated_video(clip):
     data = clip.read_bytes()
     clip.write_bytes(data[: len(data) // 2])
     with pytest.raises(SampleError) as err:
         video.read(clip, fps=1.0, size=32, max_seconds=10.0)
     assert err.value.reason == "truncated_video"
+
+
+def test_vid_04_a_hanging_or_crashing_decoder_is_a_named_skip_and_reading_goes_on(clip):
+    """VID-04: with a timeout, decoding runs in a worker process: a call that hangs is a ``timeout`` skip, a worker
+    that dies (here killed, as the kernel's OOM killer or a segfault would) a ``decoder_crash`` skip; each stops
+    the worker and the next clip is decoded by a fresh one. Skips of the decode itself come back unchanged."""
+    try:
+        with pytest.raises(SampleError) as err:
+            guard.call(time.sleep, (60,), 1.0, "hang.flv")
+        assert err.value.reason == "timeout" and "hang.flv" in str(err.value)
+        with pytest.raises(SampleError) as err:
+            guard.call(signal.raise_signal, (signal.SIGKILL,), 60.0, "crash.flv")
+        assert err.value.reason == "decoder_crash" and "crash.flv" in str(err.value)
+        np.testing.assert_array_equal(video.read(clip, fps=1.0, size=32, max_seconds=10.0, timeout=60.0),
+                                      video.read(clip, fps=1.0, size=32, max_seconds=10.0))
+        with pytest.raises(SampleError) as err:
+            video.read(clip, fps=1.0, size=32, max_seconds=2.0, timeout=60.0)
+        assert err.value.reason == "too_long" and clip.name in str(err.value)
+        with pytest.raises(ValueError, match="positive"):
+            video.read(clip, fps=1.0, size=32, max_seconds=10.0, timeout=0.0)
+    finally:
+        guard.stop()
+
+
+def test_vid_04_crema_d_decode_timeout_gives_the_same_samples(tmp_path):
+    """VID-04: CREMA-D's ``decode_timeout`` option decodes in the worker; the samples are the same."""
+    root = tmp_path / "raw"
+    crema_clip(root, "1003_IEO_HAP_LO")
+    try:
+        (plain,) = crema_d.iter_samples(root, "train")
+        (guarded,) = crema_d.iter_samples(root, "train", decode_timeout=60.0)
+    finally:
+        guard.stop()
+    np.testing.assert_array_equal(plain["video"], guarded["video"])
+

@@ -141,18 +141,18 @@ def _row(table: dict, i: int, key: str, fam: str, spec: Features) -> Sample:
         values = np.ravel(table["labels"][i])
         label, emotions = values[0], (values[1:] if "meta_emotions" in spec else None)
     sample["label"] = rows.sentiment(label)
-    repaired = False
+    repairs: list[str] = []
     for name, src in ARRAYS.items():
         lengths = table.get(f"{src}_lengths")
         length = int(lengths[i]) if lengths is not None and spec[name].shape[0] is None else None
         sample[name], fixed = rows.sequence(name, table[src][i], spec[name], length)
-        repaired |= fixed
+        repairs += fixed
     if fam == "mmsa":
-        sample["text"] = rows.transcript(table["raw_text"][i])
+        sample["text"] = rows.transcript(table["raw_text"][i], repairs)
     if emotions is not None:
         sample["meta_emotions"] = rows.emotions(emotions)
-    if repaired:
-        sample[REPAIRS] = ("neg_inf_to_zero",)
+    if repairs:  # once per sample and code: the count is of samples repaired
+        sample[REPAIRS] = tuple(sorted(set(repairs)))
     return sample
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from mmdata import media  # the module, not its names: mmdata.media imports this package
 from mmdata.corpora.check import SampleError
 from mmdata.types import Field, make_key
 
@@ -69,8 +70,18 @@ def emotions(values: Any) -> np.ndarray:
     return array
 
 
-def sequence(name: str, value: Any, spec: Field, length: int | None = None) -> tuple[np.ndarray, bool]:
-    """A feature sequence as a float32 copy [time, dim] and whether ``-inf`` entries were set to 0.
+def cast_repairs(dtype: Any) -> list[str]:
+    """``["cast_<dtype>_to_float32"]`` for released features of another dtype than the stored float32, else [].
+
+    The cast is what MMSA's and MulT's loaders do (``torch.FloatTensor``); recorded because float64 values lose
+    precision in it (reliability FEA-02).
+    """
+    dtype = np.dtype(dtype)
+    return [] if dtype == np.float32 else [f"cast_{dtype.name}_to_float32"]
+
+
+def sequence(name: str, value: Any, spec: Field, length: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """A feature sequence as a float32 copy [time, dim] and the repairs applied (``neg_inf_to_zero``, a cast).
 
     Args:
         name: the field (``feat_text``, ``feat_audio``, ``feat_vision``).
@@ -90,6 +101,7 @@ def sequence(name: str, value: Any, spec: Field, length: int | None = None) -> t
         if not 0 < length <= value.shape[0]:
             raise SampleError("length", f"field {name}: stored length {length}, padded length {value.shape[0]}")
         value = value[:length]
+    repairs = cast_repairs(value.dtype)
     value = np.array(value, dtype=np.float32)  # a copy: cached releases stay untouched
     neg_inf = np.isneginf(value)
     bad = np.isnan(value) | np.isposinf(value)
@@ -102,12 +114,16 @@ def sequence(name: str, value: Any, spec: Field, length: int | None = None) -> t
         raise SampleError("empty_text", f"field {name}: all {len(value)} steps are zero (no words)")
     # MMSA, MulT and MultiBench all set audio -inf (log of 0) to 0 at load time; we do the same, counted.
     value[neg_inf] = 0.0
-    return value, bool(neg_inf.any())
+    return value, repairs + (["neg_inf_to_zero"] if neg_inf.any() else [])
 
 
-def transcript(raw: Any) -> str:
-    """A transcript as str; SampleError ``empty_text`` when blank."""
+def transcript(raw: Any, repairs: list[str] | None = None) -> str:
+    """A transcript as str, with LF line ends (the repair appended to ``repairs``).
+
+    Raises:
+        SampleError: ``empty_text`` when blank, ``too_long`` above :data:`mmdata.media.MAX_TEXT_BYTES`.
+    """
     text = as_text(raw) if isinstance(raw, (str, bytes, np.str_, np.bytes_)) else ""
     if not text.strip():
         raise SampleError("empty_text", f"field text: empty transcript ({raw!r})")
-    return text
+    return media.bounded_text(text, "field text", repairs)

@@ -129,11 +129,11 @@ def _aligned(name: str, entries: dict, in_segment: np.ndarray, words: np.ndarray
     return value
 
 
-def _transcript(entries: dict, start: float, end: float) -> str:
+def _transcript(entries: dict, start: float, end: float, repairs: list[str]) -> str:
     """The words of the segment joined by spaces, SDK silence tokens ``sp`` dropped."""
     feats, spans = entries["words"]
     tokens = [rows.as_text(w) for w in feats[overlapping(spans, start, end)].reshape(-1)]
-    return rows.transcript(" ".join(t for t in tokens if t != "sp"))
+    return rows.transcript(" ".join(t for t in tokens if t != "sp"), repairs)
 
 
 def _segment(key: str, entries: dict, label: np.ndarray, span: np.ndarray, variant: str,
@@ -159,9 +159,9 @@ def _segment(key: str, entries: dict, label: np.ndarray, span: np.ndarray, varia
                 raise SampleError(f"missing_{name}", f"{name}: no frame inside [{start:.3f}, {end:.3f}]")
             value = feats[mask]
         sample[name], fixed = rows.sequence(name, value, schema[name])
-        repairs += ["neg_inf_to_zero"] if fixed else []
+        repairs += fixed + rows.cast_repairs(entries[name][0].dtype)  # the aligned route averages before casting
     if "text" in schema:
-        sample["text"] = _transcript(entries, start, end)
+        sample["text"] = _transcript(entries, start, end, repairs)
     if repairs:
         sample[REPAIRS] = tuple(sorted(set(repairs)))
     return sample

@@ -1,14 +1,15 @@
 """WAV decoding with the bad-input rules, and the spectrogram features audio-visual methods train on.
 
-Rules, in order (reliability.md 6.4): unreadable -> ``unreadable_audio``; zero frames -> ``empty_audio``;
-NaN/inf samples -> ``non_finite``; shorter than ``min_seconds`` -> ``too_short``; longer than ``max_seconds``
--> ``too_long``; several channels -> repair ``downmix`` (mean); more than ``clip_fraction`` of the samples at
-full scale -> repair ``clipped_audio`` (kept, flagged; values clipped to [-1, 1] as OGM-GE does); RMS below
-``silence_db`` dBFS -> ``silent_audio``. The waveform is resampled to ``sample_rate`` (soxr, librosa's
+Rules, in order (reliability.md 6.4): unreadable -> ``unreadable_audio``; zero frames -> ``empty_audio``; fewer
+frames than the RIFF header's data chunk declares -> ``truncated_audio`` (libsndfile returns the frames present,
+silently); NaN/inf samples -> ``non_finite``; shorter than ``min_seconds`` -> ``too_short``; longer than
+``max_seconds`` -> ``too_long``; several channels -> repair ``downmix`` (mean); more than ``clip_fraction`` of the
+samples at full scale -> repair ``clipped_audio`` (kept, flagged; values clipped to [-1, 1] as OGM-GE does); RMS
+below ``silence_db`` dBFS -> ``silent_audio``. The waveform is resampled to ``sample_rate`` (soxr, librosa's
 default); that counts as repair ``resample`` only when the file is not at the corpus's ``expected_rate``
-(converting every clip to a model's rate is feature extraction, a wrong rate in one file is a fault).
-Rules test properties, never file names, so the release's known broken clips (a silent one, a zero-length
-one, a minute-long one) are caught as such.
+(converting every clip to a model's rate is feature extraction, a wrong rate in one file is a fault). Rules test
+properties, never file names, so the release's known broken clips (a silent one, a zero-length one, a minute-long
+one) are caught as such.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import soundfile as sf
 from mmdata.corpora.check import SampleError
 
 FULL_SCALE = 0.999  # int16 full scale is 32767 / 32768 = 0.99997
+#: Data-chunk sizes that declare nothing: 0 and 0xFFFFFFFF are what streaming writers leave when the size was unknown.
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,26 @@ class AudioRules:
     clip_fraction: float = 0.01
 
 
+def declared_frames(path: Path) -> int | None:
+    """Frames the data chunk of a RIFF/WAVE file declares, from its header; None when the header does not say.
+
+    None for another container (RF64, AIFF, ...), a header without ``fmt `` before ``data``, or an unknown size.
+    """
+    block_align = 0
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while len(chunk := handle.read(8)) == 8:
+            ident, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if ident == b"data":
+                return size // block_align if block_align and size not in _UNKNOWN_SIZES else None
+            body = handle.read(min(size, 64)) if ident == b"fmt " else b""
+            block_align = int.from_bytes(body[12:14], "little") if len(body) >= 14 else block_align
+            handle.seek(size + (size & 1) - len(body), 1)  # chunks are padded to an even size
+    return None
+
+
 def load(path: Path, rules: AudioRules) -> tuple[np.ndarray, list[str]]:
     """A mono float32 waveform [samples] at ``rules.sample_rate`` and the repairs applied.
 
@@ -47,6 +70,9 @@ def load(path: Path, rules: AudioRules) -> tuple[np.ndarray, list[str]]:
         raise SampleError("unreadable_audio", f"{path.name}: {exc}") from exc
     if wave.shape[0] == 0:
         raise SampleError("empty_audio", f"{path.name}: zero audio frames")
+    declared = declared_frames(path)
+    if declared is not None and wave.shape[0] < declared:
+        raise SampleError("truncated_audio", f"{path.name}: {wave.shape[0]} frames, the header declares {declared}")
     if not np.isfinite(wave).all():
         raise SampleError("non_finite", f"{path.name}: NaN or inf samples")
     seconds = wave.shape[0] / rate
