@@ -1,6 +1,9 @@
-"""Methods: thin modules with ``build_model``, ``training_step``, ``predict`` and ``embed``, registered by name.
+"""Methods: one thin module per method, registered by name in :data:`METHODS`.
 
-``methods.loop`` trains any of them; encoders and fusions they share live in ``methods.blocks``.
+``methods.protocol`` states the contract every method module meets (``build_model``, ``training_step``,
+``predict``, ``embed``, an optional ``fit``) and what ``methods.loop``, the one training loop, does for it.
+What methods share: encoders in ``methods.blocks`` (the text encoder in ``methods.text``), fusion modules
+in ``methods.fusions`` (``FUSIONS``), reusable losses in ``methods.losses``.
 """
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from methods import rgbd_seg
 
 METHODS: dict[str, ModuleType] = {
     "late_fusion": late_fusion,
-    "rgbd_seg": rgbd_seg,
-    "point_boxes": point_boxes,
+    "rgbd_seg": rgbd_seg,  # task-specific: RGB-D semantic segmentation (class maps)
+    "point_boxes": point_boxes,  # task-specific: 3D box detection from point clouds
 }
 
 

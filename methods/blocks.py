@@ -1,7 +1,8 @@
-"""Shared building blocks: per-field encoders, fusion modules and the batch -> tensor helper.
+"""Shared building blocks: per-field encoders, the batch -> tensor helper and the label lookup.
 
 Every method builds its unimodal encoders with :func:`build_encoder` from the corpus schema (``Field``) and
-fuses with a module from :data:`FUSIONS`, so a new corpus or fusion needs no change in the methods.
+fuses with a module from :data:`methods.fusions.FUSIONS`, so a new corpus or fusion needs no change in the
+methods.
 """
 from __future__ import annotations
 
@@ -228,28 +229,6 @@ def build_encoder(name: str, field: Field, dim: int, sequence: str = "sequence",
         size = tuple(field.shape[1:3]) if len(field.shape) == 4 else (field.shape[1], field.shape[1])
         return VideoEncoder(field.shape[-1], dim, size=size)
     return ENCODERS[kind](field.shape[-1], dim)
-
-
-class ConcatFusion(nn.Module):
-    """Concatenate the per-field embeddings in a fixed order, then a one-hidden-layer MLP.
-
-    Input ``{field: [B, d_field]}``; output [B, hidden]. The order is the ``dims`` order given at build time, so
-    it never depends on dict insertion order at call time.
-    """
-
-    def __init__(self, dims: dict[str, int], hidden: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.names = tuple(dims)
-        self.net = nn.Sequential(nn.Linear(sum(dims.values()), hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
-
-    def forward(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``{field: [B, d_field]}`` -> [B, hidden]."""
-        return self.net(torch.cat([parts[n] for n in self.names], dim=-1))
-
-
-#: Fusion modules by name; each is built as ``cls(dims: dict[str, int], hidden, dropout)`` and maps
-#: ``dict[str, Tensor [B, d]] -> Tensor [B, hidden]``. Sum, GMU, tensor and transformer fusions go here.
-FUSIONS: dict[str, type[nn.Module]] = {"concat": ConcatFusion}
 
 
 def label_field(features: Features) -> tuple[str, Field]:

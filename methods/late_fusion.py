@@ -11,12 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import FUSIONS, build_encoder, field_input, label_field
+from methods.blocks import build_encoder, field_input, label_field
+from methods.fusions import FUSIONS
+from methods.losses import REGRESSION_LOSSES
 from mmdata.types import Features, Tuples
-
-
-#: Regression losses by name (the ``regression_loss`` option).
-REGRESSION_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 class LateFusion(nn.Module):
@@ -78,7 +76,7 @@ def build_model(
         dim: per-field embedding size.
         hidden: fused embedding size.
         dropout: dropout after the fusion MLP.
-        fusion: a key of ``methods.blocks.FUSIONS``.
+        fusion: a key of ``methods.fusions.FUSIONS``.
         sequence: encoder for [T, D] fields: "sequence" (masked mean+max pooling, fast) or "gru".
         regression_loss: "l1" (MMSA / MultiBench on MOSI, MOSEI) or "mse" (MultiBench's stocks examples).
         text_ngrams: word n-gram order of the hashed text encoder of ``text*`` fields (2: uni- and bigrams).

@@ -1,8 +1,9 @@
 """The one training loop: device, AMP, optimiser, best-epoch selection, logging and checkpoints.
 
-A method module only provides ``training_step(model, batch, tuples) -> {"loss", "pred"}`` and
-``predict(model, batch)``; its model moves the fields it reads to its own device, so this loop never needs to
-know a batch's fields. Batches are re-iterable objects: iterating again is the next epoch.
+A method module provides what :mod:`methods.protocol` states (``training_step(model, batch, tuples) ->
+{"loss", "pred"}``, ``predict(model, batch)``, ...); its model moves the fields it reads to its own device, so
+this loop never needs to know a batch's fields. Batches are re-iterable objects: iterating again is the next
+epoch.
 """
 from __future__ import annotations
 
@@ -128,13 +129,18 @@ def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, 
         valid_batches: when given, the state with the lowest validation loss is restored at the end.
         log: called with one line per epoch.
 
-    The model is left in eval mode.
+    The model is left in eval mode. A method with its own ``fit`` (:class:`methods.protocol.OwnSchedule`)
+    gets the same arguments and runs its schedule instead.
 
     Returns:
         History: lists ``epoch``, ``train_loss``, ``valid_loss`` (empty without validation), ``seconds``,
         ``samples_per_s``; ``best_epoch`` (None without validation), ``device``, ``amp``.
     """
     method = _as_method(method)
+    own = getattr(method, "fit", fit)
+    if own is not fit:  # a method module that imported this very function must not recurse into it
+        return own(model, train_batches, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device, amp=amp,
+                   seed=seed, valid_batches=valid_batches, log=log)
     torch.manual_seed(seed)
     dev = resolve_device(device)
     dtype = amp_dtype(dev, amp)

@@ -1,10 +1,12 @@
 """Point-cloud box detector for SUN RGB-D-style scenes: a VoteNet-lite that trains on two CPU cores.
 
+Task-specific model: 3D boxes from point clouds (SUN RGB-D), not a general fusion method.
+
 Seeds are every ``n // seeds``-th input point (the reader's points are a random draw, so a stride is a random
 subset spread like the cloud). Each seed groups its ``neighbours`` nearest points (by xyz); every input field
 has its own one-layer PointNet over the group (:class:`GroupEncoder`): positions relative to the seed (plus the
 seed's own position) for ``points``, raw values for ``points_rgb`` and ``points_height``. The per-seed features
-are fused by :data:`methods.blocks.FUSIONS` (concat), joined with their max over the seeds (scene context), and
+are fused by :data:`methods.fusions.FUSIONS` (concat), joined with their max over the seeds (scene context), and
 a head gives each seed class logits (background + classes), a vote for its box centre, log half sizes and the
 heading as ``(cos 2h, sin 2h)`` (a box turned by pi is the same box). A seed inside a ground-truth box (the
 smallest one, when nested) learns that box, with ``l >= w`` so that each box has one target; other seeds learn
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import FUSIONS, field_input, label_field
+from methods.blocks import field_input, label_field
+from methods.fusions import FUSIONS
 from mmdata.types import Features, Tuples
 
 GEOMETRY = "points"

@@ -1,5 +1,7 @@
 """Small RGB-D semantic segmentation net: a conv encoder per input field, fusion, a U-Net style decoder.
 
+Task-specific model: dense per-pixel class maps (NYUv2 segmentation), not a general fusion method.
+
 Fusion ``"multiscale"`` (FuseNet / ESANet style, with concatenation instead of their sums and attention)
 concatenates the fields' feature maps at each of the three encoder scales and mixes them with a 1x1 conv;
 the decoder upsamples the fused bottleneck and joins the fused skips. ``"early"`` stacks the input channels
@@ -21,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.blocks import field_input, label_field
+from methods.losses import median_frequency_weights
 from mmdata.types import Features, Field, Tuples, field_modality
 
-FUSIONS = ("multiscale", "early")
+#: The ``fusion`` option: where the fields meet (not modules of :data:`methods.fusions.FUSIONS`).
+FUSION_MODES = ("multiscale", "early")
 VOID = 0
 
 
@@ -132,8 +136,8 @@ def build_model(features: Features, *, fields: list[str], width: int = 16, fusio
     missing = [n for n in fields if n not in features]
     if not fields or missing:
         raise ValueError(f"fields must name map fields of the corpus; unknown {missing}, known {sorted(features)}")
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
+    if fusion not in FUSION_MODES:
+        raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSION_MODES)}")
     _, label = label_field(features)
     sizes = {tuple(features[n].shape[:2]) for n in fields} | {tuple(label.shape[:2])}
     if not label.classes or len(label.classes) > 256 or len(sizes) != 1:
@@ -154,25 +158,9 @@ def training_step(model: RGBDSeg, batch: dict[str, Any], tuples: Tuples | None =
     """
     logits = model(batch).float()
     target = _target(model, batch)
-    weight = _median_frequency(target, logits.shape[1]) if model.balance else None
+    weight = median_frequency_weights(target, logits.shape[1], VOID) if model.balance else None
     loss = F.cross_entropy(logits, target, weight=weight, ignore_index=VOID)
     return {"loss": loss, "pred": _classes(logits).detach()}
-
-
-def _median_frequency(target: torch.Tensor, classes: int) -> torch.Tensor:
-    """Median-frequency class weights [K] (SegNet, FuseNet on NYUv2) from the batch's labelled pixels.
-
-    ``w_c = median(f) / f_c`` over the classes present; absent classes and void get weight 0 (no pixel uses
-    them). Estimated per batch because the loop gives a method no pass over the data before training.
-    """
-    counts = torch.bincount(target.reshape(-1), minlength=classes)[:classes].float()
-    counts[VOID] = 0
-    present = counts > 0
-    weight = torch.zeros(classes, device=target.device)
-    if present.any():
-        freq = counts[present] / counts[present].sum()
-        weight[present] = freq.median() / freq
-    return weight
 
 
 def _classes(logits: torch.Tensor) -> torch.Tensor:

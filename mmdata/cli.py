@@ -16,8 +16,7 @@ import yaml
 
 # run_guarded lives on the ground floor so the DVC stages can use it without importing this module, whose
 # commands import most of the library (every stage would then depend on all of it; tests/test_dvc_graph.py).
-from mmdata.errors import EXIT_ERROR, EXIT_INTERRUPTED, MmdataError, run_guarded  # noqa: F401 - re-exported
-
+from mmdata.errors import run_guarded
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

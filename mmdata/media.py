@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mmdata.corpora.base import ConfigError
-from mmdata.corpora.check import SampleError
+from mmdata.errors import ConfigError, SampleError
 from mmdata.types import Field
 
 #: Largest image accepted, in pixels, checked from the header before decoding (a 20000 x 20000 PNG bomb

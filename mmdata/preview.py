@@ -48,7 +48,7 @@ def contact_sheet(source: Path, out: Path, *, split: str = "train", count: int =
     """
     shards = SplitShards.open(resolve_split_dir(source, split))
     names = sorted(shards.features)
-    reader = MemberReader(shards, names)
+    reader = MemberReader(shards.directory, shards.stored, shards.index, names, view=shards.view, label=shards.label)
     rows = min(count, len(shards.index["key"]))
     fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names), 1.9 * rows), squeeze=False)
     try:

@@ -13,8 +13,9 @@ import pytest
 import mmdata
 from mmdata.corpora import mosi
 from mmdata.corpora.affect import sdk_files
-from mmdata.corpora.base import REPAIRS, ConfigError, Skip
+from mmdata.corpora.base import REPAIRS, Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import ConfigError
 from mmdata.shards.build import shard_corpus
 from mmdata.synth.mosi import COVAREP_SUBSET, FACET41_SUBSET, generate
 from mmdata.types import KEY_PATTERN

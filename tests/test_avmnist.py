@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mmdata.corpora import avmnist
-from mmdata.corpora.base import ConfigError, Skip
+from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_sample
-from mmdata.errors import BadInputError
+from mmdata.errors import BadInputError, ConfigError
 from mmdata.synth.avmnist import generate
 from mmdata.types import KEY_PATTERN
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmdata.corpora import CORPORA, ConfigError, get_corpus
+from mmdata.corpora import CORPORA, get_corpus
+from mmdata.errors import ConfigError
 from pipelines import shard as shard_stage
 from pipelines import synth as synth_stage
 from pipelines.params import CORPUS_KEYS, EXPERIMENT_KEYS, TOP_LEVEL, corpus_params, experiment_params, load_params

@@ -14,8 +14,9 @@ import mmdata
 from methods import late_fusion
 from methods.blocks import VideoEncoder, build_encoder, encoder_kind
 from mmdata.corpora import crema_d, get_corpus
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Skip
+from mmdata.corpora.base import REPAIRS, SOURCE, Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import ConfigError
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.read import collate
 from mmdata.synth import SYNTHS

@@ -12,8 +12,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mmdata.corpora import get_corpus, hateful_memes
-from mmdata.corpora.base import ConfigError, Skip
+from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import ConfigError
 from mmdata.metrics import classification_metrics
 from mmdata.shards.build import shard_corpus
 from mmdata.synth import SYNTHS

@@ -18,8 +18,9 @@ from sklearn.multiclass import OneVsRestClassifier
 import mmdata
 from methods import late_fusion
 from mmdata.corpora import get_corpus, mmimdb
-from mmdata.corpora.base import REPAIRS, ConfigError, Skip
+from mmdata.corpora.base import REPAIRS, Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import ConfigError
 from mmdata.metrics import METRICS, multilabel_metrics
 from mmdata.rng import make_rng
 from mmdata.samplers.label_fraction import label_fraction

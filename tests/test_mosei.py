@@ -11,8 +11,9 @@ import yaml
 
 from mmdata.corpora import get_corpus, mosei
 from mmdata.corpora.affect.sdk_files import read_folds
-from mmdata.corpora.base import REPAIRS, ConfigError, Skip
+from mmdata.corpora.base import REPAIRS, Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import ConfigError
 from mmdata.synth import SYNTHS
 from mmdata.synth.mosei import generate
 from mmdata.types import KEY_PATTERN

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from mmdata.corpora import get_corpus, mosi
-from mmdata.corpora.base import REPAIRS, ConfigError, Skip
+from mmdata.corpora.base import REPAIRS, Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import ConfigError
 from mmdata.synth import SYNTHS
 from mmdata.synth.mosi import generate
 from mmdata.types import KEY_PATTERN

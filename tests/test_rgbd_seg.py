@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import get_method, late_fusion, rgbd_seg
+from methods.losses import median_frequency_weights
 from methods.loop import evaluate, fit
 from mmdata.types import Field
 
@@ -65,14 +66,14 @@ def test_void_pixels_do_not_change_the_loss():
     expected = F.cross_entropy(logits[:, :, 1:], b["label"][:, 1:].long())  # row 0 is void
     assert torch.allclose(rgbd_seg.training_step(model, b)["loss"], expected, atol=1e-6)
     model.balance = True
-    weight = rgbd_seg._median_frequency(b["label"].long(), 4)
+    weight = median_frequency_weights(b["label"].long(), 4)
     expected = F.cross_entropy(logits[:, :, 1:], b["label"][:, 1:].long(), weight=weight)
     assert torch.allclose(rgbd_seg.training_step(model, b)["loss"], expected, atol=1e-6)
 
 
 def test_median_frequency_weights():
     target = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3])  # void 2, then 6 / 3 / 1 labelled pixels
-    weight = rgbd_seg._median_frequency(target, 5)
+    weight = median_frequency_weights(target, 5)
     # frequencies 0.6, 0.3, 0.1 -> median 0.3; void and the absent class 4 weigh nothing
     assert torch.allclose(weight, torch.tensor([0.0, 0.5, 1.0, 3.0, 0.0]))
 

@@ -16,11 +16,12 @@ import webdataset as wds
 
 import mmdata
 from mmdata.corpora.base import Skip
-from mmdata.shards.codec import CodecError, decode, encode
-from mmdata.shards.manifest import MANIFEST, ShardIntegrityError, read_manifest
+from mmdata.errors import BadInputError, CodecError, ShardIntegrityError
+from mmdata.shards.codec import decode, encode
+from mmdata.shards.manifest import MANIFEST, read_manifest
 from mmdata.shards.read import plan_epoch
 from mmdata.shards.verify import verify
-from mmdata.shards.write import BadInputError, write_split
+from mmdata.shards.write import write_split
 from mmdata.types import Field
 from tests.conftest import TOY_FEATURES, toy_samples, write_toy
 

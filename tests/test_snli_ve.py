@@ -19,8 +19,9 @@ import mmdata
 from methods.blocks import build_encoder, encoder_kind
 from methods.text import TextEncoder, hashed_ngrams, tokens
 from mmdata.corpora import get_corpus, snli_ve
-from mmdata.corpora.base import ConfigError, Skip
+from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_sample
+from mmdata.errors import ConfigError
 from mmdata.shards.build import shard_corpus
 from mmdata.synth import SYNTHS
 from mmdata.synth.snli_ve import COLOURS, SHAPES, generate

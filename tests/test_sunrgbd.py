@@ -12,10 +12,11 @@ import pytest
 from scipy.io import loadmat
 
 from mmdata.corpora import sunrgbd
-from mmdata.corpora.base import ConfigError, Skip
+from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_sample
 from mmdata.corpora.rgbd import boxes as box_io
 from mmdata.corpora.rgbd import depth as depth_io
+from mmdata.errors import ConfigError, SampleError
 from mmdata.shards.build import shard_corpus
 from mmdata.synth.sunrgbd import generate, scene_name
 from mmdata.types import KEY_PATTERN
@@ -245,7 +246,7 @@ def test_sparse_scenes_are_resampled_as_votenet_does(tmp_path: Path, root: Path)
     sample = sunrgbd.read_scene(folder, "sunrgbd/train/sparse", num_points=512, max_boxes=8)
     assert "resampled_points" in sample["__repairs__"] and sample["points"].shape == (512, 3)
     assert len(np.unique(sample["points"], axis=0)) <= 100
-    with pytest.raises(sunrgbd.SampleError, match="too_few_points|0 valid points"):
+    with pytest.raises(SampleError, match="too_few_points|0 valid points"):
         sunrgbd.sample_points(0, num_points=512, min_points=1, rng=np.random.default_rng(0))
 
 

@@ -10,6 +10,8 @@
   0 is the identity, 1 the maxima below.
 - :func:`~mmdata.augment.batched.augment_batch` applies the same draws to a collated batch with torch.
 
+The three registries are defined in :mod:`mmdata.augment.registry` and exported here.
+
 Maxima at strength 1 (module constants):
 
 =========  ===============================================================================================
@@ -30,29 +32,11 @@ series     noise std 0.5 of each dimension's std (no time reversal: label-changi
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from mmdata.augment import audio, image, points, sequence, text, video
-from mmdata.augment.base import Op
-
-OPS: dict[str, Op] = {**image.OPS, **points.OPS, **audio.OPS, **video.OPS, **text.OPS, **sequence.OPS}
-
-KERNELS: dict[str, Callable] = {name: op.kernel for name, op in OPS.items()}
-
-AUGMENTERS: dict[str, tuple[str, ...]] = {
-    "image": ("rotate", "crop", "flip", "jitter", "noise"),
-    "depth": ("rotate", "crop", "flip"),
-    "normal": ("rotate", "crop", "flip"),
-    "points": ("rotate", "jitter", "scale", "heightnoise", "subsample"),
-    "audio": ("shift", "gain", "noise", "timemask", "freqmask"),
-    "video": ("timecrop", "crop", "flip"),
-    "text": ("dropout", "swap"),
-    "feat": ("noise", "timemask"),
-    "series": ("noise",),
-}
-
-# Imported last: the Augmenter reads the registries above.
+# The registries live in mmdata.augment.registry, so that the Augmenter can read them without importing this
+# package while it is still initialising (no import cycle).
 # The torch forms live in mmdata.augment.batched, imported on demand (workers need numpy only).
-from mmdata.augment.augmenter import Augmenter, default_policy  # noqa: E402
+from mmdata.augment.augmenter import Augmenter, default_policy
+from mmdata.augment.base import Op
+from mmdata.augment.registry import AUGMENTERS, KERNELS, OPS
 
 __all__ = ["AUGMENTERS", "KERNELS", "OPS", "Augmenter", "Op", "default_policy"]

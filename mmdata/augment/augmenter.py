@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-import mmdata.augment as registry
+from mmdata.augment import registry
 from mmdata.augment.audio import is_spectrogram
 from mmdata.rng import make_rng
 from mmdata.types import Features, Sample, field_modality

@@ -6,7 +6,8 @@ from mmdata.corpora import crema_d, mosei
 from mmdata.corpora import hateful_memes, mmimdb, snli_ve
 from mmdata.corpora import nyuv2, stocks
 from mmdata.corpora import sunrgbd
-from mmdata.corpora.base import ConfigError, Corpus, Skip
+from mmdata.corpora.base import Corpus, Skip
+from mmdata.errors import ConfigError
 
 CORPORA: dict[str, Corpus] = {
     "avmnist": avmnist.CORPUS,
@@ -30,4 +31,4 @@ def get_corpus(name: str) -> Corpus:
         raise ConfigError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}") from None
 
 
-__all__ = ["CORPORA", "ConfigError", "Corpus", "Skip", "get_corpus"]
+__all__ = ["CORPORA", "Corpus", "Skip", "get_corpus"]

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.base import ConfigError, Corpus, RawCount, Skip, require_root
-from mmdata.corpora.check import SampleError
+from mmdata.corpora.base import Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.errors import BadInputError
+from mmdata.errors import BadInputError, ConfigError, SampleError
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "avmnist"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmdata.errors import SampleError
+from mmdata.errors import CodecError, SampleError
 from mmdata.types import Features, Field, Sample
 
 
@@ -23,7 +23,7 @@ def _check_text(name: str, value: object, spec: Field) -> None:
 def _decoded(name: str, value: object, spec: Field) -> object:
     """Source image bytes (stored as they are) decoded once here, so a corrupt file is skipped at write time."""
     if spec.codec in ("jpg", "png") and isinstance(value, (bytes, bytearray)):
-        from mmdata.shards.codec import CodecError, decode
+        from mmdata.shards.codec import decode
 
         if not value:
             raise SampleError("empty_file", f"field {name}: zero-byte image")

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, require_root
-from mmdata.corpora.check import SampleError
+from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.corpora.media import audio, video
+from mmdata.errors import CodecError, ConfigError, SampleError
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "crema_d"
@@ -91,7 +91,7 @@ class Options:
 def _probe_mp4(size: int) -> None:
     """ConfigError unless an mp4 clip of ``size`` square frames survives the round trip (decord reads some small
     widths wrongly): one clear error up front rather than every clip skipped."""
-    from mmdata.shards.codec import CodecError, encode
+    from mmdata.shards.codec import encode
 
     try:
         encode(np.zeros((1, size, size, 3), np.uint8), Field("uint8", (None, size, size, 3), "mp4", rate=1.0))

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, inside_root, require_root
-from mmdata.corpora.check import SampleError
+from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import check_split, raw_count
+from mmdata.errors import ConfigError, SampleError
 from mmdata.types import UNLABELED, Features, Field, Sample, make_key
 
 NAME = "hateful_memes"

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, inside_root, require_root
-from mmdata.corpora.check import SampleError
+from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.errors import FileError
+from mmdata.errors import ConfigError, FileError, SampleError
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "mmimdb"

@@ -39,9 +39,10 @@ import cv2
 import h5py
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.depth import NORMAL_KNN, NYU_RGB, encode_normals, estimate_normals, to_millimetres
+from mmdata.errors import ConfigError
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "nyuv2"

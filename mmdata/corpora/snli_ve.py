@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mmdata import media
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, inside_root, require_root
-from mmdata.corpora.check import SampleError
+from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.errors import FileError
+from mmdata.errors import ConfigError, FileError, SampleError
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 
 NAME = "snli_ve"

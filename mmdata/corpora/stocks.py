@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from mmdata.corpora.base import REPAIRS, SOURCE, ConfigError, Corpus, RawCount, Skip, require_root
+from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
+from mmdata.errors import ConfigError
 from mmdata.series import align, log_returns, read_prices, repair_events
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 

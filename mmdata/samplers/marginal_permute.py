@@ -129,7 +129,8 @@ class NegativeReader:
 
     def _reader(self, name: str) -> MemberReader:
         if name not in self._readers:
-            self._readers[name] = MemberReader(self.shards, [name])
+            self._readers[name] = MemberReader(self.shards.directory, self.shards.stored, self.shards.index, [name],
+                                               view=self.shards.view, label=self.shards.label)
         return self._readers[name]
 
     def read(self, row: int, negative: int = 0) -> Sample:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmdata.shards.manifest import ShardIntegrityError
+from mmdata.errors import ShardIntegrityError
 
 
 def write_index(path: Path, rows: list[dict[str, Any]]) -> None:

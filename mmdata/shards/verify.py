@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from mmdata.errors import LedgerError, MmdataError
+from mmdata.errors import LedgerError, MmdataError, ShardIntegrityError
 from mmdata.shards.audit import audit_index
 from mmdata.shards.index import read_index
-from mmdata.shards.manifest import INDEX, MANIFEST, ShardIntegrityError, read_manifest, sha256_file
+from mmdata.shards.manifest import INDEX, MANIFEST, read_manifest, sha256_file
 from mmdata.shards.reconcile import check_ledger, check_source_count
 from mmdata.shards.record import RECORD, read_corpus_record
 from mmdata.shards.tar import shard_keys

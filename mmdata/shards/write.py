@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Skip
-from mmdata.corpora.check import SampleError, check_sample, check_value
-from mmdata.errors import BadInputError
+from mmdata.corpora.check import check_sample, check_value
+from mmdata.errors import BadInputError, SampleError, ShardIntegrityError
 from mmdata.shards.codec import encode
 from mmdata.shards.content import ContentAudit
 from mmdata.shards.index import write_index
-from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, ShardIntegrityError, write_json_atomic
+from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, write_json_atomic
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
                                    replace_dir, temp_path)
 from mmdata.shards.reconcile import check_ledger

@@ -13,8 +13,8 @@ import h5py
 from mmdata.corpora.affect import reader, sdk
 from mmdata.corpora.affect.spec import SPLITS, AffectSpec, Options
 from mmdata.corpora.base import RawCount
-from mmdata.corpora.check import SampleError
 from mmdata.corpora.ledger import check_split, raw_count
+from mmdata.errors import SampleError
 
 
 def _segments(group: h5py.Group, video: str) -> int:

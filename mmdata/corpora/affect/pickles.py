@@ -18,9 +18,8 @@ import numpy as np
 from mmdata import safe_pickle
 from mmdata.corpora.affect import rows
 from mmdata.corpora.affect.spec import SPLITS, TEXT_SOURCES, AffectSpec, Located
-from mmdata.corpora.base import REPAIRS, ConfigError, Skip
-from mmdata.corpora.check import SampleError
-from mmdata.errors import UnsafeInputError
+from mmdata.corpora.base import REPAIRS, Skip
+from mmdata.errors import ConfigError, SampleError, UnsafeInputError
 from mmdata.types import Features, Field, Sample
 
 #: Pickle key per feature field.

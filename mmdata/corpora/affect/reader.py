@@ -20,7 +20,8 @@ from mmdata.corpora.affect.spec import (
     Located,
     Options,
 )
-from mmdata.corpora.base import ConfigError, Skip, require_root
+from mmdata.corpora.base import Skip, require_root
+from mmdata.errors import ConfigError
 from mmdata.types import Features, Sample
 
 

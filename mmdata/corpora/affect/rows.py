@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from mmdata import media  # the module, not its names: mmdata.media imports this package
-from mmdata.corpora.check import SampleError
+from mmdata.errors import SampleError
 from mmdata.types import Field, make_key
 
 #: Sentiment range of both corpora (mean of annotators, -3 negative .. 3 positive).

@@ -23,8 +23,8 @@ import numpy as np
 
 from mmdata.corpora.affect import rows, sdk_files
 from mmdata.corpora.affect.spec import ALIGNED_LEN, AffectSpec, Located, Options
-from mmdata.corpora.base import REPAIRS, ConfigError, Skip
-from mmdata.corpora.check import SampleError
+from mmdata.corpora.base import REPAIRS, Skip
+from mmdata.errors import ConfigError, SampleError
 from mmdata.types import Features, Field, Sample, make_key
 
 #: Shortest overlap (seconds) that counts, as the SDK's align epsilon.

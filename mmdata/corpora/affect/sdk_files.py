@@ -17,7 +17,7 @@ from pathlib import Path
 
 import h5py
 
-from mmdata.corpora.base import ConfigError
+from mmdata.errors import ConfigError
 
 #: role -> substrings of the normalised name that select it (first role that matches wins).
 ROLES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmdata.corpora.base import ConfigError
+from mmdata.errors import ConfigError
 
 RELEASES = ("auto", "mmsa", "mult", "multibench", "sdk")
 VARIANTS = ("aligned", "unaligned")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from mmdata.corpora.check import SampleError
+from mmdata.errors import SampleError
 
 FULL_SCALE = 0.999  # int16 full scale is 32767 / 32768 = 0.99997
 #: Data-chunk sizes that declare nothing: 0 and 0xFFFFFFFF are what streaming writers leave when the size was unknown.

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mmdata.corpora.check import SampleError
 from mmdata.corpora.media import guard
+from mmdata.errors import SampleError
 
 #: Share of the declared frames that must be present. The declared count is FFmpeg's, from the container's
 #: duration and rate (FLV onMetaData, MP4 moov), which can disagree with the stream by a frame or two; a file cut

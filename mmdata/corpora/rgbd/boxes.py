@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.corpora.rgbd.depth import FileError
+from mmdata.errors import FileError
 
 #: VoteNet's 10 SUN RGB-D classes in its class-index order (``sunrgbd_utils.type2class``).
 CLASSES = ("bed", "table", "sofa", "chair", "toilet", "desk", "dresser", "night_stand", "bookshelf", "bathtub")
