@@ -60,7 +60,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import mmdata  # noqa: E402
-from mmdata import safe_pickle  # noqa: E402
+from mmdata.modalities import safe_pickle  # noqa: E402
 from mmdata.corpora import get_corpus  # noqa: E402
 from mmdata.shards.build import shard_corpus  # noqa: E402
 from mmdata.shards.codec import decode  # noqa: E402

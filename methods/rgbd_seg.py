@@ -8,7 +8,7 @@ the decoder upsamples the fused bottleneck and joins the fused skips. ``"early"`
 and runs one encoder. With one field in ``fields`` both are the unimodal baseline of the same architecture.
 
 Inputs are read from the batch by modality: ``image`` uint8 [B, H, W, 3] -> 0..1; ``depth`` uint16 millimetres
-[B, H, W] -> metres; ``normal`` uint8 [B, H, W, 3] -> -1..1 (mmdata.depth's encoding); other float maps as
+[B, H, W] -> metres; ``normal`` uint8 [B, H, W, 3] -> -1..1 (mmdata.modalities.depth's encoding); other float maps as
 they are. Labels are class maps [B, H, W] with 0 = void, ignored by the loss and never predicted.
 
 The dense encoder lives here rather than in ``methods.blocks`` because its outputs are feature maps at

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmdata.depth import (NYU_RGB, Intrinsics, angular_error, backproject, decode_normals, encode_normals,
+from mmdata.modalities.depth import (NYU_RGB, Intrinsics, angular_error, backproject, decode_normals, encode_normals,
                           estimate_normals, to_millimetres)
 
 HEIGHT, WIDTH = 60, 80  # the synthetic mini's frame size; intrinsics are NYU's RGB camera scaled to it

@@ -3,7 +3,7 @@
 Layers, low to high (an import goes down or sideways within its layer, never up)::
 
     0 ground      mmdata.types, mmdata.errors, mmdata.rng
-    1 modalities  mmdata.modalities, mmdata.media, mmdata.depth, mmdata.series, mmdata.safe_pickle
+    1 modalities  mmdata.modalities
     2 data        mmdata.corpora, mmdata.shards, mmdata.augment, mmdata.metrics, mmdata.synth
     3 samplers    mmdata.samplers
     4 methods     methods
@@ -44,7 +44,7 @@ ROOT = "mmdata"  # the façade: in no layer
 #: Module prefix -> layer; the longest matching prefix decides.
 LAYERS: dict[str, int] = {
     "mmdata.types": 0, "mmdata.errors": 0, "mmdata.rng": 0,
-    "mmdata.modalities": 1, "mmdata.media": 1, "mmdata.depth": 1, "mmdata.series": 1, "mmdata.safe_pickle": 1,
+    "mmdata.modalities": 1,
     "mmdata.corpora": 2, "mmdata.shards": 2, "mmdata.augment": 2, "mmdata.metrics": 2, "mmdata.synth": 2,
     "mmdata.samplers": 3,
     "methods": 4,
@@ -266,8 +266,8 @@ def test_error_classes_are_imported_from_mmdata_errors():
 # --- the checker itself ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module, expected", [("mmdata.types", 0), ("mmdata.corpora.rgbd.depth", 2),
-                                              ("mmdata.depth", 1), ("mmdata.cli", 5), ("bench.common", 5),
+@pytest.mark.parametrize("module, expected", [("mmdata.types", 0), ("mmdata.corpora.affect.reader", 2),
+                                              ("mmdata.modalities.depth", 1), ("mmdata.cli", 5), ("bench.common", 5),
                                               ("methods.loop", 4), ("mmdata", None)])
 def test_layer_of(module, expected):
     assert layer(module) == expected
@@ -289,9 +289,10 @@ def _with_imports(monkeypatch: pytest.MonkeyPatch, *imports: Import) -> None:
 
 
 def test_an_upward_import_is_named_with_both_layers(monkeypatch):
-    _with_imports(monkeypatch, Import("mmdata.media", 7, "mmdata.corpora.check", True))
-    assert upward_imports() == ["mmdata/media.py:7: mmdata.media (modalities, layer 1) lazily imports "
-                                "mmdata.corpora.check (data, layer 2): an import must go down or sideways"]
+    _with_imports(monkeypatch, Import("mmdata.modalities.image", 7, "mmdata.corpora.check", True))
+    assert upward_imports() == ["mmdata/modalities/image.py:7: mmdata.modalities.image (modalities, layer 1) "
+                                "lazily imports mmdata.corpora.check (data, layer 2): "
+                                "an import must go down or sideways"]
 
 
 def test_a_cycle_is_reported_and_a_registry_init_is_not_one(monkeypatch):

@@ -15,7 +15,7 @@ from scipy.io.matlab import matfile_version
 from mmdata.corpora import nyuv2
 from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_sample
-from mmdata.depth import NYU_RGB, decode_normals, estimate_normals
+from mmdata.modalities.depth import NYU_RGB, decode_normals, estimate_normals
 from mmdata.errors import ConfigError
 from mmdata.shards.build import shard_corpus
 from mmdata.synth.nyuv2 import CLASSES, LABELED, MAP13, MAP40, NAMES40, SPLITS, generate

@@ -95,7 +95,7 @@ def test_synth_and_shards_are_identical_across_blas_kernels_and_cpu_paths(tmp_pa
 
 def test_fixed_order_products_match_blas_up_to_rounding():
     """The BLAS-free helpers compute the same products (up to rounding) on points and small matrices."""
-    from mmdata.depth import apply_matrix, matmul_fixed
+    from mmdata.modalities.depth import apply_matrix, matmul_fixed
 
     rng = np.random.default_rng(0)
     points, matrix = rng.normal(size=(4, 5, 3)), rng.normal(size=(3, 3))
@@ -138,7 +138,7 @@ def test_log_mel_matches_librosa_without_its_blas_product():
     """CREMA-D's log-mel (fixed-order sum over frequency) equals librosa's melspectrogram up to float32 rounding."""
     import librosa
 
-    from mmdata.corpora.media.audio import fixed_length, log_mel
+    from mmdata.modalities.audio import fixed_length, log_mel
 
     wave = (np.random.default_rng(0).normal(size=30000) * 0.1).astype(np.float32)
     samples = np.clip(fixed_length(wave, 66150), -1, 1)
@@ -148,7 +148,7 @@ def test_log_mel_matches_librosa_without_its_blas_product():
 
 def test_log_returns_are_multibench_rx():
     """``log(Open[t + 1] / Open[t])`` per ticker, computed with libm's log."""
-    from mmdata.series import log_returns
+    from mmdata.modalities.series import log_returns
 
     opens = np.random.default_rng(0).uniform(20, 200, (50, 3))
     np.testing.assert_allclose(log_returns(opens), np.diff(np.log(opens), axis=0), atol=1e-14)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from mmdata import safe_pickle
+from mmdata.modalities import safe_pickle
 from mmdata.cli import main
 from mmdata.corpora.base import inside_root
 from mmdata.errors import FileError, UnsafeInputError

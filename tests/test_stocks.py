@@ -13,7 +13,7 @@ import mmdata
 from mmdata.corpora import stocks
 from mmdata.corpora.check import check_sample
 from mmdata.errors import ConfigError
-from mmdata.series import align, read_prices
+from mmdata.modalities.series import align, read_prices
 from mmdata.shards.build import shard_corpus
 from mmdata.synth.stocks import HEADER, generate
 

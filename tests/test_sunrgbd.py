@@ -14,9 +14,9 @@ from scipy.io import loadmat
 from mmdata.corpora import sunrgbd
 from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_sample
-from mmdata.corpora.rgbd import boxes as box_io
 from mmdata.corpora.rgbd import depth as depth_io
 from mmdata.errors import ConfigError, SampleError
+from mmdata.modalities import boxes as box_io
 from mmdata.shards.build import shard_corpus
 from mmdata.synth.sunrgbd import generate, scene_name
 from mmdata.types import KEY_PATTERN

@@ -20,8 +20,8 @@ no validation split: every 9th clip of train.csv (file order) is held out as val
 Bad input (each a named Skip, counted; or a counted repair): name not matching -> ``bad_name``; emotion code unknown ->
 ``unknown_label``; OGM-GE label disagreeing with the name -> ``label_mismatch``; wav without flv -> ``orphan_audio``;
 flv without wav -> ``orphan_video``; Git-LFS pointer instead of media -> ``lfs_pointer``; audio rules of
-:mod:`mmdata.corpora.media.audio` (silent, empty, truncated, too short/long, unreadable; repairs ``resample`` for a wav
-not at the release's 16 kHz, ``downmix``, ``clipped_audio``) and video rules of :mod:`mmdata.corpora.media.video`
+:mod:`mmdata.modalities.audio` (silent, empty, truncated, too short/long, unreadable; repairs ``resample`` for a wav
+not at the release's 16 kHz, ``downmix``, ``clipped_audio``) and video rules of :mod:`mmdata.modalities.video`
 (``no_frames``, ``bad_fps``, ``truncated_video``, ``too_long``; ``decode_timeout``: ``timeout``, ``decoder_crash``).
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.corpora.media import audio, video
 from mmdata.errors import CodecError, ConfigError, SampleError
+from mmdata.modalities import audio, video
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "crema_d"

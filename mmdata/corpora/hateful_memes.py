@@ -25,10 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmdata import media
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.errors import ConfigError, SampleError
+from mmdata.modalities import image as image_io
+from mmdata.modalities import text as text_io
 from mmdata.types import UNLABELED, Features, Field, Sample, make_key
 
 NAME = "hateful_memes"
@@ -63,15 +64,15 @@ def _base_and_phase(root: str | Path, phase: str | int) -> tuple[Path, int]:
                       f"img/ and either {names[2]} (Phase 2) or {names[1]} (Phase 1)")
 
 
-def _check(image_size: Any) -> media.Size | None:
-    return media.parse_size(image_size, NAME)
+def _check(image_size: Any) -> image_io.Size | None:
+    return image_io.parse_size(image_size, NAME)
 
 
 def features(root: str | Path, *, phase: str | int = "auto", image_size: Any = DEFAULT_IMAGE_SIZE) -> Features:
     """The schema: meme image, caption and the binary label (-1 on unlabeled memes)."""
     size = _check(image_size)
     return {
-        "image": media.image_field(size, "png", "meme (img/<id>.png)"),
+        "image": image_io.image_field(size, "png", "meme (img/<id>.png)"),
         "text": Field("str", (), "txt", description="the caption overlaid on the meme (JSONL 'text')"),
         "label": Field("int64", (), "cls", classes=CLASSES, unlabeled=UNLABELED,
                        description="1 = hateful; -1 on the 'unlabeled' split (a test file without labels)"),
@@ -99,7 +100,7 @@ def describe(root: str | Path, *, phase: str | int = "auto", image_size: Any = D
 
 def _lines(base: Path, stem: str, rows: str) -> Iterator[tuple[str, int, Any]]:
     """``(file stem, line number, object or SampleError)`` of the lines of one file that a plan entry takes."""
-    lines = list(media.iter_jsonl(base / f"{stem}.jsonl"))
+    lines = list(text_io.iter_jsonl(base / f"{stem}.jsonl"))
     if rows in ("head", "tail"):
         cut = len(lines) - len(lines) // VALID_DIVISOR
         lines = lines[:cut] if rows == "head" else lines[cut:]
@@ -148,13 +149,13 @@ def _image_path(base: Path, obj: dict, meme: str) -> Path:
     return inside_root(base, "img", f"{meme}.png")
 
 
-def _meme(base: Path, obj: dict, meme: str, split: str, size: media.Size | None) -> Sample:
+def _meme(base: Path, obj: dict, meme: str, split: str, size: image_io.Size | None) -> Sample:
     if obj.get("text") is None:
         raise SampleError("missing_key", "no 'text'")
     fixed: list[str] = []
-    text, label = media.clean_text(obj["text"], "text", fixed), _label(obj, split)
+    text, label = text_io.clean_text(obj["text"], "text", fixed), _label(obj, split)
     path = _image_path(base, obj, meme)
-    image, repairs = media.load_image(media.read_file(path, "image"), "jpg" if size else "png", size)
+    image, repairs = image_io.load_image(image_io.read_file(path, "image"), "jpg" if size else "png", size)
     return {"__key__": make_key(NAME, split, meme), "image": image, "text": text, "label": label,
             SOURCE: str(path), REPAIRS: (*repairs, *fixed)}
 
@@ -199,7 +200,7 @@ def iter_samples(root: str | Path, split: str, *, phase: str | int = "auto",
             yield _one(base, obj, split, size, (stem, line), earlier, seen)
 
 
-def _one(base: Path, obj: Any, split: str, size: media.Size | None, line: tuple[str, int],
+def _one(base: Path, obj: Any, split: str, size: image_io.Size | None, line: tuple[str, int],
          earlier: dict[str, str], seen: set[str]) -> Sample | Skip:
     """One line as a Sample or a Skip (bad line, duplicate id, bad field)."""
     where = f"{base / line[0]}.jsonl:{line[1]}"

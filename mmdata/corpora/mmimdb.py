@@ -5,7 +5,7 @@ untars to ``mmimdb/dataset/<imdb id>.json`` (the IMDbPY movie dump: ``plot`` a l
 list of strings, ...) + ``<imdb id>.jpeg`` (the poster) and ``mmimdb/split.json`` (``{"train", "dev", "test"}``
 id lists; "dev" is our "valid"). The root may be the ``mmimdb`` folder or its parent.
 
-Canonical sample: ``image`` (the poster, RGB; source JPEG bytes or resized once, see :mod:`mmdata.media`),
+Canonical sample: ``image`` (the poster, RGB; source JPEG bytes or resized once, see :mod:`mmdata.modalities.image`),
 ``text_plot`` (one plot: the longest, as GMU's ``make_dataset.py`` and MMBT's converter pick, or the first, as
 MMF does; reader option ``plot``) and ``label`` (float32 multi-hot over :data:`GENRES`, the 23 most frequent
 genres in GMU's frequency order). Other IMDb genres (News, Reality-TV, ...) are dropped and counted as
@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from mmdata import media
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.errors import ConfigError, FileError, SampleError
+from mmdata.modalities import image as image_io
+from mmdata.modalities import text as text_io
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "mmimdb"
@@ -54,7 +55,7 @@ def _base(root: str | Path) -> Path:
 def _split_ids(base: Path) -> dict[str, list[str]]:
     """split.json as our split -> list of id strings (file order)."""
     try:
-        data = media.read_json(base / "split.json")
+        data = text_io.read_json(base / "split.json")
     except SampleError as err:
         raise ConfigError(f"{NAME}: unreadable {base / 'split.json'}: {err}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in SPLIT_KEYS.values()):
@@ -62,17 +63,17 @@ def _split_ids(base: Path) -> dict[str, list[str]]:
     return {split: [str(i) for i in data[key]] for split, key in SPLIT_KEYS.items()}
 
 
-def _check_options(plot: str, image_size: Any) -> media.Size | None:
+def _check_options(plot: str, image_size: Any) -> image_io.Size | None:
     if plot not in PLOTS:
         raise ConfigError(f"{NAME}: unknown plot choice {plot!r}; valid: {', '.join(PLOTS)}")
-    return media.parse_size(image_size, NAME)
+    return image_io.parse_size(image_size, NAME)
 
 
 def features(root: str | Path, *, plot: str = "longest", image_size: Any = DEFAULT_IMAGE_SIZE) -> Features:
     """The schema: poster, one plot and the 23-genre multi-hot label."""
     size = _check_options(plot, image_size)
     return {
-        "image": media.image_field(size, "jpg", "movie poster (dataset/<id>.jpeg)"),
+        "image": image_io.image_field(size, "jpg", "movie poster (dataset/<id>.jpeg)"),
         "text_plot": Field("str", (), "txt", description=f"plot summary, the {plot} of the JSON's 'plot' list"),
         "label": Field("float32", (len(GENRES),), "npy", classes=GENRES, value_range=(0.0, 1.0),
                        description="multi-hot genres over the 23 most frequent (GMU order); rarer ones dropped"),
@@ -135,7 +136,7 @@ def _plot(movie: dict, choice: str, repairs: list[str]) -> str:
     if not texts:
         raise SampleError("empty_text", "json: every 'plot' entry is empty")
     # max() keeps the first of equally long plots, as numpy's argmax in GMU's builder does.
-    return media.clean_text(max(texts, key=len) if choice == "longest" else texts[0], "text_plot", repairs)
+    return text_io.clean_text(max(texts, key=len) if choice == "longest" else texts[0], "text_plot", repairs)
 
 
 def _genres(movie: dict) -> tuple[np.ndarray, list[str]]:
@@ -159,15 +160,15 @@ def _genres(movie: dict) -> tuple[np.ndarray, list[str]]:
     return hot, dropped
 
 
-def _movie(dataset: Path, movie: str, key: str, plot: str, size: media.Size | None) -> Sample:
+def _movie(dataset: Path, movie: str, key: str, plot: str, size: image_io.Size | None) -> Sample:
     """One movie as a sample; SampleError names the first problem (JSON first, then the poster)."""
-    data = media.read_json(_find(dataset, movie, "json"))
+    data = text_io.read_json(_find(dataset, movie, "json"))
     if not isinstance(data, dict):
         raise SampleError("schema", f"json: expected an object, got {type(data).__name__}")
     fixed: list[str] = []
     text, (label, dropped) = _plot(data, plot, fixed), _genres(data)
     poster = _find(dataset, movie, "jpeg")
-    image, repairs = media.load_image(media.read_file(poster, "image"), "jpg", size)
+    image, repairs = image_io.load_image(image_io.read_file(poster, "image"), "jpg", size)
     return {"__key__": key, "image": image, "text_plot": text, "label": label, SOURCE: str(poster),
             REPAIRS: (*repairs, *dropped, *fixed)}
 
@@ -180,7 +181,7 @@ def iter_samples(root: str | Path, split: str, *, plot: str = "longest",
         root: the untarred ``mmimdb`` folder (or its parent).
         split: "train", "valid" (split.json "dev") or "test".
         plot: "longest" (GMU, MMBT) or "first" (MMF) of the JSON's plot list.
-        image_size: None keeps the JPEG bytes; an int or [height, width] resizes once (see :mod:`mmdata.media`).
+        image_size: None keeps the JPEG bytes; an int or [height, width] resizes once (:mod:`mmdata.modalities.image`).
 
     Yields:
         ``{"__key__": "mmimdb/<split>/<id>", "image", "text_plot", "label" [23]}`` or a Skip.

@@ -14,7 +14,7 @@ Canonical sample (``nyuv2/<split>/<frame:04d>``, the 1-based frame number as in 
 - ``image`` uint8 [H, W, 3] RGB, lossless PNG (the .mat holds decoded pixels; no source JPEG to keep).
 - ``depth`` uint16 [H, W] millimetres, 0 = no depth, 16-bit PNG (ESANet's convention: metres x 1000).
 - ``normal`` uint8 [H, W, 3] PNG: surface normals estimated by open3d from ``depth`` back-projected with the
-  RGB intrinsics (:data:`mmdata.depth.NYU_RGB`, scaled to the frame), camera frame (x right, y down,
+  RGB intrinsics (:data:`mmdata.modalities.depth.NYU_RGB`, scaled to the frame), camera frame (x right, y down,
   z forward), oriented to the camera, encoded ``(n + 1) / 2 * 255``; pixels without depth hold 128.
 - ``label`` uint8 [H, W]: 0 = void, 1..40 the NYUv2-40 classes via mapClass. The 13-class map is not stored:
   it is the fixed table ``labels13`` of class13Mapping.mat, which this reader checks equals
@@ -41,7 +41,7 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.depth import NORMAL_KNN, NYU_RGB, encode_normals, estimate_normals, to_millimetres
+from mmdata.modalities.depth import NORMAL_KNN, NYU_RGB, encode_normals, estimate_normals, to_millimetres
 from mmdata.errors import ConfigError
 from mmdata.types import Features, Field, Sample, make_key
 

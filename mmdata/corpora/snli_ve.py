@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmdata import media
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.errors import ConfigError, FileError, SampleError
+from mmdata.modalities import image as image_io
+from mmdata.modalities import text as text_io
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 
 NAME = "snli_ve"
@@ -53,9 +54,9 @@ def _base(root: str | Path) -> Path:
 
 def features(root: str | Path, *, image_size: Any = DEFAULT_IMAGE_SIZE) -> Features:
     """The stored schema: one image with its hypotheses and their labels (viewed as one pair per row)."""
-    size = media.parse_size(image_size, NAME)
+    size = image_io.parse_size(image_size, NAME)
     return {
-        "image": media.image_field(size, "jpg", f"Flickr30k photo ({IMAGES}/<id>.jpg)"),
+        "image": image_io.image_field(size, "jpg", f"Flickr30k photo ({IMAGES}/<id>.jpg)"),
         "text_hypothesis": Field("str", (None,), "json",
                                  description="the image's hypotheses (SNLI sentence2), one per pair"),
         "label": Field("int64", (None,), "json", classes=CLASSES, description="gold_label of each pair"),
@@ -74,7 +75,7 @@ def describe(root: str | Path, *, image_size: Any = DEFAULT_IMAGE_SIZE) -> str:
     base = _base(root)
     keys = []
     for name in FILES.values():
-        first = next((obj for _, obj in media.iter_jsonl(base / name) if isinstance(obj, dict)), {})
+        first = next((obj for _, obj in text_io.iter_jsonl(base / name) if isinstance(obj, dict)), {})
         keys.append(f"{name}: {next((k for k in IMAGE_KEYS if k in first), 'no image key')}")
     return f"SNLI-VE at {base} ({'; '.join(keys)}); images {base / IMAGES}; image_size: {image_size}"
 
@@ -103,7 +104,7 @@ def _pair(obj: Any, repairs: list[str]) -> tuple[str, str, str, int]:
         raise SampleError("no_gold_label", "gold_label '-' (no annotator majority): excluded, as SNLI-VE does")
     if obj["gold_label"] not in CLASSES:
         raise SampleError("unknown_label", f"gold_label {obj['gold_label']!r} not in {CLASSES}")
-    text = media.clean_text(obj["sentence2"], "sentence2", repairs)
+    text = text_io.clean_text(obj["sentence2"], "sentence2", repairs)
     return image, str(obj["pairID"]), text, CLASSES.index(obj["gold_label"])
 
 
@@ -116,7 +117,7 @@ def _group(path: Path, split: str) -> tuple[dict[str, list[Pair]], list[Skip]]:
     """Good lines grouped by image id, as (row id, hypothesis, label) in file order, and the line skips."""
     groups: dict[str, list[Pair]] = {}
     skips, seen = [], set()
-    for number, obj in media.iter_jsonl(path):
+    for number, obj in text_io.iter_jsonl(path):
         where = f"{path}:{number}"
         try:
             fixed: list[str] = []
@@ -143,7 +144,7 @@ def _key(split: str, image: str) -> str:
 
 
 def _image_sample(base: Path, split: str, image: str, pairs: list[Pair],
-                  size: media.Size | None) -> Sample | Skip:
+                  size: image_io.Size | None) -> Sample | Skip:
     key = _key(split, image)
     try:
         # The image id is a JSONL string: it may not name a file outside the release (nor a symlink leading out).
@@ -151,7 +152,7 @@ def _image_sample(base: Path, split: str, image: str, pairs: list[Pair],
     except FileError as err:
         return Skip(key, str(err.path), err.reason, f"{err} ({len(pairs)} pairs)")
     try:
-        value, repairs = media.load_image(media.read_file(path, "image"), "jpg", size)
+        value, repairs = image_io.load_image(image_io.read_file(path, "image"), "jpg", size)
     except SampleError as err:
         return Skip(key, str(path), err.reason, f"{err} ({len(pairs)} pairs)")
     return {"__key__": key, "image": value, "text_hypothesis": [t for _, t, _, _ in pairs],
@@ -166,7 +167,7 @@ def iter_samples(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAG
     Args:
         root: the folder holding the three JSONL files and ``flickr30k_images/`` (or its parent).
         split: "train", "valid" (snli_ve_dev.jsonl) or "test".
-        image_size: None keeps the JPEG bytes; an int or [height, width] resizes once (see :mod:`mmdata.media`).
+        image_size: None keeps the JPEG bytes; an int or [height, width] resizes once (:mod:`mmdata.modalities.image`).
 
     Yields:
         Skips, then ``{"__key__": "snli_ve/<split>/<image id>", "image", "text_hypothesis" [pairs],
@@ -177,7 +178,7 @@ def iter_samples(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAG
     """
     if split not in FILES:
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(FILES)}")
-    size, base = media.parse_size(image_size, NAME), _base(root)
+    size, base = image_io.parse_size(image_size, NAME), _base(root)
     groups, skips = _group(base / FILES[split], split)
     yield from skips
     for image in sorted(groups):
@@ -190,7 +191,7 @@ def count_raw(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAGE_S
     Args:
         root, split, image_size: as for :func:`iter_samples`.
     """
-    media.parse_size(image_size, NAME)
+    image_io.parse_size(image_size, NAME)
     base = _base(root)
     groups, skips = _group(base / FILES[check_split(NAME, split, tuple(FILES))], split)
     return raw_count(len(groups) + len(skips), "image or excluded line", [base, base / IMAGES])

@@ -23,7 +23,7 @@ not applied. Storage: one stored sample per split holds that split's aligned ser
 bytes grow with days, not with days x window (each split stores the days its windows read, so consecutive
 splits share window - 1 days).
 MultiBench's noisy test loaders (noise levels 0.0-0.8) are a robustness protocol, left to the augmenters.
-Gaps, bad rows and short histories follow :mod:`mmdata.series` and are counted: per split as
+Gaps, bad rows and short histories follow :mod:`mmdata.modalities.series` and are counted: per split as
 ``__repairs__`` (by date), per ticker in :func:`alignment_report` and in the manifest's release text.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.errors import ConfigError
-from mmdata.series import align, log_returns, read_prices, repair_events
+from mmdata.modalities.series import align, log_returns, read_prices, repair_events
 from mmdata.types import ROWS, Features, Field, Sample, View, make_key
 
 NAME = "stocks"
@@ -209,7 +209,7 @@ def iter_samples(root: str | Path, split: str, *, window: int = WINDOW, train_wi
         window: days per window (MultiBench 500).
         train_windows, valid_windows: windows in train and valid; test takes the rest.
         target: ticker whose next-day squared log return is the label.
-        align: "ffill" or "intersect" (see :mod:`mmdata.series`).
+        align: "ffill" or "intersect" (see :mod:`mmdata.modalities.series`).
         start, end: optional ``YYYY-MM-DD`` bounds (MultiBench downloads 2000-06-01 .. 2021-02-28).
         groups: group -> tickers (default :data:`GROUPS`); each group becomes field ``series_<group>``.
 

@@ -36,9 +36,9 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import raw_count
-from mmdata.corpora.rgbd import boxes as box_io
 from mmdata.corpora.rgbd import depth as depth_io
 from mmdata.errors import ConfigError, FileError, SampleError
+from mmdata.modalities import boxes as box_io
 from mmdata.rng import make_rng
 from mmdata.types import Features, Field, Sample, make_key
 

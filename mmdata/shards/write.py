@@ -82,7 +82,7 @@ def _label_summary(labels: list[Any], features: Features, label: str) -> dict[st
 def _length(value: Any) -> int:
     """Length of the first axis; for image bytes kept as they came, the height read from the header alone."""
     if isinstance(value, (bytes, bytearray)):
-        from mmdata.media import image_shape
+        from mmdata.modalities.image import image_shape
 
         return image_shape(bytes(value))[0]
     return int(np.shape(value)[0])

@@ -32,7 +32,7 @@ import cv2
 import h5py
 import numpy as np
 
-from mmdata.depth import NYU_RGB, apply_matrix, matmul_fixed
+from mmdata.modalities.depth import NYU_RGB, apply_matrix, matmul_fixed
 from mmdata.rng import make_rng
 
 LABELED, SPLITS, MAP40, MAP13 = "nyu_depth_v2_labeled.mat", "splits.mat", "classMapping40.mat", "class13Mapping.mat"
@@ -92,7 +92,7 @@ def _render(rng: np.random.Generator, height: int, width: int) -> dict[str, np.n
     k = NYU_RGB.scaled(height, width)
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)], axis=-1)  # camera frame, z = 1
-    # Fixed-order products, not BLAS (mmdata.depth.apply_matrix): the stored depths must not depend on the CPU.
+    # Fixed-order products, not BLAS (modalities.depth.apply_matrix): the stored depths must not depend on the CPU.
     world = apply_matrix(rays, _rotation(rng.uniform(-0.35, -0.05), rng.uniform(-0.35, 0.35)))
     wall_z, floor_y = rng.uniform(2.5, 4.0), rng.uniform(1.0, 1.4)
     # Depth is the camera-frame z of the hit point, which is the ray parameter t because rays have z = 1.

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.depth import apply_matrix, matmul_fixed
+from mmdata.modalities.depth import apply_matrix, matmul_fixed
 from mmdata.rng import make_rng
 
 #: (VoteNet class, half sizes l, w, h in m, RGB 0..1, elevation of the bottom above the floor in m).
@@ -96,7 +96,7 @@ def _camera(rng: np.random.Generator, size: tuple[int, int], focal: float) -> di
     f = focal * w * rng.uniform(0.99, 1.01)
     k = np.array([[f, 0.0, w / 2 + 0.5 + rng.uniform(-1, 1)], [0.0, f, h / 2 + 0.5 + rng.uniform(-1, 1)],
                   [0.0, 0.0, 1.0]])
-    # Products in a fixed order, never BLAS (mmdata.depth.apply_matrix): the files must not depend on the CPU.
+    # Products in a fixed order, never BLAS (modalities.depth.apply_matrix): the files must not depend on the CPU.
     pitch, roll = _rotation_x(-math.radians(rng.uniform(5, 20))), _rotation_y(math.radians(rng.uniform(-3, 3)))
     rtilt = matmul_fixed(pitch, roll)
     e = matmul_fixed(matmul_fixed(FLIP.T, rtilt), FLIP)

@@ -1,12 +1,12 @@
 """6.4 Audio (CREMA-D's WAV files, the only raw audio among the corpora): decoding rules of
-mmdata.corpora.media.audio."""
+mmdata.modalities.audio."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from mmdata.corpora.media.audio import AudioRules, load
+from mmdata.modalities.audio import AudioRules, load
 from mmdata.errors import SampleError
 from tests.faults._helpers import tone
 

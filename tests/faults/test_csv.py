@@ -1,4 +1,4 @@
-"""6.9 Stock CSVs: the row rules of mmdata.series.read_prices and the reader's universe, on hand-written
+"""6.9 Stock CSVs: the row rules of mmdata.modalities.series.read_prices and the reader's universe, on hand-written
 Yahoo-schema files."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmdata.series import read_prices
+from mmdata.modalities.series import read_prices
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume"
 

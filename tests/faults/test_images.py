@@ -1,4 +1,4 @@
-"""6.2 Images: what the vision-language readers' intake (mmdata.media, used by MM-IMDB, Hateful Memes and
+"""6.2 Images: what the vision-language readers' intake (mmdata.modalities.image, used by MM-IMDB, Hateful Memes and
 SNLI-VE) does with bombs, huge and tiny images, unusual modes, EXIF and silent corruption."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 
 from mmdata.corpora import hateful_memes
 from mmdata.errors import SampleError
-from mmdata.media import MAX_PIXELS, load_image
+from mmdata.modalities.image import MAX_PIXELS, load_image
 from mmdata.shards.build import fingerprint
 from mmdata.shards.codec import decode
 from mmdata.synth.hateful_memes import generate

@@ -1,4 +1,4 @@
-"""6.3 Text: the shared intake (mmdata.media decode_text/clean_text) of captions, plots and hypotheses."""
+"""6.3 Text: the shared intake (mmdata.modalities.text decode_text/clean_text) of captions, plots and hypotheses."""
 from __future__ import annotations
 
 import unicodedata
@@ -7,7 +7,7 @@ import pytest
 
 from mmdata.errors import SampleError
 from mmdata.corpora.affect.rows import transcript
-from mmdata.media import MAX_TEXT_BYTES, clean_text, decode_text
+from mmdata.modalities.text import MAX_TEXT_BYTES, clean_text, decode_text
 
 
 def test_txt_02_bom_is_stripped_and_nul_is_refused():

@@ -1,4 +1,4 @@
-"""6.5 Video (CREMA-D's FLV files): decoding rules of mmdata.corpora.media.video."""
+"""6.5 Video (CREMA-D's FLV files): decoding rules of mmdata.modalities.video."""
 from __future__ import annotations
 
 import signal
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mmdata.corpora import crema_d
-from mmdata.corpora.media import guard, video
+from mmdata.modalities import guard, video
 from mmdata.errors import SampleError
 from mmdata.synth.crema_d import write_flv
 from tests.faults._helpers import crema_clip

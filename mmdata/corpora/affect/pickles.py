@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mmdata import safe_pickle
+from mmdata.modalities import safe_pickle
 from mmdata.corpora.affect import rows
 from mmdata.corpora.affect.spec import SPLITS, TEXT_SOURCES, AffectSpec, Located
 from mmdata.corpora.base import REPAIRS, Skip

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from mmdata import media  # the module, not its names: mmdata.media imports this package
 from mmdata.errors import SampleError
+from mmdata.modalities import text as text_io
 from mmdata.types import Field, make_key
 
 #: Sentiment range of both corpora (mean of annotators, -3 negative .. 3 positive).
@@ -121,9 +121,9 @@ def transcript(raw: Any, repairs: list[str] | None = None) -> str:
     """A transcript as str, with LF line ends (the repair appended to ``repairs``).
 
     Raises:
-        SampleError: ``empty_text`` when blank, ``too_long`` above :data:`mmdata.media.MAX_TEXT_BYTES`.
+        SampleError: ``empty_text`` when blank, ``too_long`` above :data:`mmdata.modalities.text.MAX_TEXT_BYTES`.
     """
     text = as_text(raw) if isinstance(raw, (str, bytes, np.str_, np.bytes_)) else ""
     if not text.strip():
         raise SampleError("empty_text", f"field text: empty transcript ({raw!r})")
-    return media.bounded_text(text, "field text", repairs)
+    return text_io.bounded_text(text, "field text", repairs)

@@ -3,7 +3,7 @@
 ``count_raw(root, split, **options) -> RawCount`` is the second, independent view of a split's raw items that
 ``mmdata verify --source`` (and the writer) reconcile with ``raw = written + skipped``. It lists files and reads
 split lists, labels and array headers only, so it runs in seconds where reading the samples takes minutes.
-(A package, like ``affect`` and ``media``: the top-level modules of :mod:`mmdata.corpora` are corpora.)
+(A package, like ``affect``: the top-level modules of :mod:`mmdata.corpora` are corpora.)
 """
 from __future__ import annotations
 

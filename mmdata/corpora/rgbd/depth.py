@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdata.depth import apply_matrix, matmul_fixed
+from mmdata.modalities.depth import apply_matrix, matmul_fixed
 from mmdata.errors import FileError, SampleError
 
 CLIP_M = 8.0  # read3dPoints.m: depthInpaint(depthInpaint > 8) = 8

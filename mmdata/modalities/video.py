@@ -6,7 +6,7 @@ Rules (reliability.md 6.5): a file decord cannot open, with zero frames, or whos
 and says nothing) -> ``truncated_video``; longer than ``max_seconds`` -> ``too_long``. Frames are taken at times
 ``k / fps`` (k = 0, 1, ...) over the clip, the nearest decoded frame each (OGM-GE keeps every ``video fps /
 fps``-th frame from the first), at least one. With a ``timeout``, the decode runs in a worker process
-(:mod:`~mmdata.corpora.media.guard`): a clip decoding longer is ``timeout``, a decoder crash ``decoder_crash``.
+(:mod:`~mmdata.modalities.guard`): a clip decoding longer is ``timeout``, a decoder crash ``decoder_crash``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mmdata.corpora.media import guard
+from mmdata.modalities import guard
 from mmdata.errors import SampleError
 
 #: Share of the declared frames that must be present. The declared count is FFmpeg's, from the container's
@@ -47,7 +47,7 @@ def read(path: Path, *, fps: float, size: int, max_seconds: float, timeout: floa
     Args:
         path: the video file.
         fps: frames kept per second; size: square frame side; max_seconds: longer clips are ``too_long``.
-        timeout: None decodes here; seconds: decodes in a worker process (:mod:`~mmdata.corpora.media.guard`),
+        timeout: None decodes here; seconds: decodes in a worker process (:mod:`~mmdata.modalities.guard`),
             where a clip taking longer is a ``timeout`` skip and a crashing decoder a ``decoder_crash`` skip.
 
     Raises:
