@@ -1,11 +1,12 @@
-"""Depth helpers: millimetre conversion, back-projection, and open3d normals against analytic scenes."""
+"""Depth helpers: millimetre conversion, back-projection in both pixel conventions against the toolboxes'
+formulas, and open3d normals against analytic scenes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mmdata.modalities.depth import (NYU_RGB, Intrinsics, angular_error, backproject, decode_normals, encode_normals,
-                          estimate_normals, to_millimetres)
+from mmdata.modalities.depth import (NYU_RGB, Intrinsics, angular_error, back_project, decode_normals,
+                                     encode_normals, estimate_normals, to_millimetres)
 
 HEIGHT, WIDTH = 60, 80  # the synthetic mini's frame size; intrinsics are NYU's RGB camera scaled to it
 
@@ -71,7 +72,7 @@ def test_box_scene_normals_match_analytic_within_5_degrees(size):
 def test_normals_face_the_camera_and_are_unit_length():
     depth, _ = _box_scene()
     normals = estimate_normals(depth, NYU_RGB)
-    points = backproject(depth, NYU_RGB)
+    points = back_project(depth, NYU_RGB, convention="opencv")
     assert np.all(np.einsum("hwc,hwc->hw", normals, points) < 0)
     np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-6)
 
@@ -102,6 +103,68 @@ def test_to_millimetres_zeroes_and_counts_invalid_values():
 def test_intrinsics_scale_and_backprojection():
     k = Intrinsics(100.0, 200.0, 50.0, 40.0, 100, 80).scaled(40, 50)
     assert (k.fx, k.fy, k.cx, k.cy, k.height, k.width) == (50.0, 100.0, 25.0, 20.0, 40, 50)
-    points = backproject(np.full((HEIGHT, WIDTH), 2.0), NYU_RGB)
+    points = back_project(np.full((HEIGHT, WIDTH), 2.0), NYU_RGB, convention="opencv")
     np.testing.assert_allclose(points[..., 2], 2.0)
     np.testing.assert_allclose(points[0, 0, :2] / 2.0, _rays()[0, 0, :2])
+
+
+# --- the two pixel conventions against the toolboxes' formulas ---
+
+
+def _depth_and_camera(height: int = 48, width: int = 64) -> tuple[np.ndarray, Intrinsics]:
+    """A float32 depth map with holes (as decoded from a PNG) and a camera of odd, non-integer intrinsics."""
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 8.0, (height, width)).astype(np.float32)
+    depth[rng.random((height, width)) < 0.2] = 0.0
+    return depth, Intrinsics(57.3171, 58.1097, 31.6573, 24.2219, width, height)
+
+
+def test_matlab_convention_is_both_toolboxes_formula_bit_for_bit():
+    """SUN RGB-D's ``read_3d_pts_general.m`` and NYU's ``depth_plane2depth_world.m`` are the same lines::
+
+        [x, y] = meshgrid(1:W, 1:H);  X = (x - cx) .* z / fx;  Y = (y - cy) .* z / fy;  Z = z
+    """
+    depth, k = _depth_and_camera()
+    x, y = np.meshgrid(np.arange(1, k.width + 1), np.arange(1, k.height + 1))
+    z = depth.astype(np.float64)
+    toolbox = np.stack([(x - k.cx) * z / k.fx, (y - k.cy) * z / k.fy, z], axis=-1)
+    np.testing.assert_array_equal(back_project(depth, k, convention="matlab"), toolbox)
+    matrix = np.array([[k.fx, 0.0, k.cx], [0.0, k.fy, k.cy], [0.0, 0.0, 1.0]])
+    assert Intrinsics.from_matrix(matrix, k.height, k.width) == k
+
+
+def test_matlab_convention_is_open3d_with_the_principal_point_one_pixel_back():
+    """open3d counts pixels from 0, so the toolbox's K goes in with ``cx - 1``, ``cy - 1`` (SUN RGB-D's reader
+    back-projected with open3d before there was one function: the same bits, holes dropped in row-major order)."""
+    import open3d as o3d
+
+    depth, k = _depth_and_camera()
+    camera = o3d.camera.PinholeCameraIntrinsic(k.width, k.height, k.fx, k.fy, k.cx - 1.0, k.cy - 1.0)
+    cloud = o3d.geometry.PointCloud.create_from_depth_image(o3d.geometry.Image(depth), camera, depth_scale=1.0,
+                                                            depth_trunc=100.0)
+    np.testing.assert_array_equal(back_project(depth, k, convention="matlab")[depth > 0], np.asarray(cloud.points))
+
+
+def test_opencv_convention_is_the_normalised_ray_times_depth():
+    """OpenCV (and Bouguet's calibration toolbox, where NYU's camera_params.m come from) puts the first pixel's
+    centre at 0: ``cv2.undistortPoints`` without distortion gives the ray ``(u - cx) / fx``, scaled by z."""
+    import cv2
+
+    depth, k = _depth_and_camera()
+    v, u = np.mgrid[0:k.height, 0:k.width].astype(np.float64)
+    z = depth.astype(np.float64)
+    points = back_project(depth, k, convention="opencv")
+    np.testing.assert_array_equal(points, np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], axis=-1))
+    matrix = np.array([[k.fx, 0.0, k.cx], [0.0, k.fy, k.cy], [0.0, 0.0, 1.0]])
+    rays = cv2.undistortPoints(np.stack([u, v], axis=-1).reshape(-1, 1, 2), matrix, None).reshape(k.height, k.width, 2)
+    np.testing.assert_allclose(points[..., :2], rays * z[..., None], rtol=1e-6, atol=1e-9)
+
+
+def test_the_conventions_differ_by_one_pixel_of_principal_point():
+    depth, k = _depth_and_camera()
+    shifted = Intrinsics(k.fx, k.fy, k.cx + 1.0, k.cy + 1.0, k.width, k.height)
+    np.testing.assert_allclose(back_project(depth, k, convention="opencv"),
+                               back_project(depth, shifted, convention="matlab"), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(back_project(depth, k, convention="opencv"), back_project(depth, k, convention="matlab"))
+    with pytest.raises(ValueError, match="convention"):
+        back_project(depth, k, convention="nyu")

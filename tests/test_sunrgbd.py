@@ -14,9 +14,9 @@ from scipy.io import loadmat
 from mmdata.corpora import sunrgbd
 from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_sample
-from mmdata.corpora.rgbd import depth as depth_io
 from mmdata.errors import ConfigError, SampleError
 from mmdata.modalities import boxes as box_io
+from mmdata.modalities import depth as depth_io
 from mmdata.shards.build import shard_corpus
 from mmdata.synth.sunrgbd import generate, scene_name
 from mmdata.types import KEY_PATTERN
@@ -106,17 +106,29 @@ def test_depth_bit_rotation_round_trip_and_clip() -> None:
     assert decoded.max() == depth_io.CLIP_M and np.unique(decoded[decoded < 8]).size == 8000
 
 
-def test_open3d_back_projection_matches_the_toolbox_formula(root: Path) -> None:
-    scene = root / "SUNRGBD" / scene_name(1)
-    files = sunrgbd.scene_files(scene)
+def test_back_projection_is_the_toolbox_formula_and_open3d_bit_for_bit(root: Path) -> None:
+    """A scene's files through ``convention="matlab"``: ``read_3d_pts_general.m`` literally, and open3d's
+    ``create_from_rgbd_image`` (the reader's back-projection before there was one function) with its colours."""
+    import open3d as o3d
+
+    files = sunrgbd.scene_files(root / "SUNRGBD" / scene_name(1))
     k = depth_io.read_intrinsics(files["intrinsics"])
     depth = depth_io.read_depth(files["depth"])
-    rgb = depth_io.read_image(files["image"], depth.shape)
-    xyz, colour = depth_io.back_project(depth, rgb, k)
-    np.testing.assert_allclose(xyz, depth_io.back_project_numpy(depth, k), atol=1e-5)
-    rows, cols = np.nonzero(depth > 0)
-    np.testing.assert_allclose(colour, rgb[rows, cols] / 255.0, atol=1e-9)
-    assert len(xyz) == (depth > 0).sum() < depth.size  # the raw depth has holes, dropped as VoteNet does
+    rgb, valid = depth_io.read_image(files["image"], depth.shape), depth > 0
+    xyz = depth_io.back_project(depth, depth_io.Intrinsics.from_matrix(k, *depth.shape), convention="matlab")[valid]
+    x, y = np.meshgrid(np.arange(1, depth.shape[1] + 1), np.arange(1, depth.shape[0] + 1))  # meshgrid(1:W, 1:H)
+    z = depth.astype(np.float64)
+    np.testing.assert_array_equal(xyz, np.stack([(x - k[0, 2]) * z / k[0, 0], (y - k[1, 2]) * z / k[1, 1], z],
+                                                axis=-1)[valid])
+    h, w = depth.shape
+    camera = o3d.camera.PinholeCameraIntrinsic(w, h, k[0, 0], k[1, 1], k[0, 2] - 1.0, k[1, 2] - 1.0)  # 0-based
+    rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+        o3d.geometry.Image(rgb), o3d.geometry.Image(depth), depth_scale=1.0, depth_trunc=depth_io.CLIP_M + 1.0,
+        convert_rgb_to_intensity=False)
+    cloud = o3d.geometry.PointCloud.create_from_rgbd_image(rgbd, camera)
+    np.testing.assert_array_equal(xyz, np.asarray(cloud.points))
+    np.testing.assert_array_equal(rgb[valid] / 255.0, np.asarray(cloud.colors))
+    assert len(xyz) == valid.sum() < depth.size  # the raw depth has holes, dropped as VoteNet does
 
 
 def _floor_normal(points: np.ndarray, height: np.ndarray) -> np.ndarray:
@@ -132,7 +144,9 @@ def test_rtilt_makes_the_floor_horizontal(root: Path) -> None:
     assert not np.allclose(rtilt, np.eye(3), atol=0.05)  # the camera is tilted: Rtilt does the work
     e = np.loadtxt(next((root / "SUNRGBD" / samples[0]["meta_scene"] / "extrinsics").glob("*.txt")))[:, :3]
     np.testing.assert_allclose(rtilt, depth_io.FLIP @ e @ depth_io.FLIP.T, atol=1e-6)
-    level = depth_io.upright(depth_io.back_project_numpy(np.full((60, 80), 2.0, np.float32), k), np.eye(3))
+    wall = depth_io.back_project(np.full((60, 80), 2.0), depth_io.Intrinsics.from_matrix(k, 60, 80),
+                                 convention="matlab")
+    level = depth_io.upright(wall.reshape(-1, 3), np.eye(3))
     assert np.ptp(level[:, 1]) < 1e-9  # with Rtilt = I, a fronto-parallel wall stays at y = depth
 
 

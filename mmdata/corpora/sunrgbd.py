@@ -7,8 +7,8 @@ unzipped under one root::
                                       extrinsics/*.txt, annotation3Dfinal/index.json
     SUNRGBDtoolbox/traintestSUNRGBD/allsplit.mat   alltrain (5,285) / alltest (5,050): '/n/fs/sun3d/data/SUNRGBD/...'
 
-Per scene, what the toolbox and VoteNet do (details in :mod:`mmdata.corpora.rgbd`): decode the bit-rotated depth
-(``(d >> 3) | (d << 13)``, ``/ 1000``, clip at 8 m), back-project with K at 1-based pixels (open3d), rotate upright
+Per scene, what the toolbox and VoteNet do (details in :mod:`mmdata.modalities`): decode the bit-rotated depth
+(``(d >> 3) | (d << 13)``, ``/ 1000``, clip at 8 m), back-project with K at MATLAB's 1-based pixels, rotate upright
 with Rtilt, read the boxes of ``annotation3Dfinal`` in VoteNet's ``[cx, cy, cz, l, w, h, heading, class]``; then
 VoteNet's input: ``num_points`` of the valid points drawn without replacement (``make_rng(seed, "sunrgbd",
 scene)``), their colour 0..1 and height ``z - np.percentile(z, 0.99)`` (VoteNet's floor estimate, over all valid
@@ -36,9 +36,9 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, inside_root, require_root
 from mmdata.corpora.ledger import raw_count
-from mmdata.corpora.rgbd import depth as depth_io
 from mmdata.errors import ConfigError, FileError, SampleError
 from mmdata.modalities import boxes as box_io
+from mmdata.modalities import depth as depth_io
 from mmdata.rng import make_rng
 from mmdata.types import Features, Field, Sample, make_key
 
@@ -181,8 +181,9 @@ def read_scene(folder: Path, key: str, *, depth_dir: str = "depth", num_points: 
     k, rtilt = depth_io.read_intrinsics(files["intrinsics"]), depth_io.read_rtilt(files["extrinsics"])
     depth = depth_io.read_depth(files["depth"])
     rgb = depth_io.read_image(files["image"], depth.shape)
-    xyz, colour = depth_io.back_project(depth, rgb, k)
-    xyz = depth_io.upright(xyz, rtilt)
+    valid = depth > 0  # pixels without depth are dropped, as VoteNet does
+    camera = depth_io.back_project(depth, depth_io.Intrinsics.from_matrix(k, *depth.shape), convention="matlab")
+    xyz, colour = depth_io.upright(camera[valid], rtilt), rgb[valid] / 255.0
     boxes, repairs = box_io.read_boxes(files["annotation"])
     label, truncated = pad_boxes(boxes, max_boxes)
     scene = folder.as_posix().split("/SUNRGBD/")[-1]

@@ -13,8 +13,8 @@ import scipy.io
 
 from mmdata.corpora import nyuv2, sunrgbd
 from mmdata.corpora.check import check_value
-from mmdata.corpora.rgbd import depth as depth_io
 from mmdata.errors import SampleError
+from mmdata.modalities import depth as depth_io
 from mmdata.synth.nyuv2 import LABELED, SPLITS
 from mmdata.synth.nyuv2 import generate as generate_nyuv2
 from mmdata.synth.sunrgbd import generate as generate_sunrgbd
