@@ -1,5 +1,6 @@
 """Every error class a user of mmdata catches, in one ground-floor module (anything may import it), and
-:func:`run_guarded`, which turns them into one line and an exit status for the CLI and the DVC stages.
+:func:`run_guarded`, which turns them into one line and an exit status for the CLI and the DVC stages, and
+:func:`check_names`, the one check of configuration keys (with :data:`RENAMED`, the retired names).
 
 Each class is an expected failure: the ``mmdata`` command prints its message on one line and exits non-zero
 (the traceback only with ``--debug``). Messages name the file, the sample key where there is one, the reason
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -75,6 +76,39 @@ class UnsafeInputError(MmdataError, ValueError):
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; temporary output was removed and nothing was published."""
+
+
+#: Keys renamed so that one concept has one name in params, code, CLI and docs (issue 11), old -> new. There is
+#: no alias: wherever keys are checked (:func:`check_names`: params.yaml blocks, reader options from params,
+#: the CLI's ``--option`` or Python, synth options) an old key fails with a ConfigError naming its new name.
+RENAMED: dict[str, str] = {
+    "size": "image_size",  # nyuv2 reader: resize at shard time (snli_ve's synth ``size`` is the raw side)
+    "frame_size": "image_size",  # crema_d reader: video frames resized at shard time
+    "depth_dir": "depth_source",  # sunrgbd reader: which depth (raw depth/ or refined depth_bfx/)
+    "dev": "valid",  # synth counts of mmimdb, hateful_memes, snli_ve (files keep the release's "dev" names)
+}
+
+
+def check_names(given: Iterable[str], allowed: Iterable[str], what: str, where: str, fix: str = "") -> None:
+    """Raise ConfigError naming the keys of ``given`` not in ``allowed``, a renamed key's new name, the valid ones.
+
+    A key of :data:`RENAMED` is named with its new name only where the new name is valid (``size`` stays a plain
+    unknown key for a reader without ``image_size``).
+
+    Args:
+        given: the keys supplied (a params.yaml block, reader options, keyword arguments).
+        allowed: the valid keys.
+        what: what the keys are, plural-ready ("key(s)", "reader option(s)").
+        where: where they were found ("in corpora.mosi of params.yaml").
+        fix: appended to the message (where to fix them).
+    """
+    allowed = set(allowed)
+    unknown = sorted(set(given) - allowed)
+    if not unknown:
+        return
+    renamed = [f"{old!r} is now {RENAMED[old]!r}" for old in unknown if RENAMED.get(old) in allowed]
+    note = f" ({'; '.join(renamed)}: renamed, the old name is not accepted)" if renamed else ""
+    raise ConfigError(f"unknown {what} {unknown} {where}{note}; valid: {sorted(allowed)}{fix}")
 
 
 #: Exit status of an expected failure, and of an interrupt (128 + SIGINT, as shells report it).

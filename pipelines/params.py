@@ -10,7 +10,7 @@ import yaml
 
 # From the ground-floor module, not mmdata.corpora: importing that package imports every corpus reader,
 # which would make every stage that reads params.yaml depend on all of them (see tests/test_dvc_graph.py).
-from mmdata.errors import ConfigError
+from mmdata.errors import ConfigError, check_names
 
 PARAMS = Path("params.yaml")
 #: Every key here is read by a stage (tests/test_dvc_graph.py checks it): no key that configures nothing.
@@ -25,10 +25,8 @@ def keyword_options(fn: Callable[..., Any]) -> set[str]:
 
 
 def check_keys(given: dict[str, Any], allowed: set[str], where: str) -> None:
-    """Raise ConfigError naming unknown keys, the valid ones, and where to fix them."""
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where} of params.yaml; valid: {sorted(allowed)}")
+    """Raise ConfigError naming unknown keys (a renamed one with its new name), the valid ones, and where."""
+    check_names(given, allowed, "key(s)", f"in {where} of params.yaml")
 
 
 def load_params(path: Path = PARAMS) -> dict[str, Any]:

@@ -239,3 +239,12 @@ def test_console_script(sharded, tmp_path):
     verified = subprocess.run([*exe, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert verified.returncode == 1 and victim.name in verified.stdout
     assert any(line.startswith("ok ") for line in verified.stdout.splitlines())
+
+
+@pytest.mark.parametrize("name, old, new", [("crema_d", "frame_size", "image_size"), ("nyuv2", "size", "image_size"),
+                                            ("sunrgbd", "depth_dir", "depth_source")])
+def test_shard_option_with_a_renamed_key_names_the_new_one(capsys, tmp_path, name, old, new):
+    status, _, err = cli(capsys, "shard", name, "--root", tmp_path / "raw", "--out", tmp_path / "out",
+                         "--option", f"{old}=32")
+    assert status == 2 and f"'{old}' is now '{new}'" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -180,3 +180,72 @@ def test_augment_blocks_build_augmenters_for_the_corpus_fields(tmp_path):
                                                 {"train": 6, "valid": 3, "test": 3}))
         features = CORPORA[name].features(root, **params["corpora"][name]["reader"])
         assert isinstance(Augmenter.from_features(features, **block), Augmenter)
+
+
+#: Every key of RENAMED (mmdata/errors.py) where it was used: (block, corpus, old key, new key, a value).
+RENAMES = [
+    ("reader", "crema_d", "frame_size", "image_size", 32),
+    ("reader", "nyuv2", "size", "image_size", [15, 20]),
+    ("reader", "sunrgbd", "depth_dir", "depth_source", "depth_bfx"),
+    ("synth", "mmimdb", "dev", "valid", 3),
+    ("synth", "hateful_memes", "dev", "valid", 3),
+    ("synth", "snli_ve", "dev", "valid", 3),
+]
+
+
+def _renamed_block(block: str, corpus: str, old: str, new: str, value) -> dict:
+    """The repository's ``corpora.<corpus>`` block with ``new`` in its ``block`` swapped for ``old``."""
+    from pipelines.params import PARAMS
+
+    config = yaml.safe_load(PARAMS.read_text())["corpora"][corpus]
+    assert new in config[block]  # the new name is the one params.yaml uses
+    config[block] = {**{k: v for k, v in config[block].items() if k != new}, old: value}
+    return config
+
+
+def test_renames_cover_the_table_and_no_option_keeps_an_old_name():
+    from mmdata.errors import RENAMED
+    from mmdata.synth import SYNTHS
+    from pipelines.params import keyword_options
+
+    assert {(old, new) for _, _, old, new, _ in RENAMES} == set(RENAMED.items())
+    for block, corpus, old, new, _ in RENAMES:
+        options = CORPORA[corpus].options() if block == "reader" else keyword_options(SYNTHS[corpus])
+        assert new in options and old not in options
+    for corpus in CORPORA.values():  # no reader keeps an old name beside the new one (no alias)
+        assert not set(corpus.options()) & set(RENAMED), corpus.name
+
+
+@pytest.mark.parametrize("block, corpus, old, new, value", RENAMES, ids=[f"{r[1]}.{r[2]}" for r in RENAMES])
+def test_renamed_key_in_params_names_the_new_one(tmp_path, monkeypatch, block, corpus, old, new, value):
+    config = _renamed_block(block, corpus, old, new, value)  # read before leaving the repository root
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, {"seed": 0, "corpora": {corpus: config}})
+    stage = shard_stage if block == "reader" else synth_stage
+    with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'") as err:
+        stage.main([corpus])
+    assert f"corpora.{corpus}.{block}" in str(err.value)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("block, corpus, old, new, value", RENAMES, ids=[f"{r[1]}.{r[2]}" for r in RENAMES])
+def test_renamed_key_through_the_python_api_names_the_new_one(tmp_path, block, corpus, old, new, value):
+    from mmdata.shards.build import shard_corpus
+    from mmdata.synth import write_synth
+
+    match = f"'{old}' is now '{new}'"
+    if block == "reader":
+        with pytest.raises(ConfigError, match=match):
+            CORPORA[corpus].check_options({old: value})
+        with pytest.raises(ConfigError, match=match):
+            shard_corpus(corpus, tmp_path / "raw", tmp_path / "out", reader={old: value}, progress=False)
+    else:
+        with pytest.raises(ConfigError, match=match):
+            write_synth(corpus, tmp_path / "raw", **{old: value})
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_old_name_is_a_plain_unknown_key_where_its_new_name_is_no_option_either():
+    with pytest.raises(ConfigError) as err:
+        get_corpus("avmnist").check_options({"size": 32})
+    assert "'size'" in str(err.value) and "is now" not in str(err.value)

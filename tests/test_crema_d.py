@@ -199,19 +199,21 @@ def test_option_shapes_and_errors(root):
     assert crema_d.features(root, sample_rate=16000)["audio_spec"].shape == (257, 136)
     strip = crema_d.features(root, video_format="jpg")["video"]
     assert strip.shape == (None, 64, 3) and strip.codec == "jpg"
-    items = list(crema_d.iter_samples(root, "valid", video_format="jpg", fps=4.0, frame_size=32,
+    items = list(crema_d.iter_samples(root, "valid", video_format="jpg", fps=4.0, image_size=32,
                                       audio_feature="logmel"))
     sample = samples_of(items)[0]
     assert sample["video"].shape[1:] == (32, 3) and sample["video"].shape[0] % 32 == 0
     assert sample["video"].shape[0] // 32 >= 4 and sample["audio_spec"].shape == (64, 188)
     with pytest.raises(ConfigError, match="valid: npy, mp4, jpg"):
         crema_d.features(root, video_format="avi")
-    with pytest.raises(ConfigError, match="frame_size 16.*decord"):  # a width decord 0.6 misreads
-        crema_d.features(root, video_format="mp4", frame_size=16)
+    with pytest.raises(ConfigError, match="image_size 16.*decord"):  # a width decord 0.6 misreads
+        crema_d.features(root, video_format="mp4", image_size=16)
     with pytest.raises(ConfigError, match="unknown split_by"):
         crema_d.features(root, split_by="random")
     with pytest.raises(ConfigError, match="unknown reader option"):
         crema_d.CORPUS.check_options({"fsp": 2})
+    with pytest.raises(ConfigError, match="'frame_size' is now 'image_size'"):  # renamed: no alias
+        crema_d.features(root, frame_size=32)
 
 
 def test_missing_folders_fail_with_the_fix(tmp_path):

@@ -21,7 +21,7 @@ from mmdata.synth import SYNTHS
 from mmdata.synth.hateful_memes import TOPICS, generate
 from mmdata.types import KEY_PATTERN, UNLABELED
 
-SIZES = {"train": 60, "dev": 18, "test": 30, "unseen": 15}
+SIZES = {"train": 60, "valid": 18, "test": 30, "unseen": 15}
 PHASE2 = {"train": 60, "dev_seen": 18, "dev_unseen": 15, "test_seen": 30, "test_unseen": 15}
 
 
@@ -89,7 +89,7 @@ def _topic(text: str) -> int:
 
 
 def test_benign_confounders_leave_each_modality_at_chance(tmp_path):
-    root = generate(tmp_path / "big", seed=3, train=600, dev=3, test=3, unseen=3)
+    root = generate(tmp_path / "big", seed=3, train=600, valid=3, test=3, unseen=3)
     records = lines(root / "train.jsonl")
     by_text, by_pixels = defaultdict(set), defaultdict(set)
     for r in records:

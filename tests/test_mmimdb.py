@@ -29,7 +29,7 @@ from mmdata.shards.index import read_index
 from mmdata.synth import SYNTHS
 from mmdata.synth.mmimdb import generate
 
-SIZES = {"train": 40, "dev": 10, "test": 20}
+SIZES = {"train": 40, "valid": 10, "test": 20}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_generate_is_deterministic(tmp_path, root):
 
 
 def test_plots_carry_only_the_odd_ranked_genres(tmp_path):
-    root = generate(tmp_path / "big", seed=4, train=400, dev=1, test=200)
+    root = generate(tmp_path / "big", seed=4, train=400, valid=1, test=200)
     split = json.loads((root / "mmimdb" / "split.json").read_text())
 
     def xy(key: str) -> tuple[list[str], np.ndarray]:

@@ -216,8 +216,13 @@ def test_inconsistent_splits_or_13_class_table_fail(tmp_path, root):
         list(nyuv2.iter_samples(bad, "train"))
 
 
-def test_size_option_resizes_at_shard_time(root):
-    features = nyuv2.features(root, size=[15, 20])
-    sample = _read(root, "valid", size=[15, 20])[0][0]
+def test_image_size_option_resizes_at_shard_time(root):
+    features = nyuv2.features(root, image_size=[15, 20])
+    sample = _read(root, "valid", image_size=[15, 20])[0][0]
     check_sample(_clean(sample), features)
     assert sample["normal"].shape == (15, 20, 3) and features["label"].shape == (15, 20)
+    for entry in (nyuv2.features, nyuv2.describe, nyuv2.sources):  # the old name fails, never ignored
+        with pytest.raises(ConfigError, match="'size' is now 'image_size'"):
+            entry(root, size=[15, 20])
+    with pytest.raises(ConfigError, match="'size' is now 'image_size'"):
+        nyuv2.count_raw(root, "train", size=[15, 20])

@@ -123,7 +123,7 @@ def _assert_outside_root(manifest: dict, raw: int) -> None:
 
 
 def test_hateful_memes_img_paths_stay_inside_the_root(tmp_path):
-    root = hateful_memes.generate(tmp_path / "hm", seed=0, train=12, dev=4, test=4, unseen=4)
+    root = hateful_memes.generate(tmp_path / "hm", seed=0, train=12, valid=4, test=4, unseen=4)
     path = root / "train.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
     outside = _outside_image(tmp_path, root / records[0]["img"], ".png")
@@ -136,7 +136,7 @@ def test_hateful_memes_img_paths_stay_inside_the_root(tmp_path):
 
 
 def test_mmimdb_split_ids_stay_inside_the_root(tmp_path):
-    root = mmimdb.generate(tmp_path / "raw", seed=0, train=10, dev=3, test=3)
+    root = mmimdb.generate(tmp_path / "raw", seed=0, train=10, valid=3, test=3)
     base = root / "mmimdb" if (root / "mmimdb").is_dir() else root
     split = json.loads((base / "split.json").read_text())
     ids = split["train"]
@@ -150,7 +150,7 @@ def test_mmimdb_split_ids_stay_inside_the_root(tmp_path):
 
 
 def test_snli_ve_image_ids_stay_inside_the_root(tmp_path):
-    root = snli_ve.generate(tmp_path / "ve", seed=0, train=8, dev=3, test=3, no_gold=0.0)
+    root = snli_ve.generate(tmp_path / "ve", seed=0, train=8, valid=3, test=3, no_gold=0.0)
     path = root / "snli_ve_train.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
     key = "Flikr30kID" if "Flikr30kID" in records[0] else "Flickr30K_ID"

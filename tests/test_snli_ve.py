@@ -27,7 +27,7 @@ from mmdata.synth import SYNTHS
 from mmdata.synth.snli_ve import COLOURS, SHAPES, generate
 from mmdata.types import KEY_PATTERN, ROWS, Field
 
-SIZES = {"train": 24, "dev": 6, "test": 8}
+SIZES = {"train": 24, "valid": 6, "test": 8}
 SNLI_KEYS = {"annotator_labels", "captionID", "gold_label", "pairID", "sentence1", "sentence1_binary_parse",
              "sentence1_parse", "sentence2", "sentence2_binary_parse", "sentence2_parse"}
 FILES = ("snli_ve_train.jsonl", "snli_ve_dev.jsonl", "snli_ve_test.jsonl")
@@ -79,7 +79,7 @@ def test_generate_is_deterministic(tmp_path):
 
 
 def test_labels_need_image_and_hypothesis(tmp_path):
-    records = lines(generate(tmp_path / "big", seed=2, train=300, dev=1, test=1, no_gold=0.0) / FILES[0])
+    records = lines(generate(tmp_path / "big", seed=2, train=300, valid=1, test=1, no_gold=0.0) / FILES[0])
     words = lambda text, vocab: [w for w in text.split() if w in vocab]
     by_label = {label: Counter() for label in ("entailment", "neutral", "contradiction")}
     for r in records:
@@ -125,7 +125,7 @@ def test_both_key_styles_read_the_same(tmp_path):
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("ve_shards")
-    root = generate(base / "raw", seed=0, train=40, dev=6, test=8, no_gold=0.0)
+    root = generate(base / "raw", seed=0, train=40, valid=6, test=8, no_gold=0.0)
     shard_corpus("snli_ve", root, base / "out", max_samples=10, progress=False)
     return base / "out"
 
@@ -149,7 +149,7 @@ def test_shard_bytes_grow_with_images_not_pairs(shards, tmp_path):
     images = dict(zip(index["sample"], index["size_image"]))
     assert len(images) == 40 and len(index["key"]) == 240
     assert total <= 1.5 * sum(images.values()), (total, sum(images.values()))
-    root = generate(tmp_path / "raw", seed=0, train=40, dev=6, test=8, no_gold=0.0, captions=5)
+    root = generate(tmp_path / "raw", seed=0, train=40, valid=6, test=8, no_gold=0.0, captions=5)
     shard_corpus("snli_ve", root, tmp_path / "out", max_samples=10, progress=False)
     more = sum(p.stat().st_size for p in (tmp_path / "out" / "train").glob("*.tar"))
     assert more < 1.15 * total  # 2.5x the pairs, almost the same bytes

@@ -137,7 +137,7 @@ def _floor_normal(points: np.ndarray, height: np.ndarray) -> np.ndarray:
 
 
 def test_rtilt_makes_the_floor_horizontal(root: Path) -> None:
-    samples, _ = _read(root, "test", depth_dir="depth_bfx")
+    samples, _ = _read(root, "test", depth_source="depth_bfx")
     normal = _floor_normal(samples[0]["points"], samples[0]["points_height"])
     assert abs(normal[2]) > 0.999
     k, rtilt = samples[0]["meta_calib"].astype(np.float64)
@@ -192,7 +192,7 @@ def test_boxes_follow_votenet_from_a_hand_built_annotation(tmp_path: Path) -> No
 
 
 def test_boxes_enclose_their_points(root: Path) -> None:
-    samples, _ = _read(root, "train", depth_dir="depth_bfx")
+    samples, _ = _read(root, "train", depth_source="depth_bfx")
     counts = [_inside(s["points"], b).sum() for s in samples for b in s["label"] if b[7] >= 0]
     assert len(counts) > 20 and np.median(counts) >= 10 and min(counts) >= 1
 
@@ -279,8 +279,13 @@ def test_configuration_errors(tmp_path: Path, root: Path) -> None:
         list(sunrgbd.iter_samples(tmp_path, "train"))
     with pytest.raises(ConfigError, match="unknown split"):
         list(sunrgbd.iter_samples(root, "dev"))
-    with pytest.raises(ConfigError, match="depth_dir"):
-        list(sunrgbd.iter_samples(root, "train", depth_dir="depth_raw"))
+    with pytest.raises(ConfigError, match="depth_source"):
+        list(sunrgbd.iter_samples(root, "train", depth_source="depth_raw"))
+    for entry in (sunrgbd.features, sunrgbd.describe, sunrgbd.sources):  # the old name fails, never ignored
+        with pytest.raises(ConfigError, match="'depth_dir' is now 'depth_source'"):
+            entry(root, depth_dir="depth_bfx")
+    with pytest.raises(ConfigError, match="'depth_dir' is now 'depth_source'"):
+        sunrgbd.count_raw(root, "train", depth_dir="depth_bfx")
     with pytest.raises(ConfigError, match="min_points"):
         list(sunrgbd.iter_samples(root, "train", num_points=100, min_points=200))
 
@@ -288,7 +293,7 @@ def test_configuration_errors(tmp_path: Path, root: Path) -> None:
 def test_corpus_entry_points(root: Path) -> None:
     corpus = sunrgbd.CORPUS
     assert corpus.name == "sunrgbd" and corpus.task == "detection"
-    assert corpus.options() == {"num_points", "min_points", "max_boxes", "depth_dir", "split_file", "valid_every",
+    assert corpus.options() == {"num_points", "min_points", "max_boxes", "depth_source", "split_file", "valid_every",
                                 "seed"}
     sources = corpus.sources(root)
     assert sources[0] == root / SPLIT and len(sources) == 1 + 5 * (TRAIN + TEST)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmdata.errors import ConfigError, FileError
+from mmdata.errors import ConfigError, FileError, check_names
 from mmdata.types import Features, Sample, View
 
 #: Optional sample entry naming the raw file a sample came from (for error messages); the writer strips it.
@@ -109,12 +109,9 @@ class Corpus:
         return {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY}
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """Raise ConfigError naming unknown options and the valid ones."""
-        unknown = sorted(set(options) - self.options())
-        if unknown:
-            raise ConfigError(
-                f"unknown reader option(s) {unknown} for corpus {self.name!r}; valid: {sorted(self.options())} "
-                f"(fix corpora.{self.name}.reader in params.yaml)")
+        """Raise ConfigError naming unknown options (a renamed one with its new name) and the valid ones."""
+        check_names(options, self.options(), "reader option(s)", f"for corpus {self.name!r}",
+                    f" (fix corpora.{self.name}.reader in params.yaml, or mmdata shard's --option)")
 
 
 def require_root(root: str | Path, corpus: str) -> Path:

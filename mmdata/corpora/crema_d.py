@@ -7,7 +7,7 @@ sentence and level parsed from the name are kept as ``meta_*`` fields.
 
 Per clip: ``audio_spec`` is OGM-GE's ``log(|STFT| + 1e-7)`` (n_fft 512, hop 353) of the clip resampled to
 ``sample_rate`` and tiled to 3 s ((257, 188) at 22,050 Hz), or a 64-band log-mel of the same frames; ``video`` holds
-frames decoded with decord at ``fps`` per second, resized to ``frame_size`` square, as uint8 [T, S, S, 3]
+frames decoded with decord at ``fps`` per second, resized to ``image_size`` square, as uint8 [T, S, S, 3]
 (``video_format: npy``), as an MPEG-4 clip decoded to the same [T, S, S, 3] (``mp4``, ~20x smaller, lossy, read back
 with decord), or as one JPEG filmstrip [T * S, S, 3] (``jpg``, ~5x smaller, lossy; the video encoder unstacks it).
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.errors import CodecError, ConfigError, SampleError
+from mmdata.errors import CodecError, ConfigError, SampleError, check_names
 from mmdata.modalities import audio, video
 from mmdata.types import Features, Field, Sample, make_key
 
@@ -57,7 +57,7 @@ class Options:
     split_by: str = "speaker"
     ogmge_lists: str | None = None
     fps: float = 1.0
-    frame_size: int = 64
+    image_size: int = 64
     video_format: str = "npy"
     sample_rate: int = 22050
     audio_feature: str = "stft"
@@ -76,10 +76,10 @@ class Options:
             raise ConfigError(f"{NAME}: split_by: ogmge needs ogmge_lists, a folder holding OGM-GE's "
                               f"data/CREMAD/train.csv and test.csv (got {self.ogmge_lists!r})")
         if self.video_format == "mp4":
-            _probe_mp4(self.frame_size)
-        if self.fps <= 0 or self.frame_size < 8 or self.sample_rate < 8000:
-            raise ConfigError(f"{NAME}: need fps > 0, frame_size >= 8, sample_rate >= 8000 (got {self.fps}, "
-                              f"{self.frame_size}, {self.sample_rate})")
+            _probe_mp4(self.image_size)
+        if self.fps <= 0 or self.image_size < 8 or self.sample_rate < 8000:
+            raise ConfigError(f"{NAME}: need fps > 0, image_size >= 8, sample_rate >= 8000 (got {self.fps}, "
+                              f"{self.image_size}, {self.sample_rate})")
 
     def rules(self) -> audio.AudioRules:
         """The audio rules with this target rate and thresholds."""
@@ -96,7 +96,7 @@ def _probe_mp4(size: int) -> None:
     try:
         encode(np.zeros((1, size, size, 3), np.uint8), Field("uint8", (None, size, size, 3), "mp4", rate=1.0))
     except CodecError as exc:
-        raise ConfigError(f"{NAME}: video_format mp4 with frame_size {size}: {exc}; or use video_format npy") \
+        raise ConfigError(f"{NAME}: video_format mp4 with image_size {size}: {exc}; or use video_format npy") \
             from None
 
 
@@ -105,7 +105,7 @@ def _features(opts: Options) -> Features:
     steps = audio.frames(opts.sample_rate, 3.0, 353)
     bins, kind = (257, "log |STFT| + 1e-7 (n_fft 512, hop 353), OGM-GE") if opts.audio_feature == "stft" else \
         (64, "log mel power + 1e-7 (64 bands, n_fft 512, hop 353)")
-    size = opts.frame_size
+    size = opts.image_size
     shape, codec, layout = ((None, size, 3), "jpg", f"[frame * {size}, W, RGB] filmstrip of square frames") \
         if opts.video_format == "jpg" else ((None, size, size, 3), opts.video_format, "[frame, H, W, RGB]")
     return {
@@ -204,7 +204,7 @@ def _sample(stem: str, paths: dict[str, Path], listed: str | None, key: str, opt
     wav, flv = _paired(stem, paths)
     wave, repairs = audio.load(wav, opts.rules())
     feature = audio.log_stft if opts.audio_feature == "stft" else audio.log_mel
-    frames = video.read(flv, fps=opts.fps, size=opts.frame_size, max_seconds=opts.max_seconds,
+    frames = video.read(flv, fps=opts.fps, size=opts.image_size, max_seconds=opts.max_seconds,
                         timeout=opts.decode_timeout)
     return {
         "__key__": key, "audio_spec": feature(wave, opts.sample_rate),
@@ -215,16 +215,15 @@ def _sample(stem: str, paths: dict[str, Path], listed: str | None, key: str, opt
 
 
 def _options(options: dict) -> Options:
-    try:
-        opts = Options(**options)
-    except TypeError as exc:
-        raise ConfigError(f"{NAME}: {exc}; valid options: {sorted(Options.__dataclass_fields__)}") from None
+    check_names(options, Options.__dataclass_fields__, "reader option(s)", f"for corpus {NAME!r}",
+                f" (fix corpora.{NAME}.reader in params.yaml, or mmdata shard's --option)")
+    opts = Options(**options)
     opts.check()
     return opts
 
 
 def features(root: str | Path, **options: object) -> Features:
-    """The field schema for the options (shapes depend on audio_feature, sample_rate, frame_size, format)."""
+    """The field schema for the options (shapes depend on audio_feature, sample_rate, image_size, format)."""
     return _features(_options(options))
 
 
@@ -253,7 +252,7 @@ def describe(root: str | Path, **options: object) -> str:
 
 
 def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogmge_lists: str | None = None,
-                 fps: float = 1.0, frame_size: int = 64, video_format: str = "npy", sample_rate: int = 22050,
+                 fps: float = 1.0, image_size: int = 64, video_format: str = "npy", sample_rate: int = 22050,
                  audio_feature: str = "stft", max_seconds: float = 10.0,
                  silence_db: float = -60.0, decode_timeout: float | None = None) -> Iterator[Sample | Skip]:
     """Samples of one split, sorted by clip name; one Sample or Skip per clip (wav, flv or listed name).
@@ -263,7 +262,8 @@ def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogm
         split: "train", "valid" or "test".
         split_by: "speaker" (speaker-disjoint, default) or "ogmge" (OGM-GE's lists, see module docstring).
         ogmge_lists: folder with OGM-GE's train.csv and test.csv (for ``split_by: ogmge``).
-        fps: video frames kept per second (OGM-GE keeps 1); frame_size: square frame side in pixels.
+        fps: video frames kept per second (OGM-GE keeps 1); image_size: the side in pixels of the square the
+            frames are resized to at shard time (an int: the frames are square; the other readers' name).
         video_format: "npy" (uint8 [T, S, S, 3]), "mp4" (an MPEG-4 clip of those frames) or "jpg" (one JPEG
             filmstrip [T * S, S, 3]).
         sample_rate: audio rate of the features (OGM-GE: 22,050); audio_feature: "stft" or "logmel".
@@ -274,7 +274,7 @@ def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogm
         ``{"__key__": "crema_d/<split>/<clip>", "audio_spec", "video", "label", "meta_actor", "meta_sentence",
         "meta_level"}`` or a Skip naming the file and the rule.
     """
-    opts = _options({"split_by": split_by, "ogmge_lists": ogmge_lists, "fps": fps, "frame_size": frame_size,
+    opts = _options({"split_by": split_by, "ogmge_lists": ogmge_lists, "fps": fps, "image_size": image_size,
                      "video_format": video_format, "sample_rate": sample_rate, "audio_feature": audio_feature,
                      "max_seconds": max_seconds, "silence_db": silence_db, "decode_timeout": decode_timeout})
     if split not in SPLITS:

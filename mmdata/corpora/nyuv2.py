@@ -148,19 +148,20 @@ def _datasets(f: h5py.File, path: Path, depth_source: str) -> tuple[h5py.Dataset
     return images, depths, labels
 
 
-def _size(f: h5py.File, path: Path, size: list[int] | None) -> tuple[int, int]:
-    if size is not None:
-        return int(size[0]), int(size[1])
+def _size(f: h5py.File, path: Path, image_size: list[int] | None) -> tuple[int, int]:
+    if image_size is not None:
+        return int(image_size[0]), int(image_size[1])
     if "images" not in f or f["images"].ndim != 4:
         raise ConfigError(f"{NAME}: {path} has no (N, 3, W, H) images dataset")
     return int(f["images"].shape[3]), int(f["images"].shape[2])
 
 
-def features(root: str | Path, *, size: list[int] | None = None, **options: object) -> Features:
-    """The schema; H x W is the file's frame size, or ``size`` when frames are resized at shard time."""
+def features(root: str | Path, *, image_size: list[int] | None = None, **options: object) -> Features:
+    """The schema; H x W is the file's frame size, or ``image_size`` when frames are resized at shard time."""
+    CORPUS.check_options(options)  # the other reader options: an unknown or renamed one fails, never ignored
     path = _paths(root)[LABELED]
     with _open(path) as f:
-        height, width = _size(f, path, size)
+        height, width = _size(f, path, image_size)
     return {
         "image": Field("uint8", (height, width, 3), "png", description="RGB from `images`, (H, W, 3)"),
         "depth": Field("uint16", (height, width), "png",
@@ -177,12 +178,14 @@ def features(root: str | Path, *, size: list[int] | None = None, **options: obje
 
 def sources(root: str | Path, **options: object) -> list[Path]:
     """The four .mat files."""
+    CORPUS.check_options(options)
     return list(_paths(root).values())
 
 
 def describe(root: str | Path, *, depth_source: str = "depths", valid_fraction: float = 0.1,
              **options: object) -> str:
     """Which files were found, frame count and size, and the split sizes."""
+    CORPUS.check_options(options)
     paths = _paths(root)
     with _open(paths[LABELED]) as f:
         images = _datasets(f, paths[LABELED], depth_source)[0]
@@ -193,7 +196,7 @@ def describe(root: str | Path, *, depth_source: str = "depths", valid_fraction: 
 
 
 def iter_samples(root: str | Path, split: str, *, depth_source: str = "depths", valid_fraction: float = 0.1,
-                 size: list[int] | None = None, max_invalid_depth: float = 0.9,
+                 image_size: list[int] | None = None, max_invalid_depth: float = 0.9,
                  normal_knn: int = NORMAL_KNN) -> Iterator[Sample | Skip]:
     """Frames of one split in splits.mat order.
 
@@ -201,8 +204,11 @@ def iter_samples(root: str | Path, split: str, *, depth_source: str = "depths", 
         root: folder with the four .mat files.
         split: "train", "valid" (last ``valid_fraction`` of trainNdxs) or "test" (testNdxs).
         depth_source: "depths" (in-painted, the benchmark's input) or "rawDepths" (holes = 0).
-        valid_fraction: share of trainNdxs held out as valid.
-        size: ``[H, W]`` to resize frames to at shard time (area for RGB, nearest for depth and labels), or None.
+        valid_fraction: share of trainNdxs held out as valid, cut from its tail (a fraction, not SUN RGB-D's
+            ``valid_every`` stride: consecutive frames of one scene look alike, so interleaving would put
+            near-duplicates on both sides of the cut).
+        image_size: ``[H, W]`` to resize frames to at shard time (area for RGB, nearest for depth and labels), or
+            None for the file's frame size.
         max_invalid_depth: largest share of invalid depth pixels a kept frame may have.
         normal_knn: neighbours per normal estimate.
 
@@ -218,7 +224,7 @@ def iter_samples(root: str | Path, split: str, *, depth_source: str = "depths", 
     lookup = _mapping(paths)
     with _open(paths[LABELED]) as f:
         arrays = _datasets(f, paths[LABELED], depth_source)
-        shape = _size(f, paths[LABELED], size)
+        shape = _size(f, paths[LABELED], image_size)
         for index in _split_frames(paths, split, arrays[0].shape[0], valid_fraction):
             key = make_key(NAME, split, f"{index + 1:04d}")
             yield _frame(f, arrays, int(index), key, paths[LABELED], lookup, shape, max_invalid_depth, normal_knn)
@@ -265,6 +271,7 @@ def count_raw(root: str | Path, split: str, *, depth_source: str = "depths", val
         root, split, depth_source, valid_fraction, options: as for :func:`iter_samples`.
     """
     check_split(NAME, split, ("train", "valid", "test"))
+    CORPUS.check_options(options)
     paths = _paths(root)
     with _open(paths[LABELED]) as f:
         frames = _datasets(f, paths[LABELED], depth_source)[0].shape[0]

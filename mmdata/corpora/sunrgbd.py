@@ -50,6 +50,7 @@ FLOOR_PERCENTILE = 0.99  # VoteNet: np.percentile(z, 0.99), the ~1% quantile, no
 
 def features(root: str | Path, *, num_points: int = 20000, max_boxes: int = 64, **options: object) -> Features:
     """The schema; shapes follow ``num_points`` and ``max_boxes``."""
+    CORPUS.check_options(options)
     n = num_points
     return {
         "points": Field("float32", (n, 3), "npy", description="xyz in metres, VoteNet upright depth frame "
@@ -125,8 +126,8 @@ def scene_key(split: str, scene: str) -> str:
     return make_key(NAME, split, f"{parts[-2] if len(parts) > 1 else 'scene'}-{parts[-1][:24]}-{digest}")
 
 
-def scene_files(folder: Path, depth_dir: str = "depth") -> dict[str, Path]:
-    """The files the toolbox reads: the first ``image/*.jpg`` and ``<depth_dir>/*.png``, the LAST
+def scene_files(folder: Path, depth_source: str = "depth") -> dict[str, Path]:
+    """The files the toolbox reads: the first ``image/*.jpg`` and ``<depth_source>/*.png``, the LAST
     ``extrinsics/*.txt`` (``extrinsicsC(end)``), ``intrinsics.txt`` and ``annotation3Dfinal/index.json``.
 
     Raises:
@@ -138,7 +139,7 @@ def scene_files(folder: Path, depth_dir: str = "depth") -> dict[str, Path]:
             raise FileError(f"missing_{part}", f"no {pattern} file", folder / sub)
         return found[-1] if last else found[0]
 
-    files = {"image": pick("image", "image", "*.jpg"), "depth": pick(depth_dir, "depth", "*.png"),
+    files = {"image": pick("image", "image", "*.jpg"), "depth": pick(depth_source, "depth", "*.png"),
              "extrinsics": pick("extrinsics", "extrinsics", "*.txt", last=True)}
     for part, rel in (("intrinsics", "intrinsics.txt"), ("annotation", "annotation3Dfinal/index.json")):
         if not (folder / rel).is_file():
@@ -170,14 +171,14 @@ def pad_boxes(boxes: np.ndarray, max_boxes: int) -> tuple[np.ndarray, list[str]]
     return out, ["truncated_boxes"] * (len(boxes) - len(kept))
 
 
-def read_scene(folder: Path, key: str, *, depth_dir: str = "depth", num_points: int = 20000,
+def read_scene(folder: Path, key: str, *, depth_source: str = "depth", num_points: int = 20000,
                min_points: int = 1, max_boxes: int = 64, seed: int = 0) -> Sample:
     """One scene folder as a sample (fields of :func:`features`, plus ``__source__`` and ``__repairs__``).
 
     Raises:
         FileError / SampleError: the reasons listed in the module docstring.
     """
-    files = scene_files(folder, depth_dir)
+    files = scene_files(folder, depth_source)
     k, rtilt = depth_io.read_intrinsics(files["intrinsics"]), depth_io.read_rtilt(files["extrinsics"])
     depth = depth_io.read_depth(files["depth"])
     rgb = depth_io.read_image(files["image"], depth.shape)
@@ -197,7 +198,7 @@ def read_scene(folder: Path, key: str, *, depth_dir: str = "depth", num_points: 
 
 
 def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_points: int = 1,
-                 max_boxes: int = 64, depth_dir: str = "depth", split_file: str = SPLIT_FILE,
+                 max_boxes: int = 64, depth_source: str = "depth", split_file: str = SPLIT_FILE,
                  valid_every: int = 10, seed: int = 0) -> Iterator[Sample | Skip]:
     """Samples of one split in split-file order.
 
@@ -206,15 +207,21 @@ def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_p
         split: "train", "valid" (every ``valid_every``-th alltrain scene) or "test" (alltest).
         num_points: points per scene (VoteNet trains on 20,000). min_points: fewer valid points is a Skip (the
             default 1 refuses only empty clouds, which VoteNet cannot sample either; raise it to drop sparse scenes).
-        max_boxes: label rows (VoteNet's MAX_NUM_OBJ). depth_dir: "depth" (VoteNet) or "depth_bfx" (refined).
+        max_boxes: label rows (VoteNet's MAX_NUM_OBJ).
+        depth_source: the folder depth is read from, "depth" (raw, VoteNet's) or "depth_bfx" (refined); NYUv2's
+            option of the same name picks a dataset of its .mat.
+        valid_every: every ``valid_every``-th alltrain scene is valid. A stride (an int), not NYUv2's tail
+            ``valid_fraction``: a stride spreads valid over the whole file order, every sensor and subset it
+            lists, where a tail holds only its end; NYUv2's frames run scene by scene, where a stride would
+            split scenes across the cut, so there the tail is right and here the stride.
         split_file: the .mat with alltrain/alltest, relative to root. seed: the point-sampling seed.
 
     Yields:
         Samples with ``points [n, 3]``, ``points_rgb [n, 3]``, ``points_height [n, 1]``, ``label [max_boxes,
         8]``, ``meta_calib [2, 3, 3]``, ``meta_scene``; or a Skip naming the file at fault.
     """
-    if depth_dir not in ("depth", "depth_bfx"):
-        raise ConfigError(f"{NAME}: depth_dir must be 'depth' or 'depth_bfx', got {depth_dir!r}")
+    if depth_source not in ("depth", "depth_bfx"):
+        raise ConfigError(f"{NAME}: depth_source must be 'depth' or 'depth_bfx', got {depth_source!r}")
     if not 0 < min_points <= num_points or max_boxes < 1:
         raise ConfigError(f"{NAME}: need 0 < min_points <= num_points and max_boxes >= 1, got {min_points}, "
                           f"{num_points}, {max_boxes} (corpora.{NAME}.reader)")
@@ -229,7 +236,7 @@ def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_p
             yield Skip(key, str(folder), "missing_scene", f"{scene} is listed in {split_file} but not on disk")
             continue
         try:
-            yield read_scene(folder, key, depth_dir=depth_dir, num_points=num_points, min_points=min_points,
+            yield read_scene(folder, key, depth_source=depth_source, num_points=num_points, min_points=min_points,
                              max_boxes=max_boxes, seed=seed)
         except FileError as err:
             yield Skip(key, str(err.path), err.reason, str(err))
@@ -237,42 +244,45 @@ def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_p
             yield Skip(key, str(folder), err.reason, str(err))
 
 
-def sources(root: str | Path, *, depth_dir: str = "depth", split_file: str = SPLIT_FILE,
+def sources(root: str | Path, *, depth_source: str = "depth", split_file: str = SPLIT_FILE,
             **options: object) -> list[Path]:
     """The split file and every scene file read (those present), in split-file order."""
+    CORPUS.check_options(options)  # the other reader options: an unknown or renamed one fails, never ignored
     base, out = require_root(root, NAME), []
     scenes = split_scenes(root, split_file)
     for scene in scenes["alltrain"] + scenes["alltest"]:
         try:
-            out += sorted(scene_files(inside_root(base, "SUNRGBD", scene), depth_dir).values())
+            out += sorted(scene_files(inside_root(base, "SUNRGBD", scene), depth_source).values())
         except FileError:
             continue  # reported as a Skip by iter_samples (missing files, or a scene outside the root)
     return [base / split_file, *out]
 
 
-def describe(root: str | Path, *, depth_dir: str = "depth", split_file: str = SPLIT_FILE,
+def describe(root: str | Path, *, depth_source: str = "depth", split_file: str = SPLIT_FILE,
              **options: object) -> str:
     """Which layout was found, e.g. ``SUN RGB-D scene folders: alltrain 120, alltest 48 scenes (kv1 84, ...)``."""
+    CORPUS.check_options(options)
     scenes = split_scenes(root, split_file)
     sensors: dict[str, int] = {}
     for scene in scenes["alltrain"] + scenes["alltest"]:
         sensors[scene.split("/")[0]] = sensors.get(scene.split("/")[0], 0) + 1
     listed = ", ".join(f"{s} {n}" for s, n in sorted(sensors.items()))
     return (f"SUN RGB-D scene folders + {split_file}: alltrain {len(scenes['alltrain'])}, alltest "
-            f"{len(scenes['alltest'])} scenes ({listed}); depth from {depth_dir}/")
+            f"{len(scenes['alltest'])} scenes ({listed}); depth from {depth_source}/")
 
 
 def count_raw(root: str | Path, split: str, *, split_file: str = SPLIT_FILE, valid_every: int = 10,
-              depth_dir: str = "depth", **options: object) -> RawCount:
+              depth_source: str = "depth", **options: object) -> RawCount:
     """Scene folders the split file lists for the split (present or not; no image or depth is read).
 
     Args:
-        root, split, split_file, valid_every, depth_dir, options: as for :func:`iter_samples`.
+        root, split, split_file, valid_every, depth_source, options: as for :func:`iter_samples`.
     """
+    CORPUS.check_options(options)
     scenes = split_list(root, split, split_file=split_file, valid_every=valid_every)
     base = Path(root) / "SUNRGBD"
     # The folders the reader lists files in: each scene's and its image/depth/extrinsics sub-folders.
-    folders = [base / s / sub for s in scenes for sub in ("", "image", depth_dir, "extrinsics")]
+    folders = [base / s / sub for s in scenes for sub in ("", "image", depth_source, "extrinsics")]
     return raw_count(len(scenes), "scene listed in allsplit.mat", folders)
 
 

@@ -5,6 +5,7 @@ and returns the root to hand to the corpus reader.
 """
 from __future__ import annotations
 
+import inspect
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +38,15 @@ def write_synth(name: str, out: str | Path, **params: object) -> Path:
     user to remove the old one (DVC removes stage outputs itself before running ``synth``).
 
     Raises:
+        ConfigError: a keyword the generator does not take (a renamed one named with its new name).
         OutputError: ``out`` exists and is not an empty folder.
     """
-    from mmdata.errors import OutputError
+    from mmdata.errors import OutputError, check_names
     from mmdata.shards.publish import interruptible, temp_path
 
+    keywords = inspect.signature(SYNTHS[name]).parameters.values()
+    check_names(params, {p.name for p in keywords if p.kind == p.KEYWORD_ONLY}, "synth option(s)",
+                f"for corpus {name!r}", f" (fix corpora.{name}.synth in params.yaml)")
     out = Path(out)
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise OutputError(f"{out}: exists and is not empty; a synthetic corpus is written only into a new or empty "

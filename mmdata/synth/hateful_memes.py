@@ -40,7 +40,7 @@ TEMPLATES = ("{f0} {t0} {f1} {t1}", "{t0} {f0} {f1} {t1} {f2}", "{f0} {f1} {t0} 
              "{t0} {f0} {t1} {f1} {f2} {f3}")
 
 
-def generate(out: Path, *, seed: int = 0, phase: int = 2, train: int = 450, dev: int = 120, test: int = 240,
+def generate(out: Path, *, seed: int = 0, phase: int = 2, train: int = 450, valid: int = 120, test: int = 240,
              unseen: int = 120) -> Path:
     """Write a synthetic Hateful Memes release under ``out``.
 
@@ -48,8 +48,10 @@ def generate(out: Path, *, seed: int = 0, phase: int = 2, train: int = 450, dev:
         out: the folder to create (the unpacked zip's ``data/`` folder).
         seed: base seed.
         phase: 2 (train, dev_seen, dev_unseen, test_seen, test_unseen) or 1 (train, dev, test).
-        train, dev, test: labeled memes in train.jsonl, dev_seen.jsonl (dev.jsonl) and test_seen.jsonl;
-            with phase 1, ``test`` is the size of the unlabeled test.jsonl.
+        train, valid, test: labeled memes in train.jsonl, dev_seen.jsonl and test_seen.jsonl, which the reader
+            reads as its train, valid and test splits ("dev" is the release's name of a validation split,
+            ``valid`` everywhere in mmdata). With phase 1, ``valid`` sizes dev.jsonl (the reader's test there; its
+            valid is the tail of train.jsonl) and ``test`` the unlabeled test.jsonl.
         unseen: memes in dev_unseen.jsonl and in the unlabeled test_unseen.jsonl (phase 2 only).
 
     Returns:
@@ -58,13 +60,13 @@ def generate(out: Path, *, seed: int = 0, phase: int = 2, train: int = 450, dev:
     Raises:
         ValueError: an unknown phase or a size below 3 (one confounder triplet).
     """
-    if phase not in (1, 2) or min(train, dev, test, unseen) < 3:
+    if phase not in (1, 2) or min(train, valid, test, unseen) < 3:
         raise ValueError(f"phase must be 1 or 2 and every size >= 3, got phase {phase}, sizes "
-                         f"{train}, {dev}, {test}, {unseen}")
-    files = {"train": (train, True), "dev_seen": (dev, True), "dev_unseen": (unseen, True),
+                         f"{train}, {valid}, {test}, {unseen}")
+    files = {"train": (train, True), "dev_seen": (valid, True), "dev_unseen": (unseen, True),
              "test_seen": (test, True), "test_unseen": (unseen, False)}
     if phase == 1:
-        files = {"train": (train, True), "dev": (dev, True), "test": (test, False)}
+        files = {"train": (train, True), "dev": (valid, True), "test": (test, False)}
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
     ids = make_rng(seed, "hateful_memes", "ids").choice(np.arange(1, 100000), sum(n for n, _ in files.values()),

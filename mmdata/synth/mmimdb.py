@@ -47,13 +47,14 @@ FILLER = ("the", "a", "man", "woman", "family", "city", "finds", "when", "his", 
           "their", "life", "meets", "during", "small")
 
 
-def generate(out: Path, *, seed: int = 0, train: int = 480, dev: int = 80, test: int = 240) -> Path:
+def generate(out: Path, *, seed: int = 0, train: int = 480, valid: int = 80, test: int = 240) -> Path:
     """Write a synthetic MM-IMDb under ``out/mmimdb``.
 
     Args:
         out: the folder to create (the archive's parent folder).
         seed: base seed.
-        train, dev, test: movies listed under each key of split.json.
+        train, valid, test: movies listed under the keys "train", "dev" (the release's name of the validation
+            split; ``valid`` everywhere in mmdata) and "test" of split.json.
 
     Returns:
         ``out``, the root for :mod:`mmdata.corpora.mmimdb` (which finds ``mmimdb/`` under it).
@@ -61,11 +62,11 @@ def generate(out: Path, *, seed: int = 0, train: int = 480, dev: int = 80, test:
     Raises:
         ValueError: a split without movies.
     """
-    if min(train, dev, test) < 1:
-        raise ValueError(f"every split needs >= 1 movie, got {train}, {dev}, {test}")
+    if min(train, valid, test) < 1:
+        raise ValueError(f"every split needs >= 1 movie, got {train}, {valid}, {test}")
     dataset = Path(out) / "mmimdb" / "dataset"
     dataset.mkdir(parents=True, exist_ok=True)
-    counts = {"train": train, "dev": dev, "test": test}
+    counts = {"train": train, "dev": valid, "test": test}
     ids = make_rng(seed, "mmimdb", "ids").choice(np.arange(1, 10**7), sum(counts.values()), replace=False)
     names = [f"{int(i):07d}" for i in ids]
     split, start = {}, 0

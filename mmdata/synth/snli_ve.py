@@ -35,14 +35,15 @@ FILES = {"train": "snli_ve_train.jsonl", "dev": "snli_ve_dev.jsonl", "test": "sn
 LETTERS = {"entailment": "e", "neutral": "n", "contradiction": "c"}
 
 
-def generate(out: Path, *, seed: int = 0, train: int = 180, dev: int = 40, test: int = 80, captions: int = 2,
+def generate(out: Path, *, seed: int = 0, train: int = 180, valid: int = 40, test: int = 80, captions: int = 2,
              size: int = 112, key_style: str = "Flikr30kID", no_gold: float = 0.02) -> Path:
     """Write a synthetic SNLI-VE under ``out``.
 
     Args:
         out: the folder to create (holding the JSONL files and ``flickr30k_images/``).
         seed: base seed; the same arguments write byte-identical files.
-        train, dev, test: images per split (each with ``3 * captions`` pairs).
+        train, valid, test: images per split (each with ``3 * captions`` pairs); valid is written as the
+            release's ``snli_ve_dev.jsonl``.
         captions: premises per image.
         size: side of the square JPEG images, in pixels (112 with the noisy texture keeps the JPEG well above
             the ~2.9 KB of tar headers and labels per stored sample, as real photos are).
@@ -55,12 +56,12 @@ def generate(out: Path, *, seed: int = 0, train: int = 180, dev: int = 40, test:
     Raises:
         ValueError: an unknown key style, or a split without images.
     """
-    if key_style not in KEY_STYLES or min(train, dev, test, captions) < 1:
+    if key_style not in KEY_STYLES or min(train, valid, test, captions) < 1:
         raise ValueError(f"key_style must be one of {KEY_STYLES} and sizes >= 1, got {key_style!r}, "
-                         f"{train}, {dev}, {test}, {captions}")
+                         f"{train}, {valid}, {test}, {captions}")
     out = Path(out)
     (out / "flickr30k_images").mkdir(parents=True, exist_ok=True)
-    counts = {"train": train, "dev": dev, "test": test}
+    counts = {"train": train, "dev": valid, "test": test}
     ids = make_rng(seed, "snli_ve", "ids").choice(np.arange(10**9, 5 * 10**9, 7919), sum(counts.values()),
                                                   replace=False)
     start = 0

@@ -19,7 +19,7 @@ from mmdata.synth.hateful_memes import generate
 from mmdata.types import Field
 from tests.faults._helpers import split_items
 
-SIZES = {"train": 12, "dev": 4, "test": 4, "unseen": 4}
+SIZES = {"train": 12, "valid": 4, "test": 4, "unseen": 4}
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -133,7 +133,7 @@ def test_img_02_a_flipped_byte_that_still_decodes_changes_the_recorded_raw_sha25
     from mmdata.corpora import mmimdb
     from mmdata.synth.mmimdb import generate as generate_mmimdb
 
-    root = generate_mmimdb(tmp_path / "raw", seed=0, train=6, dev=2, test=2)
+    root = generate_mmimdb(tmp_path / "raw", seed=0, train=6, valid=2, test=2)
     before = {f["path"]: f["sha256"] for f in fingerprint(mmimdb.CORPUS, root, {})["files"]}
     poster = next(p for p in before if p.endswith(".jpeg"))
     path = root / poster

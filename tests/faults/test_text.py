@@ -39,7 +39,7 @@ def test_txt_02_a_reader_counts_the_line_end_repair(tmp_path):
     from mmdata.synth.hateful_memes import generate
     from tests.faults._helpers import split_items
 
-    root = generate(tmp_path / "hm", seed=0, train=6, dev=3, test=3, unseen=3)
+    root = generate(tmp_path / "hm", seed=0, train=6, valid=3, test=3, unseen=3)
     lines = (root / "train.jsonl").read_text().splitlines()
     record = json.loads(lines[0])
     record["text"] = "first line\r\nsecond line"
