@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.import_graph import module_files
+
 REPO = Path(__file__).resolve().parents[1]
 CODE = ("mmdata", "methods", "pipelines")
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
@@ -30,17 +32,6 @@ LOCK = REPO / "dvc.lock"
 
 
 # --- the import graph -------------------------------------------------------------------------------------
-
-def module_files(root: Path, packages: Iterable[str] = CODE) -> dict[str, Path]:
-    """Dotted module name -> file for every ``.py`` under ``root/<package>`` (a package is its ``__init__``)."""
-    found = {}
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            rel = path.relative_to(root).with_suffix("")
-            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-            found[".".join(parts)] = path
-    return found
-
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
@@ -149,7 +140,7 @@ def concrete_stages() -> list[dict[str, Any]]:
 
 
 STAGES = concrete_stages()
-MODULES = module_files(REPO)
+MODULES = module_files(REPO, CODE)
 
 
 def _inside(path: str, dep: str) -> bool:
@@ -232,7 +223,7 @@ def test_import_walk_follows_lazy_relative_and_package_imports(tmp_path):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    modules = module_files(tmp_path)
+    modules = module_files(tmp_path, CODE)
     closure = import_closure(["pipelines.x"], modules)
     # corpora.b: the registry __init__ runs on importing corpora.a; shards.read: lazy import in mmdata.load;
     # codec/tar: relative imports; late: only under TYPE_CHECKING, so never run.

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.import_graph import module_files
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("mmdata", "methods", "pipelines", "bench")
 ROOT = "mmdata"  # the façade: in no layer
@@ -63,18 +65,7 @@ class Import:
     lazy: bool
 
 
-def module_files() -> dict[str, Path]:
-    """Dotted name -> file of every module under PACKAGES (a package is its ``__init__``)."""
-    found = {}
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            rel = path.relative_to(REPO).with_suffix("")
-            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-            found[".".join(parts)] = path
-    return found
-
-
-MODULES = module_files()
+MODULES = module_files(REPO, PACKAGES)
 
 
 def layer(module: str) -> int | None:
