@@ -43,7 +43,7 @@ class CodecError(MmdataError, ValueError):
     """Bytes that cannot be decoded as the declared codec."""
 
 
-class BadInputError(MmdataError, RuntimeError):
+class BadInputError(MmdataError, ValueError):
     """Too many raw items were skipped (or none written); the message carries the skip summary."""
 
 

@@ -16,13 +16,8 @@ releases hold the same data.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-from mmdata.corpora.affect import count, reader
-from mmdata.corpora.affect.spec import AffectSpec, Options
-from mmdata.corpora.base import Corpus, RawCount, Skip
-from mmdata.types import Features, Sample
+from mmdata.corpora.affect.entry import AffectReader
+from mmdata.corpora.affect.spec import AffectSpec
 
 NAME = "mosi"
 SPLITS = ("train", "valid", "test")
@@ -44,58 +39,9 @@ SPEC = AffectSpec(
     vision_kind={"mmsa": "FACET 4.1 subset", "mult": "FACET 4.1 subset", "multibench": "FACET"},
 )
 
+#: The reader entry points; their options are documented in :class:`.affect.entry.AffectReader`.
+READER = AffectReader(SPEC)
+features, sources, describe = READER.features, READER.sources, READER.describe
+iter_samples, count_raw = READER.iter_samples, READER.count_raw
 
-def features(root: str | Path, *, release: str = "auto", variant: str = "aligned", sdk_vision: str = "facet42",
-             folds: str | None = None) -> Features:
-    """The field schema of the release found under ``root`` (dims and lengths depend on it)."""
-    return reader.features(SPEC, root, Options(release, variant, sdk_vision, folds))
-
-
-def sources(root: str | Path, *, release: str = "auto", variant: str = "aligned", sdk_vision: str = "facet42",
-            folds: str | None = None) -> list[Path]:
-    """The raw files read (one pickle, or the .csd files and the folds file)."""
-    return reader.sources(SPEC, root, Options(release, variant, sdk_vision, folds))
-
-
-def describe(root: str | Path, *, release: str = "auto", variant: str = "aligned", sdk_vision: str = "facet42",
-             folds: str | None = None) -> str:
-    """Which release family, variant and files were found, in words."""
-    return reader.describe(SPEC, root, Options(release, variant, sdk_vision, folds))
-
-
-def iter_samples(root: str | Path, split: str, *, release: str = "auto", variant: str = "aligned",
-                 sdk_vision: str = "facet42", folds: str | None = None) -> Iterator[Sample | Skip]:
-    """Samples of one split, one Sample or Skip per raw row (pickle row or SDK label segment).
-
-    Args:
-        root: a folder holding a release, or one pickle / .csd file.
-        split: "train", "valid" or "test".
-        release: "auto" (MMSA, then MulT, MultiBench, SDK), "mmsa", "mult", "multibench" or "sdk".
-        variant: "aligned" (50 word-aligned steps) or "unaligned" (frame-rate sequences).
-        sdk_vision: SDK vision sequence: "facet42" (35-d, as MultiBench), "facet41" (47-d) or "openface".
-        folds: SDK only: the standard folds file (``cmu_mosi_std_folds.py`` or JSON); default: found next to
-            the .csd files.
-
-    Yields:
-        Samples with feat_text, feat_audio, feat_vision [time, dim], text (MMSA; SDK with a words sequence)
-        and label, or Skips naming the file, the key and the problem.
-
-    Raises:
-        ConfigError: bad option, missing root or no matching release.
-        ValueError: arrays of one pickle split disagree on the number of rows.
-    """
-    return reader.iter_samples(SPEC, root, split, Options(release, variant, sdk_vision, folds))
-
-
-def count_raw(root: str | Path, split: str, *, release: str = "auto", variant: str = "aligned",
-              sdk_vision: str = "facet42", folds: str | None = None) -> RawCount:
-    """Raw items of one split without building samples: pickle rows, or SDK opinion segments of the fold videos.
-
-    Args:
-        root, split, release, variant, sdk_vision, folds: as for :func:`iter_samples`.
-    """
-    return count.count_raw(SPEC, root, split, Options(release, variant, sdk_vision, folds))
-
-
-CORPUS = Corpus(name=NAME, splits=SPLITS, task="regression", features=features, iter_samples=iter_samples,
-                sources=sources, describe=describe, count_raw=count_raw)
+CORPUS = READER.corpus(SPLITS)

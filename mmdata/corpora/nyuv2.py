@@ -42,7 +42,7 @@ import numpy as np
 from mmdata.corpora.base import REPAIRS, SOURCE, Corpus, RawCount, Skip, require_root
 from mmdata.corpora.ledger import check_split, raw_count
 from mmdata.modalities.depth import NORMAL_KNN, NYU_RGB, encode_normals, estimate_normals, to_millimetres
-from mmdata.errors import ConfigError
+from mmdata.errors import BadInputError, ConfigError
 from mmdata.types import Features, Field, Sample, make_key
 
 NAME = "nyuv2"
@@ -143,7 +143,7 @@ def _datasets(f: h5py.File, path: Path, depth_source: str) -> tuple[h5py.Dataset
     images, depths, labels = f["images"], f[depth_source], f["labels"]
     if images.ndim != 4 or images.shape[1] != 3 or not images.shape[:1] + images.shape[2:] == depths.shape \
             == labels.shape:
-        raise ValueError(f"{NAME}: {path}: images {images.shape}, {depth_source} {depths.shape}, labels "
+        raise BadInputError(f"{NAME}: {path}: images {images.shape}, {depth_source} {depths.shape}, labels "
                          f"{labels.shape} do not agree (expected (N, 3, W, H), (N, W, H), (N, W, H))")
     return images, depths, labels
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mmdata.errors import SampleError
+from mmdata.errors import ConfigError, SampleError
 
 _worker: tuple[Any, Connection] | None = None  # (process, parent end of its pipe), started on first use
 
@@ -65,7 +65,7 @@ def call(function: Callable[..., Any], args: tuple, timeout: float, what: str) -
     """
     global _worker
     if not timeout > 0:
-        raise ValueError(f"decode timeout must be a positive number of seconds, got {timeout!r}")
+        raise ConfigError(f"decode timeout must be a positive number of seconds, got {timeout!r}")
     if _worker is None:
         parent, child = multiprocessing.get_context("spawn").Pipe()
         process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,), daemon=True)

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from mmdata.errors import BadInputError
+
 #: Largest share of a file's rows that may be dropped before the file counts as unreadable.
 MAX_BAD_ROWS = 0.05
 #: Drop reasons that point at a file in another format; only these count towards :data:`MAX_BAD_ROWS`.
@@ -90,7 +92,7 @@ def read_prices(path: Path) -> Prices:
         lines = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
     header = [cell.strip().lower() for cell in lines[0]] if lines else []
     if "date" not in header or "open" not in header:
-        raise ValueError(f"{path}: header {lines[0] if lines else []} lacks Date and Open (Yahoo schema: Date,"
+        raise BadInputError(f"{path}: header {lines[0] if lines else []} lacks Date and Open (Yahoo schema: Date,"
                          f"Open,High,Low,Close,Adj Close,Volume)")
     at_date, at_open = header.index("date"), header.index("open")
     needed = max(at_date, at_open) + 1
@@ -111,7 +113,7 @@ def read_prices(path: Path) -> Prices:
         order.append(day)
     unparsed = sum(out.dropped[reason] for reason in FORMAT_REASONS)
     if not kept or unparsed > MAX_BAD_ROWS * max(out.rows, 1):
-        raise ValueError(f"{path}: {sum(out.dropped.values())} of {out.rows} rows unusable "
+        raise BadInputError(f"{path}: {sum(out.dropped.values())} of {out.rows} rows unusable "
                          f"{dict(out.dropped)}; first {first_bad}; check the delimiter and decimal separator")
     breaks = [b for a, b in zip(order, order[1:]) if b <= a]
     if breaks:  # counted once per file, at the first row out of order
@@ -148,7 +150,7 @@ def align(prices: dict[str, Prices], *, rule: str = "ffill", start: str | None =
     lo = max([*firsts.values(), *([np.datetime64(start, "D")] if start else [])])
     hi = min([*lasts.values(), *([np.datetime64(end, "D")] if end else [])])
     if lo > hi:
-        raise ValueError(f"the price histories do not overlap (latest start {lo}, earliest end {hi})")
+        raise BadInputError(f"the price histories do not overlap (latest start {lo}, earliest end {hi})")
     inside = {t: p.dates[(p.dates >= lo) & (p.dates <= hi)] for t, p in prices.items()}
     days = np.unique(np.concatenate(list(inside.values())))
     if rule == "intersect":

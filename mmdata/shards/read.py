@@ -144,12 +144,12 @@ def _rank_shares(shard_rows: Sequence[np.ndarray], *, seed: int, epoch: int, wor
     if partition == "sample":
         rows = np.concatenate(shard_rows)
         if len(rows) < world_size:
-            raise ValueError(f"{len(rows)} rows cannot be split over {world_size} ranks")
+            raise ConfigError(f"{len(rows)} rows cannot be split over {world_size} ranks")
         # One global order: ranks interleave it, so their counts differ by at most one.
         rows = make_rng(seed, "samples", epoch).permutation(rows) if shuffle else rows
         return [rows[r::world_size] for r in range(world_size)]
     if len(shard_rows) < world_size:
-        raise ValueError(f"{len(shard_rows)} shards cannot be split over {world_size} ranks; write more shards "
+        raise ConfigError(f"{len(shard_rows)} shards cannot be split over {world_size} ranks; write more shards "
                          f"(lower shard max_samples), use fewer ranks or partition='sample'")
     order = make_rng(seed, "shards", epoch).permutation(len(shard_rows)) if shuffle else np.arange(len(shard_rows))
     return [np.concatenate([shard_rows[s] for s in order[r::world_size]]) for r in range(world_size)]
@@ -168,7 +168,7 @@ def plan_rank(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int = 
             non-positive batch size.
     """
     if partition not in PARTITIONS:
-        raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+        raise ConfigError(f"partition must be one of {PARTITIONS}, got {partition!r}")
     if batch_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
     shares = _rank_shares(shard_rows, seed=seed, epoch=epoch, world_size=world_size, shuffle=shuffle,
@@ -295,7 +295,7 @@ class Loader:
                  augment: Augment | None, partition: str = "shard", drop_remainder: bool = False) -> None:
         unknown = sorted(set(fields) - set(shards.features))
         if unknown:
-            raise ValueError(f"unknown field(s) {unknown} for {shards.directory}; available: {sorted(shards.features)}")
+            raise ConfigError(f"unknown field(s) {unknown} for {shards.directory}; available: {sorted(shards.features)}")
         self.shards, self.fields = shards, tuple(fields)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from mmdata.errors import ConfigError
 from mmdata.rng import make_rng
 
 #: Largest template shift in pixels; templates are drawn on a canvas this much larger on every side.
@@ -61,7 +62,7 @@ def generate(out: Path, *, seed: int = 0, train: int = 600, test: int = 200) -> 
         ValueError: ``train < 12`` (the valid split would be empty) or ``test < 1``.
     """
     if train < 12 or test < 1:
-        raise ValueError(f"need train >= 12 (valid = last train // 12 rows) and test >= 1, got {train}, {test}")
+        raise ConfigError(f"need train >= 12 (valid = last train // 12 rows) and test >= 1, got {train}, {test}")
     out = Path(out)
     for split, n in (("train", train), ("test", test)):
         labels = _labels(make_rng(seed, "avmnist", split, "labels"), n)

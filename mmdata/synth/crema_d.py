@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import soundfile as sf
 
+from mmdata.errors import ConfigError
 from mmdata.rng import make_rng
 
 SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
@@ -189,9 +190,9 @@ def generate(out: Path, *, seed: int = 0, actors: int = 12, sentences: int = 6, 
         ``out``, the root to hand to :mod:`mmdata.corpora.crema_d`.
     """
     if actors < 1 or not 1 <= sentences <= len(SENTENCES):
-        raise ValueError(f"need actors >= 1 and 1 <= sentences <= 12, got {actors}, {sentences}")
+        raise ConfigError(f"need actors >= 1 and 1 <= sentences <= 12, got {actors}, {sentences}")
     if broken and (actors < 9 or sentences < 2):
-        raise ValueError("broken=True replaces clips of actors 1003-1009 and sentence TIE: use actors >= 9 and "
+        raise ConfigError("broken=True replaces clips of actors 1003-1009 and sentence TIE: use actors >= 9 and "
                          "sentences >= 2, or broken=False")
     out = Path(out)
     for folder in ("AudioWAV", "VideoFlash"):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmdata.errors import ConfigError
 from mmdata.rng import make_rng
 
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -61,7 +62,7 @@ def generate(out: Path, *, seed: int = 0, phase: int = 2, train: int = 450, vali
         ValueError: an unknown phase or a size below 3 (one confounder triplet).
     """
     if phase not in (1, 2) or min(train, valid, test, unseen) < 3:
-        raise ValueError(f"phase must be 1 or 2 and every size >= 3, got phase {phase}, sizes "
+        raise ConfigError(f"phase must be 1 or 2 and every size >= 3, got phase {phase}, sizes "
                          f"{train}, {valid}, {test}, {unseen}")
     files = {"train": (train, True), "dev_seen": (valid, True), "dev_unseen": (unseen, True),
              "test_seen": (test, True), "test_unseen": (unseen, False)}

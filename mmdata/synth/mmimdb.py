@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmdata.errors import ConfigError
 from mmdata.rng import make_rng
 
 #: GMU's 23 genres in frequency order (the raw files hold these strings).
@@ -63,7 +64,7 @@ def generate(out: Path, *, seed: int = 0, train: int = 480, valid: int = 80, tes
         ValueError: a split without movies.
     """
     if min(train, valid, test) < 1:
-        raise ValueError(f"every split needs >= 1 movie, got {train}, {valid}, {test}")
+        raise ConfigError(f"every split needs >= 1 movie, got {train}, {valid}, {test}")
     dataset = Path(out) / "mmimdb" / "dataset"
     dataset.mkdir(parents=True, exist_ok=True)
     counts = {"train": train, "dev": valid, "test": test}

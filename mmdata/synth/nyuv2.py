@@ -32,6 +32,7 @@ import cv2
 import h5py
 import numpy as np
 
+from mmdata.errors import ConfigError
 from mmdata.modalities.depth import NYU_RGB, apply_matrix, matmul_fixed
 from mmdata.rng import make_rng
 
@@ -65,7 +66,7 @@ def generate(out: Path, *, seed: int = 0, train: int = 32, test: int = 16, heigh
         ``out``, the root to hand to :mod:`mmdata.corpora.nyuv2`.
     """
     if train < 2 or test < 1 or height < 8 or width < 8:
-        raise ValueError(f"need train >= 2, test >= 1 and a frame of at least 8 x 8, got {train}, {test}, "
+        raise ConfigError(f"need train >= 2, test >= 1 and a frame of at least 8 x 8, got {train}, {test}, "
                          f"{height} x {width}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

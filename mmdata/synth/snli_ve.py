@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmdata.errors import ConfigError
 from mmdata.rng import make_rng
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230)}
@@ -57,7 +58,7 @@ def generate(out: Path, *, seed: int = 0, train: int = 180, valid: int = 40, tes
         ValueError: an unknown key style, or a split without images.
     """
     if key_style not in KEY_STYLES or min(train, valid, test, captions) < 1:
-        raise ValueError(f"key_style must be one of {KEY_STYLES} and sizes >= 1, got {key_style!r}, "
+        raise ConfigError(f"key_style must be one of {KEY_STYLES} and sizes >= 1, got {key_style!r}, "
                          f"{train}, {valid}, {test}, {captions}")
     out = Path(out)
     (out / "flickr30k_images").mkdir(parents=True, exist_ok=True)

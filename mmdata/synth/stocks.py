@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmdata.errors import ConfigError
 from mmdata.rng import make_rng
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume"
@@ -57,7 +58,7 @@ def generate(out: Path, *, seed: int = 0, days: int = 4300, start: str = "2001-0
     from mmdata.corpora.stocks import GROUPS, TARGET  # here: the registry import would load every reader
 
     if days < 40:
-        raise ValueError(f"need days >= 40, got {days}")
+        raise ConfigError(f"need days >= 40, got {days}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     calendar = _calendar(start, days)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmdata.errors import ConfigError
 from mmdata.modalities.depth import apply_matrix, matmul_fixed
 from mmdata.rng import make_rng
 
@@ -63,7 +64,7 @@ def generate(out: Path, *, seed: int = 0, train: int = 120, test: int = 48) -> P
         ``out``, the root to hand to :mod:`mmdata.corpora.sunrgbd`.
     """
     if train < 2 or test < 1:
-        raise ValueError(f"need train >= 2 and test >= 1 scenes, got {train}, {test}")
+        raise ConfigError(f"need train >= 2 and test >= 1 scenes, got {train}, {test}")
     out = Path(out)
     names = [scene_name(i) for i in range(train + test)]
     for i, name in enumerate(names):

@@ -19,7 +19,7 @@ from mmdata.modalities import safe_pickle
 from mmdata.corpora.affect import rows
 from mmdata.corpora.affect.spec import SPLITS, TEXT_SOURCES, AffectSpec, Located
 from mmdata.corpora.base import REPAIRS, Skip
-from mmdata.errors import ConfigError, SampleError, UnsafeInputError
+from mmdata.errors import BadInputError, ConfigError, SampleError, UnsafeInputError
 from mmdata.types import Features, Field, Sample
 
 #: Pickle key per feature field.
@@ -124,10 +124,10 @@ def _table(data: dict, split: str, path: Path, fam: str, name: str) -> dict[str,
     names += [n for n in ("audio_lengths", "vision_lengths") if n in table]
     missing = [n for n in names if n not in table]
     if missing:
-        raise ValueError(f"{name}: {path} split {split!r} lacks arrays {missing}")
+        raise BadInputError(f"{name}: {path} split {split!r} lacks arrays {missing}")
     counts = {n: len(table[n]) for n in names}
     if len(set(counts.values())) != 1:
-        raise ValueError(f"{name}: {path} split {split!r} has arrays of different lengths: {counts}")
+        raise BadInputError(f"{name}: {path} split {split!r} has arrays of different lengths: {counts}")
     return table
 
 

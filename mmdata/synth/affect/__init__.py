@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmdata.errors import ConfigError
 from mmdata.synth.affect import pickles, sdk
 from mmdata.synth.affect.data import assign_clips, make_split
 from mmdata.synth.affect.spec import RELEASES, SPLITS, SynthSpec
@@ -28,9 +29,9 @@ def generate(spec: SynthSpec, out: Path, *, seed: int, sizes: dict[str, int], re
     """
     unknown = sorted(set(releases) - set(RELEASES))
     if unknown or not releases:
-        raise ValueError(f"releases must be a non-empty subset of {RELEASES}, got {list(releases)}")
+        raise ConfigError(f"releases must be a non-empty subset of {RELEASES}, got {list(releases)}")
     if any(n < 1 for n in sizes.values()):
-        raise ValueError(f"every split needs at least one clip, got {sizes}")
+        raise ConfigError(f"every split needs at least one clip, got {sizes}")
     out = Path(out)
     clips = assign_clips(seed, spec.name, sizes)
     data = {split: make_split(seed, spec, split, clips[split]) for split in SPLITS}
