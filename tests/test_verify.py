@@ -314,7 +314,8 @@ def test_record_is_deterministic_and_recognises_its_corpus(mini, tmp_path):
 @pytest.mark.parametrize("name", sorted(CORPORA))
 def test_count_raw_is_declared_beside_the_reader_and_takes_its_options(name):
     corpus = CORPORA[name]
-    assert corpus.count_raw is not None and corpus.count_raw.__module__ == f"mmdata.corpora.{name}"
+    # Beside the reader: in the corpus module, or in the reader MOSI and MOSEI share.
+    assert corpus.count_raw is not None and corpus.count_raw.__module__ == corpus.iter_samples.__module__
     params = inspect.signature(corpus.count_raw).parameters
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
     assert takes_any or corpus.options() <= set(params)
