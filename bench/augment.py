@@ -34,7 +34,7 @@ from common import avmnist_shards, timed
 from mmdata.augment import Augmenter
 from mmdata.augment.batched import augment_batch, loader_rngs
 from mmdata.rng import make_rng
-from mmdata.shards.read import collate
+from mmdata.shards.collate import collate
 from mmdata.types import Field
 
 DEVICE = torch.device("cuda") if torch.cuda.is_available() else None

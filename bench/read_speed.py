@@ -64,7 +64,8 @@ from mmdata.modalities import safe_pickle  # noqa: E402
 from mmdata.corpora import get_corpus  # noqa: E402
 from mmdata.shards.build import shard_corpus  # noqa: E402
 from mmdata.shards.codec import decode  # noqa: E402
-from mmdata.shards.read import SplitShards, collate  # noqa: E402
+from mmdata.shards.collate import collate  # noqa: E402
+from mmdata.shards.read import SplitShards  # noqa: E402
 from mmdata.synth import SYNTHS  # noqa: E402
 
 Sums = np.ndarray  # per-field running sums of one epoch, float64
@@ -265,7 +266,7 @@ def measure_shards(bench: Bench, shards: Path, batch_size: int, workers: int, mo
 
 def decode_ceiling(split_dir: Path, fields: tuple[str, ...], batch_size: int) -> tuple[float, float, int]:
     """Samples/s of decoding every requested member from shard bytes already in memory (no I/O, no checks),
-    and of decode + ``mmdata.shards.read.collate`` into batches; and the number of samples."""
+    and of decode + ``mmdata.shards.collate.collate`` into batches; and the number of samples."""
     shards = SplitShards.open(split_dir)
     blobs = {rec["name"]: memoryview((split_dir / rec["name"]).read_bytes()) for rec in shards.manifest["shards"]}
     index = shards.index

@@ -17,7 +17,7 @@ from mmdata.augment.batched import BATCHED, augment_batch, loader_rngs
 from mmdata.augment.image import flip_normal, rotate_depth, rotate_normal, sample_grid
 from mmdata.metrics.robustness import corrupt, robust_auc
 from mmdata.rng import make_rng
-from mmdata.shards.read import collate
+from mmdata.shards.collate import collate
 from mmdata.types import MODALITIES, Field, field_modality
 from tests.conftest import write_toy
 

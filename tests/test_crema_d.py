@@ -18,7 +18,7 @@ from mmdata.corpora.base import REPAIRS, SOURCE, Skip
 from mmdata.corpora.check import check_sample
 from mmdata.errors import ConfigError
 from mmdata.shards.build import shard_corpus
-from mmdata.shards.read import collate
+from mmdata.shards.collate import collate
 from mmdata.synth import SYNTHS
 from mmdata.synth.crema_d import generate, voice, write_flv
 from mmdata.types import KEY_PATTERN, Field

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mmdata
-from mmdata.shards.read import plan_rank
+from mmdata.shards.plan import plan_rank
 from mmdata.shards.write import write_split
 from tests.conftest import TOY_FEATURES, toy_samples
 

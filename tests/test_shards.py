@@ -19,7 +19,7 @@ from mmdata.corpora.base import Skip
 from mmdata.errors import BadInputError, CodecError, ShardIntegrityError
 from mmdata.shards.codec import decode, encode
 from mmdata.shards.manifest import MANIFEST, read_manifest
-from mmdata.shards.read import plan_epoch
+from mmdata.shards.plan import plan_rank
 from mmdata.shards.verify import verify
 from mmdata.shards.write import write_split
 from mmdata.types import Field
@@ -279,7 +279,7 @@ def test_partition_two_ranks_two_workers_disjoint_complete_equal(tmp_path):
 def test_worker_shares_are_disjoint(tmp_path):
     split = tmp_path / "toy" / "train"
     write_toy(split, n=40, max_samples=4)
-    batches, _ = plan_epoch(mmdata.load(split).shards.shard_rows, batch_size=5, world_size=2, rank=0)
+    batches = plan_rank(mmdata.load(split).shards.shard_rows, batch_size=5, world_size=2, rank=0).batches
     shares = [np.concatenate(batches[w::2]) for w in range(2)]
     assert not set(shares[0]) & set(shares[1])
 

@@ -9,7 +9,7 @@ import pytest
 
 import mmdata
 from mmdata.errors import ShardIntegrityError
-from mmdata.shards.read import plan_rank
+from mmdata.shards.plan import plan_rank
 from tests.conftest import write_toy
 
 VICTIM = "toy/train/s0013"

@@ -1,0 +1,46 @@
+"""Collating decoded samples into one torch batch dict, padding variable-length fields (with lengths and masks)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmdata.errors import ConfigError
+from mmdata.types import Features, Sample
+
+
+def collate(samples: Sequence[Sample], features: Features, fields: Sequence[str]) -> dict[str, Any]:
+    """Stack samples into a batch dict.
+
+    Returns:
+        ``__key__``: list[str]; array fields: tensors ``[B, *shape]`` in the stored dtype; a field with a
+        variable first axis: zero-padded ``[B, T_max, ...]`` plus ``<field>_lengths`` int64 ``[B]`` and
+        ``<field>_mask`` bool ``[B, T_max]`` (True = real step); str fields: list[str].
+    """
+    batch: dict[str, Any] = {"__key__": [s["__key__"] for s in samples]}
+    for name in fields:
+        spec, values = features[name], [s[name] for s in samples]
+        if spec.dtype == "str":
+            batch[name] = values
+        elif spec.variable_axes:
+            batch.update(_pad(name, [np.asarray(v, dtype=spec.dtype) for v in values]))
+        else:
+            batch[name] = torch.from_numpy(np.stack([np.asarray(v, dtype=spec.dtype) for v in values]))
+    return batch
+
+
+def _pad(name: str, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    trailing = sorted({a.shape[1:] for a in arrays})
+    if len(trailing) > 1:
+        raise ConfigError(f"field {name}: only the first axis may vary within a batch, got trailing shapes "
+                         f"{trailing[:3]} (images of varying size: set the reader's image_size to resize them "
+                         f"once at shard time, or read with batch_size=1)")
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    out = np.zeros((len(arrays), int(lengths.max()), *arrays[0].shape[1:]), dtype=arrays[0].dtype)
+    for i, array in enumerate(arrays):
+        out[i, :len(array)] = array
+    mask = np.arange(out.shape[1])[None, :] < lengths[:, None]
+    return {name: torch.from_numpy(out), f"{name}_lengths": torch.from_numpy(lengths),
+            f"{name}_mask": torch.from_numpy(mask)}
