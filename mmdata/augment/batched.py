@@ -50,7 +50,7 @@ BATCHED: dict[str, BatchedKernel] = {
 
 
 def augment_batch(augmenter: Augmenter, batch: dict[str, Any], rngs: Sequence[np.random.Generator]) -> dict[str, Any]:
-    """Augment a collated batch (see :func:`mmdata.shards.read.collate`) as the per-sample hook would.
+    """Augment a collated batch (see :func:`mmdata.shards.collate.collate`) as the per-sample hook would.
 
     Args:
         augmenter: the policy; the same object the workers would call.

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from mmdata.samplers.derange import MAX_TRIES, derangements
-from mmdata.shards.read import SplitShards, collate
+from mmdata.shards.collate import collate
+from mmdata.shards.read import SplitShards
 from mmdata.shards.tar import MemberReader
 from mmdata.types import Sample, Tuples
 
