@@ -3,10 +3,8 @@
 The random-access reader trusts ``index.parquet`` for where each member lies and what its label is (samplers
 and few-shot subsets read labels from the index alone), so a flipped label or a swapped checksum in the index
 would go unnoticed by a shard hash. Here the tars are walked with :mod:`tarfile` and each row is compared with
-what the tar really holds. Labels follow the writer's rules (``_index_rows`` in :mod:`mmdata.shards.write`):
-a class id or a value for scalar labels, the flattened vector for multi-hot labels, NaN for structured labels
-(boxes, label maps: their member is covered by its crc32), and under a View the stored label's element at the
-row's ``pick`` / ``start``.
+what the tar really holds. Labels are re-derived from the stored label member by the writer's own rule,
+:func:`mmdata.shards.index.index_label`.
 """
 from __future__ import annotations
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from mmdata.errors import CodecError
 from mmdata.shards.codec import decode
+from mmdata.shards.index import index_label
 from mmdata.shards.manifest import INDEX, manifest_features
 from mmdata.types import Features, Field
 
@@ -120,7 +119,7 @@ def _label_problem(path: Path, key: str, i: int, index: dict[str, np.ndarray], p
     try:
         stored = cache["value"] if "value" in cache else cache.setdefault("value", decode(payload, field))
         param = None if view is None else int(index["pick" if view["kind"] == "pick" else "start"][i])
-        expected = expected_label(stored, field, param)
+        expected = index_label(stored, field, param)
     except (CodecError, IndexError, ValueError, TypeError) as exc:
         return [f"{path}: sample {key} field label: the stored label cannot be read for this row ({exc})"]
     got = index["label"][i]
@@ -128,26 +127,6 @@ def _label_problem(path: Path, key: str, i: int, index: dict[str, np.ndarray], p
         return []
     shown = np.asarray(got).tolist() if np.ndim(got) else got
     return [f"{path}: sample {key}: index label {shown}, the stored label member says {expected}"]
-
-
-def expected_label(stored: Any, field: Field, param: int | None) -> Any:
-    """The index label the writer derives from a stored label (see the module docstring).
-
-    Args:
-        stored: the decoded label member.
-        field: the stored label's Field.
-        param: the row's ``pick`` index or window ``start`` under a View, else None.
-    """
-    as_scalar = int if field.classes is not None else float
-    if param is not None:
-        if not 0 <= param < len(stored):
-            raise IndexError(f"row parameter {param} outside the {len(stored)} stored labels")
-        return as_scalar(np.asarray(stored)[param])
-    if len(field.shape) >= 2:
-        return float("nan")
-    if field.shape:
-        return np.asarray(stored, dtype=np.float64).ravel().tolist()
-    return as_scalar(stored)
 
 
 def _same(got: Any, expected: Any) -> bool:

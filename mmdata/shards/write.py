@@ -23,7 +23,7 @@ from mmdata.corpora.check import check_sample, check_value
 from mmdata.errors import BadInputError, SampleError, ShardIntegrityError
 from mmdata.shards.codec import encode
 from mmdata.shards.content import ContentAudit
-from mmdata.shards.index import write_index
+from mmdata.shards.index import index_label, write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, write_json_atomic
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
                                    replace_dir, temp_path)
@@ -98,17 +98,10 @@ def _index_rows(key: str, shard: str, sample: Sample, features: Features, label:
         base[f"crc32_{name}"] = zlib.crc32(data)
         if features[name].variable_axes:
             base[f"length_{name}"] = _length(sample[name])
-    as_label = int if features[label].classes is not None else float
-    if rows is None and len(features[label].shape) >= 2:
-        # A structured label (detection boxes [max_boxes, 8]) has no scalar or per-class form: NaN here,
-        # its shape in the manifest; the tar member holds it whole.
-        as_label = lambda value: float("nan")  # noqa: E731
-    elif rows is None and features[label].shape:
-        # A vector label (multi-hot genres) is a list column; samplers read it as multi-label.
-        as_label = lambda value: np.asarray(value, dtype=np.float64).ravel().tolist()  # noqa: E731
     if rows is None:
-        return [{**base, "label": as_label(sample[label])}]
-    return [{**base, "key": f"{key}/{row['id']}", "label": as_label(row["label"]),
+        return [{**base, "label": index_label(sample[label], features[label])}]
+    element = replace(features[label], shape=())  # a View row's label is one element of the stored label
+    return [{**base, "key": f"{key}/{row['id']}", "label": index_label(row["label"], element),
              **{k: v for k, v in row.items() if k not in ("id", "label")}} for row in rows]
 
 

@@ -10,22 +10,16 @@ import mmdata.shards.write as write_module
 from mmdata.errors import EXIT_ERROR, run_guarded
 from pipelines import shard as shard_stage
 from pipelines import synth as synth_stage
+from tests.test_config_errors import GOOD
 
 REPO = Path(__file__).resolve().parents[2]
-PARAMS = {
-    "seed": 0,
-    "corpora": {"avmnist": {"root": "data/raw/avmnist", "synth": {"seed": 0, "train": 24, "test": 10},
-                            "reader": {}, "shard": {"max_samples": 10}}},
-    "train": {"epochs": 1, "batch_size": 4, "lr": 0.01},
-    "experiments": {"avmnist": {"fused": {"method": "late_fusion", "fields": ["image"]}}},
-}
 
 
 def test_dvc_01_the_shard_stage_exits_nonzero_when_its_output_does_not_reconcile(tmp_path, monkeypatch, capsys):
     """DVC-01: if a shard re-read disagrees with what was written, ``python -m pipelines.shard`` exits with
     EXIT_ERROR and publishes nothing, so DVC never records the partial output as the stage's result."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(GOOD))
     assert run_guarded("stage synth@avmnist", lambda: synth_stage.main(["avmnist"])) == 0
     real = write_module.shard_keys
     monkeypatch.setattr(write_module, "shard_keys", lambda path: real(path)[:-1])

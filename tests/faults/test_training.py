@@ -76,10 +76,10 @@ def test_trn_07_the_train_stage_refuses_shards_that_differ_from_those_written(tm
     from pipelines import shard as shard_stage
     from pipelines import synth as synth_stage
     from pipelines import train as train_stage
-    from tests.faults.test_dvc import PARAMS
+    from tests.test_config_errors import GOOD
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(GOOD))
     assert run_guarded("synth", lambda: synth_stage.main(["avmnist"])) == 0
     assert run_guarded("shard", lambda: shard_stage.main(["avmnist"])) == 0
     shard = sorted((tmp_path / "data" / "shards" / "avmnist" / "train").glob("*.tar"))[0]
