@@ -6,6 +6,8 @@ names to their embedding sizes in fusion order, so a method that fuses picks any
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -30,3 +32,26 @@ class ConcatFusion(nn.Module):
 #: Fusion modules by name; each is built as ``cls(dims: dict[str, int], hidden, dropout)`` and maps
 #: ``dict[str, Tensor [B, ..., d]] -> Tensor [B, ..., hidden]``.
 FUSIONS: dict[str, type[nn.Module]] = {"concat": ConcatFusion}
+
+
+def build_fusion(name: str, dims: dict[str, int], hidden: int, dropout: float = 0.0, **options) -> nn.Module:
+    """``FUSIONS[name](dims, hidden, dropout, **options)`` with the name and options checked.
+
+    Args:
+        name: a key of :data:`FUSIONS`.
+        dims: input field -> embedding size, in fusion order.
+        hidden: the fused embedding size.
+        dropout: dropout on the fused embedding.
+        options: the fusion's keyword-only options (e.g. ``rank`` of ``lmf``); the ``fusion_options`` of a
+            method's params block.
+
+    Raises:
+        ValueError: an unknown fusion or option (the message lists the known ones).
+    """
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion {name!r}; known: {', '.join(sorted(FUSIONS))}")
+    known = {p.name for p in inspect.signature(FUSIONS[name]).parameters.values() if p.kind == p.KEYWORD_ONLY}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for fusion {name!r}; known: {sorted(known) or 'none'}")
+    return FUSIONS[name](dims, hidden, dropout, **options)

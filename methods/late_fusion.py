@@ -8,12 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from methods.blocks import build_encoder, field_input, label_field
-from methods.fusions import FUSIONS
-from methods.losses import REGRESSION_LOSSES
+from methods.fusions import build_fusion
+from methods.heads import REGRESSION_LOSSES, head_size, target, task_loss, task_of, task_pred, task_scores
 from mmdata.types import Features, Tuples
 
 
@@ -28,32 +27,40 @@ class LateFusion(nn.Module):
     """
 
     def __init__(self, features: Features, fields: list[str], dim: int, hidden: int, dropout: float, fusion: str,
-                 sequence: str = "sequence", regression_loss: str = "l1", text_ngrams: int = 2):
+                 sequence: str = "sequence", regression_loss: str = "l1", text_ngrams: int = 2,
+                 fusion_options: dict[str, Any] | None = None):
         super().__init__()
         self.label_name, label = label_field(features)
         self.regression_loss = regression_loss
-        self.task = "regression" if not label.classes else "multilabel" if label.shape else "classification"
+        self.task = task_of(label)
         self.fields = tuple(fields)
         self.features = {n: features[n] for n in self.fields}
         self.encoders = nn.ModuleDict({n: build_encoder(n, features[n], dim, sequence, text_ngrams=text_ngrams)
                                        for n in self.fields})
-        self.fusion = FUSIONS[fusion]({n: dim for n in self.fields}, hidden, dropout)
-        self.head = nn.Linear(hidden, len(label.classes) if label.classes else 1)
+        self.fusion = build_fusion(fusion, {n: dim for n in self.fields}, hidden, dropout, **(fusion_options or {}))
+        self.head = nn.Linear(hidden, head_size(label))
 
     @property
     def device(self) -> torch.device:
         """The device of the parameters (where inputs are moved)."""
         return next(self.parameters()).device
 
+    def encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Unimodal features ``{field: [B, dim]}`` of a batch dict (the encoders' outputs, fusion order)."""
+        return {n: self.encoders[n](*field_input(batch, n, self.features[n], self.device)) for n in self.fields}
+
     def embed(self, batch: dict[str, Any]) -> torch.Tensor:
         """Fused embedding [B, hidden] of a batch dict."""
-        parts = {n: self.encoders[n](*field_input(batch, n, self.features[n], self.device)) for n in self.fields}
-        return self.fusion(parts)
+        return self.fusion(self.encode(batch))
+
+    def output(self, fused: torch.Tensor) -> torch.Tensor:
+        """Head on a fused embedding [B, hidden]: logits [B, C] or values [B] (regression)."""
+        out = self.head(fused)
+        return out.squeeze(-1) if self.task == "regression" else out
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Logits [B, C] (classification, multilabel) or predicted values [B] (regression)."""
-        out = self.head(self.embed(batch))
-        return out.squeeze(-1) if self.task == "regression" else out
+        return self.output(self.embed(batch))
 
 
 def build_model(
@@ -64,6 +71,7 @@ def build_model(
     hidden: int = 128,
     dropout: float = 0.1,
     fusion: str = "concat",
+    fusion_options: dict[str, Any] | None = None,
     sequence: str = "sequence",
     regression_loss: str = "l1",
     text_ngrams: int = 2,
@@ -77,6 +85,8 @@ def build_model(
         hidden: fused embedding size.
         dropout: dropout after the fusion MLP.
         fusion: a key of ``methods.fusions.FUSIONS``.
+        fusion_options: that fusion's keyword options (``{"rank": 4}`` for ``lmf``, ``{"gate_input": "raw"}``
+            for ``gmu``).
         sequence: encoder for [T, D] fields: "sequence" (masked mean+max pooling, fast) or "gru".
         regression_loss: "l1" (MMSA / MultiBench on MOSI, MOSEI) or "mse" (MultiBench's stocks examples).
         text_ngrams: word n-gram order of the hashed text encoder of ``text*`` fields (2: uni- and bigrams).
@@ -87,18 +97,10 @@ def build_model(
     missing = [n for n in fields if n not in features]
     if not fields or missing:
         raise ValueError(f"fields must name input fields of the corpus; unknown {missing}, known {sorted(features)}")
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(sorted(FUSIONS))}")
     if regression_loss not in REGRESSION_LOSSES:
         raise ValueError(f"unknown regression_loss {regression_loss!r}; known: {', '.join(REGRESSION_LOSSES)}")
     return LateFusion(features, list(fields), dim, hidden, dropout, fusion, sequence, regression_loss,
-                      text_ngrams=text_ngrams)
-
-
-def _target(model: LateFusion, batch: dict[str, Any]) -> torch.Tensor:
-    """The batch's labels on the model's device: int64 [B], float32 multi-hot [B, C] or float32 [B]."""
-    y = batch[model.label_name].to(model.device, non_blocking=True)
-    return y.long() if model.task == "classification" else y.float()
+                      text_ngrams=text_ngrams, fusion_options=fusion_options)
 
 
 def training_step(model: LateFusion, batch: dict[str, Any], tuples: Tuples | None = None) -> dict[str, torch.Tensor]:
@@ -112,12 +114,8 @@ def training_step(model: LateFusion, batch: dict[str, Any], tuples: Tuples | Non
         ``pred`` is detached.
     """
     out = model(batch).float()  # float: under fp16 autocast the loss must still be computed in fp32
-    y = _target(model, batch)
-    if model.task == "classification":
-        return {"loss": F.cross_entropy(out, y), "pred": out.argmax(dim=-1).detach()}
-    if model.task == "multilabel":
-        return {"loss": F.binary_cross_entropy_with_logits(out, y), "pred": (out > 0).long().detach()}
-    return {"loss": REGRESSION_LOSSES[model.regression_loss](out, y), "pred": out.detach()}
+    y = target(batch, model.label_name, model.task, model.device)
+    return {"loss": task_loss(model.task, out, y, model.regression_loss), "pred": task_pred(model.task, out)}
 
 
 @torch.no_grad()
@@ -128,10 +126,7 @@ def predict(model: LateFusion, batch: dict[str, Any]) -> torch.Tensor:
         Class probabilities float32 [B, C] (softmax; classification: metrics take the argmax, and AUROC needs
         the scores), per-class probabilities [B, C] (sigmoid; multilabel) or values [B] (regression).
     """
-    out = model(batch).float()
-    if model.task == "classification":
-        return out.softmax(dim=-1)
-    return out.sigmoid() if model.task == "multilabel" else out
+    return task_scores(model.task, model(batch).float())
 
 
 def embed(model: LateFusion, batch: dict[str, Any]) -> torch.Tensor:

@@ -70,14 +70,18 @@ def _batch_size(batch: dict[str, Any]) -> int:
     return len(batch["__key__"])
 
 
-def _train_epoch(method: ModuleType, model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
+#: ``step(model, batch, tuples) -> {"loss": scalar, ...}``: a method's ``training_step`` or a phase of its own.
+Step = Callable[[nn.Module, dict[str, Any], Any], dict[str, torch.Tensor]]
+
+
+def _train_epoch(step: Step, model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, ctx: Callable, desc: str) -> tuple[float, int]:
     """One pass over ``batches``; returns (sample-weighted mean loss, number of samples)."""
     model.train()
     total, count = torch.zeros((), dtype=torch.float64), 0
     for batch in _progress(batches, desc):
         with ctx():
-            loss = method.training_step(model, batch, None)["loss"]
+            loss = step(model, batch, None)["loss"]
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -90,13 +94,13 @@ def _train_epoch(method: ModuleType, model: nn.Module, batches: Iterable, opt: t
 
 
 @torch.no_grad()
-def _valid_loss(method: ModuleType, model: nn.Module, batches: Iterable, ctx: Callable) -> float:
+def _valid_loss(step: Step, model: nn.Module, batches: Iterable, ctx: Callable) -> float:
     """Sample-weighted mean loss over ``batches`` in eval mode."""
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64), 0
     for batch in batches:
         with ctx():
-            loss = method.training_step(model, batch, None)["loss"]
+            loss = step(model, batch, None)["loss"]
         n = _batch_size(batch)
         total = total.to(loss.device) + loss.double() * n
         count += n
@@ -114,7 +118,8 @@ def _finite_mean(total: torch.Tensor, count: int, what: str) -> float:
 
 def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, epochs: int, lr: float,
         weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
-        valid_batches: Iterable | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
+        valid_batches: Iterable | None = None, unlabeled_batches: Iterable | None = None,
+        log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train ``model`` with AdamW for ``epochs`` passes over ``train_batches``.
 
     Args:
@@ -127,20 +132,36 @@ def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, 
         amp: False, True (fp16 + GradScaler on CUDA, bf16 on CPU), "fp16" or "bf16".
         seed: passed to ``torch.manual_seed``.
         valid_batches: when given, the state with the lowest validation loss is restored at the end.
+        unlabeled_batches: batches whose labels a method's own schedule does not read (ReFNet's
+            self-supervised pretraining on the whole split when ``train_batches`` is a few-shot subset); the
+            loop's own schedule ignores them.
         log: called with one line per epoch.
 
     The model is left in eval mode. A method with its own ``fit`` (:class:`methods.protocol.OwnSchedule`)
-    gets the same arguments and runs its schedule instead.
+    gets the same arguments and runs its schedule instead (usually built from :func:`train` phases).
 
     Returns:
         History: lists ``epoch``, ``train_loss``, ``valid_loss`` (empty without validation), ``seconds``,
         ``samples_per_s``; ``best_epoch`` (None without validation), ``device``, ``amp``.
     """
     method = _as_method(method)
-    own = getattr(method, "fit", fit)
-    if own is not fit:  # a method module that imported this very function must not recurse into it
+    own = getattr(method, "fit", None)
+    if own is not None and own is not fit:  # a method module that imported this very function must not recurse
         return own(model, train_batches, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device, amp=amp,
-                   seed=seed, valid_batches=valid_batches, log=log)
+                   seed=seed, valid_batches=valid_batches, unlabeled_batches=unlabeled_batches, log=log)
+    return train(method.training_step, model, train_batches, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                 device=device, amp=amp, seed=seed, valid_batches=valid_batches, log=log)
+
+
+def train(step: Step, model: nn.Module, train_batches: Iterable, *, epochs: int, lr: float,
+          weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
+          valid_batches: Iterable | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """The loop's schedule with any step function: what :func:`fit` runs, and the phases of a method's own
+    ``fit`` (ReFNet's pretraining with its refiner-only step, then its supervised step).
+
+    ``step(model, batch, tuples) -> {"loss": scalar, ...}``; the other arguments and the returned history are
+    those of :func:`fit`. A fresh AdamW optimiser per call: a phase starts from clean optimiser state.
+    """
     torch.manual_seed(seed)
     dev = resolve_device(device)
     dtype = amp_dtype(dev, amp)
@@ -153,7 +174,7 @@ def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, 
                             "best_epoch": None, "device": str(dev), "amp": _dtype_name(dtype)}
     best_state = None
     for epoch in range(epochs):
-        rec = _fit_epoch(method, model, epoch, train_batches, valid_batches, opt, scaler, ctx)
+        rec = _fit_epoch(step, model, epoch, train_batches, valid_batches, opt, scaler, ctx)
         for key, value in rec.items():
             hist[key].append(value)
         best = hist["best_epoch"]
@@ -175,18 +196,18 @@ def _as_method(method: ModuleType | str) -> ModuleType:
     return get_method(method) if isinstance(method, str) else method
 
 
-def _fit_epoch(method: ModuleType, model: nn.Module, epoch: int, train_batches: Iterable,
+def _fit_epoch(step: Step, model: nn.Module, epoch: int, train_batches: Iterable,
                valid_batches: Iterable | None, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                ctx: Callable) -> dict[str, float]:
     """One training epoch plus the optional validation pass; returns the history record of the epoch."""
     if hasattr(train_batches, "set_epoch"):
         train_batches.set_epoch(epoch)
     start = time.perf_counter()
-    train_loss, n = _train_epoch(method, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}")
+    train_loss, n = _train_epoch(step, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}")
     seconds = time.perf_counter() - start
     rec = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9)}
     if valid_batches is not None:
-        rec["valid_loss"] = _valid_loss(method, model, valid_batches, ctx)
+        rec["valid_loss"] = _valid_loss(step, model, valid_batches, ctx)
     return rec
 
 

@@ -1,6 +1,7 @@
 """Reusable losses and loss weightings, shared by the methods (a method's own objective stays in its module).
 
-- :data:`REGRESSION_LOSSES`: the ``regression_loss`` option of a regression head, by name.
+- :data:`REGRESSION_LOSSES`: the ``regression_loss`` option of a regression head, by name (defined in
+  :mod:`methods.heads`, with the other task-head functions).
 - :func:`median_frequency_weights`: per-batch class weights for a dense cross-entropy.
 """
 from __future__ import annotations
@@ -8,9 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: Regression losses by name: ``loss(pred [B], target [B]) -> scalar``. L1 is what MMSA and MultiBench train
-#: MOSI/MOSEI regression with; MSE is MultiBench's choice for the stock series.
-REGRESSION_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+from methods.heads import REGRESSION_LOSSES
 
 
 def median_frequency_weights(target: torch.Tensor, classes: int, void: int = 0) -> torch.Tensor:

@@ -73,5 +73,6 @@ class OwnSchedule(Protocol):
 
     def fit(self, model: nn.Module, train_batches: Iterable[Batch], *, epochs: int, lr: float,
             weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
-            valid_batches: Iterable[Batch] | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
+            valid_batches: Iterable[Batch] | None = None, unlabeled_batches: Iterable[Batch] | None = None,
+            log: Callable[[str], Any] = print) -> dict[str, Any]:
         """Train ``model`` in place and return the history dict of :func:`methods.loop.fit`."""
