@@ -140,3 +140,25 @@ def test_sample_partition_allows_more_ranks_than_shards(tmp_path):
         mmdata.load(split, world_size=3)
     lengths = {len(mmdata.load(split, world_size=3, rank=r, partition="sample", batch_size=2)) for r in range(3)}
     assert lengths == {2}
+
+
+
+def test_rows_subset_reads_exactly_those_rows(uneven_split):
+    """A few-shot subset (label_fraction rows) is read whole, once each, and nothing else (any shard layout)."""
+    from mmdata.rng import make_rng
+    from mmdata.samplers import label_fraction
+
+    full = mmdata.load(uneven_split, fields=["label"], batch_size=4, seed=3)
+    subset = label_fraction(full.shards.index, make_rng(0, "few-shot"), fractions=[0.3])[0.3]
+    for world in (1, 2):
+        keys = [k for rank in range(world) for k in _flat(mmdata.load(
+            uneven_split, fields=["label"], batch_size=4, seed=3, rows=subset, rank=rank, world_size=world,
+            partition="sample", drop_remainder=True))]
+        assert set(keys) <= {full.shards.index["key"][r] for r in subset}
+        assert len(keys) == len(set(keys)) >= len(subset) - (world - 1)
+    with pytest.raises(mmdata.ConfigError, match="rows must be a non-empty subset"):
+        mmdata.load(uneven_split, rows=[10**6])
+
+
+def _flat(loader) -> list[str]:
+    return [k for batch in loader for k in batch["__key__"]]

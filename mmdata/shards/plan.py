@@ -60,6 +60,26 @@ def _rank_shares(shard_rows: Sequence[np.ndarray], *, seed: int, epoch: int, wor
     return [np.concatenate([shard_rows[s] for s in order[r::world_size]]) for r in range(world_size)]
 
 
+def subset_rows(rows: Sequence[int], total: int, where: str) -> np.ndarray:
+    """``rows`` as sorted unique int64 index rows of a split of ``total`` rows.
+
+    Raises:
+        ConfigError: an empty subset or rows out of range (named with ``where``, the split directory).
+    """
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    bad = rows[(rows < 0) | (rows >= total)]
+    if len(bad) or not len(rows):
+        raise ConfigError(f"{where}: rows must be a non-empty subset of 0..{total - 1}; got {len(rows)} rows, "
+                          f"out of range: {bad[:5].tolist()}")
+    return rows
+
+
+def restrict(shard_rows: Sequence[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
+    """The index rows of each shard that are in ``rows`` (shard order kept; shards left empty are dropped, so
+    the planner deals only real rows)."""
+    return [kept for r in shard_rows if len(kept := r[np.isin(r, rows)])]
+
+
 def plan_rank(shard_rows: Sequence[np.ndarray], *, batch_size: int, seed: int = 0, epoch: int = 0, rank: int = 0,
               world_size: int = 1, shuffle: bool = True, drop_last: bool = False, partition: str = "shard",
               drop_remainder: bool = False) -> EpochPlan:

@@ -34,7 +34,7 @@ from mmdata.rng import make_rng
 from mmdata.shards.collate import collate
 from mmdata.shards.index import read_index
 from mmdata.shards.manifest import INDEX, manifest_features, read_manifest, sha256_file
-from mmdata.shards.plan import PARTITIONS, EpochPlan, class_histogram, plan_rank
+from mmdata.shards.plan import PARTITIONS, EpochPlan, class_histogram, plan_rank, restrict, subset_rows
 from mmdata.shards.tar import MemberReader
 from mmdata.types import Features, Field, Sample, View
 
@@ -146,11 +146,14 @@ class Loader:
 
     def __init__(self, shards: SplitShards, *, fields: Sequence[str], batch_size: int, shuffle: bool, seed: int,
                  epoch: int, rank: int, world_size: int, num_workers: int, drop_last: bool,
-                 augment: Augment | None, partition: str = "shard", drop_remainder: bool = False) -> None:
+                 augment: Augment | None, partition: str = "shard", drop_remainder: bool = False,
+                 rows: Sequence[int] | None = None) -> None:
         unknown = sorted(set(fields) - set(shards.features))
         if unknown:
             raise ConfigError(f"unknown field(s) {unknown} for {shards.directory}; available: {sorted(shards.features)}")
         self.shards, self.fields = shards, tuple(fields)
+        self.rows = None if rows is None else subset_rows(rows, shards.manifest["rows"], str(shards.directory))
+        self.shard_rows = shards.shard_rows if self.rows is None else restrict(shards.shard_rows, self.rows)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.drop_last, self.augment = drop_last, augment
@@ -174,7 +177,7 @@ class Loader:
         self.epoch = epoch
 
     def _plan(self, epoch: int) -> EpochPlan:
-        return plan_rank(self.shards.shard_rows, batch_size=self.batch_size, seed=self.seed, epoch=epoch,
+        return plan_rank(self.shard_rows, batch_size=self.batch_size, seed=self.seed, epoch=epoch,
                          rank=self.rank, world_size=self.world_size, shuffle=self.shuffle, drop_last=self.drop_last,
                          partition=self.partition, drop_remainder=self.drop_remainder)
 
@@ -198,9 +201,11 @@ class Loader:
         """What fixes the batches of an epoch besides the epoch itself (the rank does not: all ranks keep step)."""
         shards = self.shards.manifest["shards"]
         split = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()[:16]
+        subset = None if self.rows is None else hashlib.sha256(self.rows.tobytes()).hexdigest()[:16]
         return {"seed": self.seed, "world_size": self.world_size, "batch_size": self.batch_size,
                 "shuffle": self.shuffle, "drop_last": self.drop_last, "partition": self.partition,
-                "drop_remainder": self.drop_remainder, "rows": self.shards.manifest["rows"], "split": split}
+                "drop_remainder": self.drop_remainder, "rows": self.shards.manifest["rows"], "split": split,
+                "subset": subset}
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands, for a checkpoint: ``{"epoch", "batch", "plan"}`` (plain data).
@@ -260,7 +265,7 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
          shuffle: bool | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
          num_workers: int = 0, drop_last: bool = False, augment: Augment | None = None, verify: bool = False,
          shards_root: str | Path = DEFAULT_SHARDS_ROOT, partition: str = "shard",
-         drop_remainder: bool = False) -> Loader:
+         drop_remainder: bool = False, rows: Sequence[int] | None = None) -> Loader:
     """Open a shard split for training or evaluation.
 
     Args:
@@ -284,6 +289,8 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
         drop_remainder: equalise ranks by cutting to the smallest share instead of padding (counted in
             ``Loader.dropped``; under ``"sample"`` at most ``world_size - 1`` rows in all, different each epoch
             when shuffled).
+        rows: read only these index rows (a few-shot subset from
+            :func:`mmdata.samplers.label_fraction`); default all.
 
     Returns:
         A :class:`Loader`: iterate for batch dicts (see :func:`collate`), ``len()`` for batches per rank,
@@ -293,4 +300,4 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
     return Loader(shards, fields=list(shards.features) if fields is None else list(fields),
                   batch_size=batch_size, shuffle=(split == "train") if shuffle is None else shuffle, seed=seed,
                   epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers, drop_last=drop_last,
-                  augment=augment, partition=partition, drop_remainder=drop_remainder)
+                  augment=augment, partition=partition, drop_remainder=drop_remainder, rows=rows)
