@@ -7,8 +7,8 @@
   class ids or multi-hot labels.
 - :data:`REFINER_LOSSES`: ReFNet's refiner costs ``loss(decoded [B, D], target [B, D]) -> scalar``, by name.
 
-Every loss here computes in float32 (float64 inputs stay float64) with autocast off: the multi-similarity exponent scales a similarity by 50,
-which a bf16 matmul (3 significant digits) would turn into noise.
+Every loss here computes in float32 (float64 inputs stay float64) with autocast off: the multi-similarity
+exponent scales a similarity by 50, which a bf16 matmul (3 significant digits) would turn into noise.
 """
 from __future__ import annotations
 
