@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from methods import early_fusion
 from methods import late_fusion
 from methods import point_boxes
+from methods import profusion
+from methods import refnet
 from methods import rgbd_seg
 
 METHODS: dict[str, ModuleType] = {
     "late_fusion": late_fusion,
+    "early_fusion": early_fusion,
+    "refnet": refnet,  # ReFNet; ReFNet_MS with ms_weight > 0
+    "profusion": profusion,  # Progressive Fusion over late fusion with any fusion
+
     "rgbd_seg": rgbd_seg,  # task-specific: RGB-D semantic segmentation (class maps)
     "point_boxes": point_boxes,  # task-specific: 3D box detection from point clouds
 }

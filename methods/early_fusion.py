@@ -23,7 +23,7 @@ from torch import nn
 
 from methods.blocks import build_encoder, encoder_kind, field_input, label_field
 from methods.fusions import FUSIONS
-from methods.heads import REGRESSION_LOSSES, head_size, target, task_loss, task_of, task_pred, task_scores
+from methods.heads import REGRESSION_LOSSES, check_label, head_size, target, task_loss, task_of, task_pred, task_scores
 from mmdata.types import Features, Field, Tuples
 
 #: Name of the joined input per kind: the modality prefix makes build_encoder read a fixed [T, D] as a
@@ -78,16 +78,6 @@ def joined_field(features: Features, fields: list[str]) -> tuple[str, Field]:
     return JOINED[kind], Field("float32", (*shapes[0][:2], channels), "npy")
 
 
-def _check_label(name: str, label: Field) -> None:
-    """The head predicts one class, a multi-hot [C] or one value per sample; anything else is refused."""
-    if (label.classes and len(label.shape) <= 1) or (not label.classes and label.shape == ()):
-        return
-    raise ValueError(f"early_fusion predicts one class, a multi-hot vector [C] or one value per sample; label "
-                     f"{name!r} ({label.dtype}, shape {list(label.shape)}, "
-                     f"{len(label.classes or ())} classes) is none of these (class maps: rgbd_seg, boxes: "
-                     f"point_boxes)")
-
-
 class EarlyFusion(nn.Module):
     """Joined input -> one encoder -> MLP -> head; reads only its fields and moves them to its own device.
 
@@ -101,7 +91,7 @@ class EarlyFusion(nn.Module):
                  sequence: str = "sequence", regression_loss: str = "l1", text_ngrams: int = 2) -> None:
         super().__init__()
         self.label_name, label = label_field(features)
-        _check_label(self.label_name, label)
+        check_label("early_fusion", self.label_name, label)
         self.task, self.regression_loss = task_of(label), regression_loss
         self.fields = tuple(fields)
         self.features = {n: features[n] for n in self.fields}

@@ -24,6 +24,16 @@ def task_of(label: Field) -> str:
     return "regression" if not label.classes else "multilabel" if label.shape else "classification"
 
 
+def check_label(method: str, name: str, label: Field) -> None:
+    """Raise ValueError unless a per-sample head can predict the label: one class id, a multi-hot [C] or one
+    value per sample (a class map or a box list needs a task-specific method)."""
+    if (label.classes and len(label.shape) <= 1) or (not label.classes and label.shape == ()):
+        return
+    raise ValueError(f"{method} predicts one class, a multi-hot vector [C] or one value per sample; label {name!r} "
+                     f"({label.dtype}, shape {list(label.shape)}, {len(label.classes or ())} classes) is none of "
+                     f"these (class maps: rgbd_seg, boxes: point_boxes)")
+
+
 def head_size(label: Field) -> int:
     """Outputs of the head: C logits for a class label, 1 value for regression."""
     return len(label.classes) if label.classes else 1

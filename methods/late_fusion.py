@@ -12,7 +12,7 @@ from torch import nn
 
 from methods.blocks import build_encoder, field_input, label_field
 from methods.fusions import build_fusion
-from methods.heads import REGRESSION_LOSSES, head_size, target, task_loss, task_of, task_pred, task_scores
+from methods.heads import REGRESSION_LOSSES, check_label, head_size, target, task_loss, task_of, task_pred, task_scores
 from mmdata.types import Features, Tuples
 
 
@@ -31,6 +31,7 @@ class LateFusion(nn.Module):
                  fusion_options: dict[str, Any] | None = None):
         super().__init__()
         self.label_name, label = label_field(features)
+        check_label("late_fusion", self.label_name, label)
         self.regression_loss = regression_loss
         self.task = task_of(label)
         self.fields = tuple(fields)

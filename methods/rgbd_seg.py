@@ -138,6 +138,10 @@ def build_model(features: Features, *, fields: list[str], width: int = 16, fusio
         raise ValueError(f"fields must name map fields of the corpus; unknown {missing}, known {sorted(features)}")
     if fusion not in FUSION_MODES:
         raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSION_MODES)}")
+    not_maps = [f"{n} {list(features[n].shape)}" for n in fields
+                if len(features[n].shape) not in (2, 3) or None in features[n].shape]
+    if not_maps:
+        raise ValueError(f"rgbd_seg reads fixed [H, W] or [H, W, C] map fields; not maps: {', '.join(not_maps)}")
     _, label = label_field(features)
     sizes = {tuple(features[n].shape[:2]) for n in fields} | {tuple(label.shape[:2])}
     if not label.classes or len(label.classes) > 256 or len(sizes) != 1:

@@ -41,12 +41,7 @@ TASK_SPECIFIC = ("segmentation", "detection")
 ALL_METHODS = {**METHODS, "early_fusion": METHODS.get("early_fusion", early_fusion)}
 #: (method, corpus) pairs known to break the contract, each with what fixes it; strict xfail, so the entry
 #: must go when the fix lands.
-KNOWN_GAPS = {
-    ("late_fusion", "nyuv2"): "late_fusion builds a [B, C] head for a class-map label and fails in the loss; "
-                              "build_model should refuse labels other than a class, multi-hot [C] or value",
-    ("rgbd_seg", "crema_d"): "rgbd_seg.build_model sorts map sizes holding None (variable-length video): "
-                             "TypeError instead of a ValueError naming the field",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}  # (method, corpus) -> why it fails today (strict xfail)
 
 
 def _gap(method: str, corpus: str, *args):
