@@ -1,0 +1,56 @@
+"""Controlled checks: each seed paper's controlled claim as an experiment on our own modules.
+
+:data:`CHECKS` maps a check's name (== its DVC item == ``results/fidelity/<name>.json``) to a function
+``check(*, seed_offset: int = 0, **options) -> dict`` of plain JSON values (str keys; floats, ints, bools, str,
+lists, dicts). ``seed_offset`` salts every draw (data, weights, batch order), so a different offset repeats the
+experiment on fresh randomness. Every result carries ``paper`` (what the paper or ../shared/methods.md claims),
+``passed`` ({criterion: bool}, measured against the claim, never tuned to meet it) and ``measured`` (one line
+of the headline figures). These are experiments, not unit tests: a check that falls short reports it.
+
+One module per seed: :mod:`methods.fidelity.refnet` (methods.md 1.5), :mod:`methods.fidelity.profusion` (2.5).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from methods.fidelity.profusion import profusion_synthetic, profusion_zero_context
+from methods.fidelity.refnet import refnet_adjacency, refnet_unimodal
+from mmdata.errors import ConfigError
+
+CHECKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "refnet_adjacency": refnet_adjacency,  # methods.md 1.5 R1, R1b
+    "refnet_unimodal": refnet_unimodal,  # 1.5 R2
+    "profusion_synthetic": profusion_synthetic,  # 2.5 P1 (B.1)
+    "profusion_zero_context": profusion_zero_context,  # 2.5 P2
+}
+
+
+def check_options(name: str) -> dict[str, Any]:
+    """The keyword options of check ``name`` with their defaults (``seed_offset`` included).
+
+    Raises:
+        ConfigError: an unknown check (a ValueError; the message lists the known ones).
+    """
+    if name not in CHECKS:
+        raise ConfigError(f"unknown check {name!r}; known: {', '.join(sorted(CHECKS))}")
+    params = inspect.signature(CHECKS[name]).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def run_check(name: str, *, seed_offset: int = 0, **options: Any) -> dict[str, Any]:
+    """``CHECKS[name](seed_offset=seed_offset, **options)`` with the name and option names checked first.
+
+    Raises:
+        ConfigError: an unknown check or option (a ValueError; the message lists the valid ones).
+    """
+    known = check_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for check {name!r}; known: "
+                         f"{', '.join(sorted(set(known) - {'seed_offset'})) or 'none'}")
+    return CHECKS[name](seed_offset=seed_offset, **options)
+
+
+__all__ = ["CHECKS", "check_options", "run_check"]
