@@ -116,14 +116,15 @@ def _finite_mean(total: torch.Tensor, count: int, what: str) -> float:
     return mean
 
 
-def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, epochs: int, lr: float,
+def fit(method: ModuleType, model: nn.Module, train_batches: Iterable, *, epochs: int, lr: float,
         weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
         valid_batches: Iterable | None = None, unlabeled_batches: Iterable | None = None,
         log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train ``model`` with AdamW for ``epochs`` passes over ``train_batches``.
 
     Args:
-        method: a method module (or its registry name) providing ``training_step``.
+        method: a method module providing ``training_step`` (``methods.get_method(name)`` for a registry name;
+            the loop does not import the registry, whose methods import the loop).
         model: built by that method's ``build_model``; moved to ``device``. Its initial weights are the
             caller's business (seed before building it); ``seed`` here fixes dropout and other torch draws.
         train_batches: re-iterable batch dicts; ``set_epoch(e)`` is called first when it exists.
@@ -144,7 +145,6 @@ def fit(method: ModuleType | str, model: nn.Module, train_batches: Iterable, *, 
         History: lists ``epoch``, ``train_loss``, ``valid_loss`` (empty without validation), ``seconds``,
         ``samples_per_s``; ``best_epoch`` (None without validation), ``device``, ``amp``.
     """
-    method = _as_method(method)
     own = getattr(method, "fit", None)
     if own is not None and own is not fit:  # a method module that imported this very function must not recurse
         return own(model, train_batches, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device, amp=amp,
@@ -188,12 +188,6 @@ def train(step: Step, model: nn.Module, train_batches: Iterable, *, epochs: int,
         log(f"restored epoch {hist['best_epoch'] + 1} (valid_loss={hist['valid_loss'][hist['best_epoch']]:.4f})")
     model.eval()
     return hist
-
-
-def _as_method(method: ModuleType | str) -> ModuleType:
-    from methods import get_method  # here, not at the top: methods/__init__ imports the method modules
-
-    return get_method(method) if isinstance(method, str) else method
 
 
 def _fit_epoch(step: Step, model: nn.Module, epoch: int, train_batches: Iterable,

@@ -1,5 +1,5 @@
 """Stage ``fidelity@<check>``: run one controlled check of :data:`methods.fidelity.CHECKS` and write
-``results/fidelity/<check>.json``; :func:`fidelity_table` is the report's table of them.
+``results/fidelity/<check>.json`` (the report reads them: :func:`pipelines.report.fidelity_table`).
 
     python -m pipelines.fidelity <check> [--seed-offset N] [--option key=value ...] [--threads N]
 
@@ -125,29 +125,6 @@ def main(argv: list[str] | None = None) -> int:
 def _claim(result: dict[str, Any]) -> str:
     paper = result.get("paper", "")
     return paper.get("claim", "") if isinstance(paper, dict) else str(paper)
-
-
-def fidelity_table(results_dir: str | Path = "results/fidelity") -> str:
-    """A markdown table of every check result in ``results_dir``: check, what we measured, what the paper
-    claims, passed (``yes``, or ``no`` with the criteria that fell short). Registered checks come first, in
-    :data:`CHECKS` order; a folder without results gives a one-line note instead."""
-    paths = {p.stem: p for p in Path(results_dir).glob("*.json")}
-    names = [n for n in CHECKS if n in paths] + sorted(set(paths) - set(CHECKS))
-    if not names:
-        return f"No controlled checks in {results_dir} (run `python -m pipelines.fidelity <check>`).\n"
-    lines = ["| check | what we measured | what the paper claims | passed |", "|---|---|---|---|"]
-    for name in names:
-        result = json.loads(paths[name].read_text())
-        failed = [c for c, ok in result.get("passed", {}).items() if not ok]
-        verdict = "yes" if not failed else "no: " + ", ".join(failed)
-        offset = f" (seed offset {result['seed_offset']})" if result.get("seed_offset") else ""
-        lines.append(f"| {name}{offset} | {_cell(result.get('measured', ''))} | {_cell(_claim(result))} | {verdict} |")
-    return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 if __name__ == "__main__":

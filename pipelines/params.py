@@ -14,9 +14,14 @@ from mmdata.errors import ConfigError, check_names
 
 PARAMS = Path("params.yaml")
 #: Every key here is read by a stage (tests/test_dvc_graph.py checks it): no key that configures nothing.
-TOP_LEVEL = {"seed", "corpora", "train", "experiments"}
+TOP_LEVEL = {"seed", "suite", "corpora", "train", "evaluate", "fidelity", "experiments"}
 CORPUS_KEYS = {"root", "synth", "reader", "shard"}
-EXPERIMENT_KEYS = {"method", "fields", "model", "train"}
+#: A run block: what trains (method, fields, model, train, label_fraction), which suite runs it, what its
+#: robustness is compared with (baseline: another run of the corpus) and where the report shows it (table).
+EXPERIMENT_KEYS = {"method", "fields", "model", "train", "label_fraction", "suite", "baseline", "table"}
+#: ``suite`` at the top level picks the runs trained: "quick" (dvc repro's default, the runs marked quick or
+#: unmarked) or "full" (every run: the seeds' tables; ``dvc exp run -S suite=full``).
+SUITES = ("quick", "full")
 
 
 def keyword_options(fn: Callable[..., Any]) -> set[str]:
@@ -39,10 +44,20 @@ def load_params(path: Path = PARAMS) -> dict[str, Any]:
         check_keys(block, CORPUS_KEYS, f"corpora.{name}")
     check_keys(params.get("experiments", {}), set(params.get("corpora", {})),
                "experiments (one block of runs per configured corpus)")
+    _check_suite(params.get("suite", "quick"), "suite")
     for corpus, runs in params.get("experiments", {}).items():
         for run, block in (runs or {}).items():
             check_keys(block, EXPERIMENT_KEYS, f"experiments.{corpus}.{run}")
+            _check_suite(block.get("suite", "quick"), f"experiments.{corpus}.{run}.suite")
+            if block.get("baseline") is not None and block["baseline"] not in runs:
+                raise ConfigError(f"experiments.{corpus}.{run}.baseline in params.yaml names {block['baseline']!r}, "
+                                  f"not a run of {corpus}; runs: {sorted(runs)}")
     return params
+
+
+def _check_suite(value: Any, where: str) -> None:
+    if value not in SUITES:
+        raise ConfigError(f"{where} in params.yaml must be one of {list(SUITES)}, got {value!r}")
 
 
 def _block(params: dict[str, Any], section: str, what: str, name: str) -> dict[str, Any]:
@@ -59,17 +74,30 @@ def corpus_params(params: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def corpus_runs(params: dict[str, Any], corpus: str) -> dict[str, dict[str, Any]]:
-    """The ``experiments.<corpus>`` block (run name -> run block), or ConfigError listing the configured ones."""
+    """The runs of ``experiments.<corpus>`` in the selected suite (run name -> run block), or ConfigError.
+
+    Suite "full" selects every run; "quick" (the default) the runs whose own ``suite`` is "quick" or unset.
+    """
     runs = _block(params, "experiments", "corpus", corpus)
     if not runs:
         raise ConfigError(f"experiments.{corpus} in params.yaml has no runs; add e.g. "
                           f"fused: {{method: late_fusion, fields: [...]}}")
-    return runs
+    if params.get("suite", "quick") == "full":
+        return runs
+    return {run: block for run, block in runs.items() if block.get("suite", "quick") == "quick"}
+
+
+def run_seeds(params: dict[str, Any], settings: dict[str, Any]) -> list[int]:
+    """The seeds a run trains with: ``seed, seed + 1, ...``, ``settings["seeds"]`` of them (default 1)."""
+    count = int(settings.get("seeds", 1))
+    if count < 1:
+        raise ConfigError(f"train.seeds in params.yaml must be >= 1, got {count}")
+    return [int(params.get("seed", 0)) + i for i in range(count)]
 
 
 def experiment_params(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
     """Run ``experiments.<corpus>.<run>`` with its corpus filled in, or ConfigError listing the runs."""
-    runs = corpus_runs(params, corpus)
+    runs = _block(params, "experiments", "corpus", corpus) or {}
     if run not in runs:
         raise ConfigError(f"run {run!r} is not configured under experiments.{corpus} in params.yaml; "
                           f"configured: {sorted(runs)}")
@@ -87,8 +115,23 @@ def models_dir(corpus: str) -> Path:
 
 
 def history_path(corpus: str) -> Path:
-    """Training history of every run of ``corpus``: run -> fit's history dict (train@<corpus> output)."""
+    """Training history of every run of ``corpus``: run -> seed -> fit's history dict (train@<corpus> output)."""
     return Path("results/history") / f"{corpus}.json"
+
+
+def curves_dir(corpus: str) -> Path:
+    """Per-run training curves of ``corpus`` (``<run>.csv``: epoch, mean losses over seeds), for ``dvc plots``."""
+    return Path("results/curves") / corpus
+
+
+def model_path(corpus: str, run: str, seed: int) -> Path:
+    """The weights of one seed of a run (train@<corpus> output)."""
+    return models_dir(corpus) / run / f"seed{seed}.pt"
+
+
+def scores_path(corpus: str) -> Path:
+    """Per-seed metrics and robustness curves of every run of ``corpus`` (evaluate@<corpus> output)."""
+    return Path("results/scores") / f"{corpus}.json"
 
 
 def metrics_path(corpus: str) -> Path:

@@ -1,5 +1,16 @@
-"""Stage ``report``: one comparison table (results/report.md) and a plot (results/report.png) of the test
-metrics of every run, read from results/metrics/<corpus>.json (the evaluate stages' DVC metrics files)."""
+"""Stage ``report``: results/report.md (tables) and results/report.png, results/robustness.png (plots).
+
+Read from the evaluate stages' results/metrics/<corpus>.json (mean and std over seeds) and
+results/scores/<corpus>.json (robustness curves), and the fidelity stage's results/fidelity/<check>.json:
+
+- per corpus, every run: its task metrics as mean +- std over seeds;
+- the seeds' comparisons shaped like the papers' tables: runs carrying ``table: [name, row, column]`` in
+  params.yaml fill one cell each (e.g. ReFNet's Table 2: rows = fusion, columns = baseline / ReFNet /
+  ReFNet_MS);
+- robustness: ProFusion's ROBUSTAUC against the run's ``baseline`` and MultiBench's raw area, averaged over
+  the run's fields, per corruption;
+- the controlled checks beside the papers' claims.
+"""
 from __future__ import annotations
 
 import json
@@ -10,68 +21,191 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
+import numpy as np  # noqa: E402
 
-from mmdata.errors import run_guarded  # noqa: E402
 from mmdata.corpora import get_corpus  # noqa: E402
-from pipelines.params import load_params, metrics_path  # noqa: E402
+from mmdata.errors import run_guarded  # noqa: E402
+from mmdata.metrics import HEADLINE  # noqa: E402
+from pipelines.params import corpus_runs, load_params, metrics_path, scores_path  # noqa: E402
 
 RESULTS = Path("results")
-#: The metric each task's plot shows.
-HEADLINE = {"classification": "accuracy", "regression": "non0_acc2", "multilabel": "f1_micro",
-            "detection": "map25", "segmentation": "miou40", "forecast": "mse"}
+#: The metrics the paper-shaped tables show per task (the seeds' own columns where they exist).
+TABLE_METRICS = {"classification": ("accuracy", "auroc"), "multilabel": ("f1_macro", "f1_micro"),
+                 "regression": ("acc7", "non0_acc2"), "forecast": ("mse",), "detection": ("map25",),
+                 "segmentation": ("miou40",)}
+CORRUPTIONS = ("noise", "drop")
 
 
 def collect(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``<corpus>.<run>`` -> {corpus, run, method, fields, metrics} for every configured run."""
+    """``<corpus>.<run>`` -> {corpus, run, method, fields, table, baseline, metrics, curves} for every run of
+    the selected suite."""
     rows = {}
-    for corpus, runs in params["experiments"].items():
+    for corpus in params["experiments"]:
         metrics = json.loads(metrics_path(corpus).read_text())
-        for run, exp in runs.items():
+        scores = json.loads(scores_path(corpus).read_text())
+        for run, exp in corpus_runs(params, corpus).items():
             rows[f"{corpus}.{run}"] = {"corpus": corpus, "run": run, "method": exp["method"],
-                                       "fields": list(exp["fields"]), "metrics": metrics[run]}
+                                       "fields": list(exp["fields"]), "table": exp.get("table"),
+                                       "baseline": exp.get("baseline"), "metrics": metrics[run],
+                                       "scores": scores[run]}
     return rows
 
 
-def table(rows: dict[str, dict[str, Any]]) -> str:
-    """A markdown table per corpus: one line per run, one column per metric."""
-    lines = ["# mmdata report", "", "Test-split metrics per run (fused against each single modality).", ""]
+def cell(metrics: dict[str, Any], name: str) -> str:
+    """``mean +- std`` of one metric (the bare value for one seed; blank when absent)."""
+    if name not in metrics:
+        return ""
+    std = metrics.get(f"{name}_std")
+    return f"{metrics[name]:.4f}" if not std else f"{metrics[name]:.4f} ± {std:.4f}"
+
+
+def _task_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    names = {m for r in rows for m in r["metrics"]}
+    return sorted(m for m in names if not m.endswith("_std") and not m.startswith(("robust", "multibench"))
+                  and m not in ("samples", "seeds", "parameters"))
+
+
+def corpus_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """One markdown table per corpus: one line per run, one column per task metric (mean +- std over seeds)."""
+    lines = []
     for corpus in sorted({r["corpus"] for r in rows.values()}):
-        mine = {n: r for n, r in rows.items() if r["corpus"] == corpus}
-        names = sorted({m for r in mine.values() for m in r["metrics"]})
-        lines += [f"## {corpus}", "", "| run | method | fields | " + " | ".join(names) + " |",
-                  "|---" * (3 + len(names)) + "|"]
-        for r in mine.values():
-            values = " | ".join(_fmt(r["metrics"].get(m)) for m in names)
-            lines.append(f"| {r['run']} | {r['method']} | {', '.join(r['fields'])} | {values} |")
+        mine = [r for r in rows.values() if r["corpus"] == corpus]
+        names = _task_metrics(mine)
+        lines += [f"### {corpus}", "", "| run | method | fields | seeds | parameters | " + " | ".join(names) + " |",
+                  "|---" * (5 + len(names)) + "|"]
+        for r in mine:
+            m = r["metrics"]
+            lines.append(f"| {r['run']} | {r['method']} | {', '.join(r['fields'])} | {m.get('seeds', 1)} | "
+                         f"{m.get('parameters', '')} | " + " | ".join(cell(m, n) for n in names) + " |")
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
-def _fmt(value: Any) -> str:
-    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+def comparison_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The papers' comparisons: per (corpus, table name) a grid of rows x columns, one metric group per cell."""
+    lines = []
+    tables = sorted({(r["corpus"], r["table"][0]) for r in rows.values() if r["table"]})
+    for corpus, name in tables:
+        mine = [r for r in rows.values() if r["corpus"] == corpus and r["table"] and r["table"][0] == name]
+        row_names = list(dict.fromkeys(r["table"][1] for r in mine))
+        columns = list(dict.fromkeys(r["table"][2] for r in mine))
+        shown = TABLE_METRICS[get_corpus(corpus).task]
+        lines += [f"### {corpus}: {name} ({' / '.join(shown)}, mean ± std over seeds)", "",
+                  "| | " + " | ".join(columns) + " |", "|---" * (1 + len(columns)) + "|"]
+        for row in row_names:
+            cells = []
+            for column in columns:
+                hit = [r for r in mine if r["table"][1] == row and r["table"][2] == column]
+                cells.append(" / ".join(cell(hit[0]["metrics"], m) for m in shown) if hit else "")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def robustness_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """Per run: ROBUSTAUC against its baseline and MultiBench's area, mean over its fields, per corruption."""
+    lines = ["| run | baseline | " + " | ".join(f"robust_auc {c} | multibench {c}" for c in CORRUPTIONS) + " |",
+             "|---" * (2 + 2 * len(CORRUPTIONS)) + "|"]
+    for key, r in rows.items():
+        values = []
+        for kind in CORRUPTIONS:
+            for prefix in ("robust_auc", "multibench_robustness"):
+                found = [v for m, v in r["metrics"].items()
+                         if m.startswith(f"{prefix}_") and m.endswith(f"_{kind}")]
+                values.append(f"{np.mean(found):.4f}" if found else "")
+        lines.append(f"| {key} | {r['baseline'] or ''} | " + " | ".join(values) + " |")
+    return lines + [""]
+
+
+def report(rows: dict[str, dict[str, Any]], checks: list[str]) -> str:
+    """The whole report as markdown."""
+    return "\n".join([
+        "# mmdata report", "",
+        "Test-split metrics, mean ± std over each run's seeds (population std). Plots: results/report.png "
+        "(headline metric), results/robustness.png (curves); training curves: `dvc plots show`.", "",
+        "## The seeds' comparisons", "", *comparison_tables(rows),
+        "## Every run", "", *corpus_tables(rows),
+        "## Robustness", "",
+        "ROBUSTAUC (Progressive Fusion C.1: area between the run's and its baseline's curves, sign flipped for "
+        "errors) and MultiBench's raw trapezoid area of the run's own curve; both averaged over the run's "
+        "fields. Corruptions: the augmenter's noise kernel and modality drop, levels as in params.yaml.", "",
+        *robustness_table(rows),
+        "## Controlled checks (fidelity)", "", fidelity_table(RESULTS / "fidelity", checks), ""])
+
+
+def fidelity_table(results_dir: Path, order: list[str]) -> str:
+    """A markdown table of every check result in ``results_dir``: check, what we measured, what the paper
+    claims, passed (``yes``, or ``no`` with the criteria that fell short), in ``order`` (params.yaml's
+    ``fidelity`` block) then any other result; a folder without results gives a one-line note instead.
+
+    Reads only the JSON files, so the report stage does not run (or depend on) the checks' code.
+    """
+    paths = {p.stem: p for p in Path(results_dir).glob("*.json")}
+    names = [n for n in order if n in paths] + sorted(set(paths) - set(order))
+    if not names:
+        return f"No controlled checks in {results_dir} (run `python -m pipelines.fidelity <check>`).\n"
+    lines = ["| check | what we measured | what the paper claims | passed |", "|---|---|---|---|"]
+    for name in names:
+        result = json.loads(paths[name].read_text())
+        failed = [c for c, ok in result.get("passed", {}).items() if not ok]
+        verdict = "yes" if not failed else "no: " + ", ".join(failed)
+        offset = f" (seed offset {result['seed_offset']})" if result.get("seed_offset") else ""
+        lines.append(f"| {name}{offset} | {_cell(result.get('measured', ''))} | {_cell(_claim(result))} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _claim(result: dict[str, Any]) -> str:
+    paper = result.get("paper", "")
+    return paper.get("claim", "") if isinstance(paper, dict) else str(paper)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
-    """One bar panel per corpus with its task's headline metric."""
+    """One bar panel per corpus with its task's headline metric, error bars = std over seeds."""
     corpora = sorted({r["corpus"] for r in rows.values()})
-    fig, axes = plt.subplots(1, len(corpora), figsize=(4.5 * len(corpora), 3.5), squeeze=False)
-    for ax, corpus in zip(axes[0], corpora):
-        metric = HEADLINE[get_corpus(corpus).task]
-        mine = {r["run"]: r["metrics"][metric] for r in rows.values() if r["corpus"] == corpus}
-        ax.bar(range(len(mine)), list(mine.values()), color="tab:blue")
-        ax.set_xticks(range(len(mine)), list(mine), rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{corpus}: {metric}")
-        ax.set_ylim(0, max(1.0, 1.1 * max(mine.values())))  # an error (forecast MSE) may pass 1
+    fig, axes = plt.subplots(len(corpora), 1, figsize=(11, 2.6 * len(corpora)), squeeze=False)
+    for ax, corpus in zip(axes[:, 0], corpora):
+        metric = HEADLINE[get_corpus(corpus).task][0]
+        mine = [r for r in rows.values() if r["corpus"] == corpus]
+        means = [r["metrics"][metric] for r in mine]
+        ax.bar(range(len(mine)), means, yerr=[r["metrics"].get(f"{metric}_std", 0.0) for r in mine],
+               color="tab:blue", capsize=3)
+        ax.set_xticks(range(len(mine)), [r["run"] for r in mine], rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{corpus}: {metric}", fontsize=9)
+        ax.set_ylim(0, max(1.0, 1.1 * max(means)))  # an error (forecast MSE) may pass 1
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_robustness(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """Per corpus: the headline metric against the drop level, averaged over each run's fields."""
+    corpora = sorted({r["corpus"] for r in rows.values()})
+    fig, axes = plt.subplots(1, len(corpora), figsize=(3.6 * len(corpora), 3.2), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora):
+        for r in (r for r in rows.values() if r["corpus"] == corpus):
+            curves = [c["drop"] for c in r["scores"]["curves"].values() if "drop" in c]
+            if curves:
+                ax.plot(r["scores"]["levels"], np.mean(curves, axis=0), marker=".", label=r["run"])
+        ax.set_title(f"{corpus}: {HEADLINE[get_corpus(corpus).task][0]} vs drop", fontsize=9)
+        ax.set_xlabel("share of samples with a field dropped", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def main() -> None:
-    rows = collect(load_params())
+    params = load_params()
+    rows = collect(params)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "report.md").write_text(table(rows) + "\n")
+    (RESULTS / "report.md").write_text(report(rows, list(params.get("fidelity", {}))) + "\n")
     plot(rows, RESULTS / "report.png")
+    plot_robustness(rows, RESULTS / "robustness.png")
     print((RESULTS / "report.md").read_text())
 
 

@@ -1,29 +1,36 @@
-"""Stage ``train@<corpus>``: train every run of ``experiments.<corpus>`` on the corpus's train shards.
+"""Stage ``train@<corpus>``: train every run of ``experiments.<corpus>`` (the selected suite) on the corpus's
+train shards, once per seed.
 
 One process per corpus, not per run: starting Python with torch and DVC's bookkeeping cost ~5 s a stage,
-more than most mini runs train for. Outputs: ``results/models/<corpus>/<run>/model.pt`` and
-``results/history/<corpus>.json`` (run -> per-epoch losses and the best epoch).
+more than most mini runs train for. Outputs: ``results/models/<corpus>/<run>/seed<s>.pt``,
+``results/history/<corpus>.json`` (run -> seed -> per-epoch losses and the best epoch) and
+``results/curves/<corpus>/<run>.csv`` (epoch, losses averaged over the seeds: ``dvc plots``).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 from typing import Any
 
+import numpy as np
 import torch
 
 import mmdata
 from methods import get_method
 from methods.loop import fit, save_checkpoint
-from mmdata.errors import run_guarded
+from mmdata.errors import ConfigError, run_guarded
+from mmdata.rng import make_rng
+from mmdata.samplers.label_fraction import label_fraction
 from mmdata.shards.read import Loader
-from pipelines.params import (check_keys, corpus_runs, experiment_params, history_path, keyword_options,
-                              load_params, models_dir, shards_dir)
+from pipelines.params import (check_keys, corpus_runs, curves_dir, experiment_params, history_path,
+                              keyword_options, load_params, model_path, run_seeds, shards_dir)
 
 #: History entries measured by the wall clock, left out of results/history (see :func:`train_run`).
 WALL_CLOCK = ("seconds", "samples_per_s")
 #: Keys of the ``train`` block (global defaults, overridable per experiment).
-TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "num_workers", "device", "amp"}
+TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "num_workers", "device", "amp", "seeds"}
 
 
 def train_settings(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
@@ -37,20 +44,36 @@ def train_settings(params: dict[str, Any], corpus: str, run: str) -> dict[str, A
 _VERIFIED: set[tuple[str, str]] = set()
 
 
-def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: int) -> Loader:
+def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: int,
+               rows: np.ndarray | None = None) -> Loader:
     """A loader over the run's input fields plus the label for one split (``exp`` from experiment_params).
 
     The first open of a split in the process re-hashes every shard against its manifest (``verify=True``), so
     the stage fails before training on shards that differ from those written: DVC sees an edit only when the
     stage runs through ``dvc repro``, and bit rot that keeps size and mtime not even then, as it trusts its
-    cached hashes (reliability TRN-07, DVC-04).
+    cached hashes (reliability TRN-07, DVC-04). ``rows`` restricts it to a subset (few-shot runs).
     """
     where = (str(shards_dir(exp["corpus"])), split)
     shards = mmdata.load(where[0], split, fields=[], batch_size=1, verify=where not in _VERIFIED).shards
     _VERIFIED.add(where)
     fields = [*exp["fields"], shards.manifest["label_field"]]
     return mmdata.load(shards_dir(exp["corpus"]), split, fields=fields, batch_size=settings["batch_size"],
-                       seed=seed, num_workers=settings.get("num_workers", 0))
+                       seed=seed, num_workers=settings.get("num_workers", 0), rows=rows)
+
+
+def few_shot_rows(exp: dict[str, Any], loader: Loader, seed: int) -> np.ndarray | None:
+    """The ``label_fraction`` subset of the train rows for one seed (None: the whole split).
+
+    Stratified by :func:`mmdata.samplers.label_fraction` with ``make_rng(seed, "label_fraction")``: each seed
+    draws its own subset, and for one seed a smaller fraction's subset lies inside a larger one's.
+    """
+    fraction = exp.get("label_fraction")
+    if fraction is None:
+        return None
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ConfigError(f"experiments.{exp['corpus']}.*.label_fraction must be in (0, 1], got {fraction!r}")
+    subsets = label_fraction(loader.shards.index, make_rng(seed, "label_fraction"), fractions=[float(fraction)])
+    return subsets[float(fraction)]
 
 
 def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn.Module]:
@@ -62,21 +85,46 @@ def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn
     return method, method.build_model(loader.shards.features, fields=list(exp["fields"]), **options)
 
 
-def train_run(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
-    """Train run ``experiments.<corpus>.<run>``, save its model, and return its per-epoch history (losses,
+def train_seed(params: dict[str, Any], corpus: str, run: str, seed: int) -> dict[str, Any]:
+    """Train one seed of run ``experiments.<corpus>.<run>``, save its model, and return its history (losses,
     best epoch, device, amp; no wall-clock figures)."""
-    exp, settings, seed = experiment_params(params, corpus, run), train_settings(params, corpus, run), \
-        params.get("seed", 0)
-    train, valid = open_split(exp, "train", settings, seed), open_split(exp, "valid", settings, seed)
+    exp, settings = experiment_params(params, corpus, run), train_settings(params, corpus, run)
+    train = open_split(exp, "train", settings, seed)
+    rows = few_shot_rows(exp, train, seed)
+    labeled = train if rows is None else open_split(exp, "train", settings, seed, rows=rows)
+    valid = open_split(exp, "valid", settings, seed)
     method, model = build(exp, train, seed)
-    history = fit(method, model, train, epochs=settings["epochs"], lr=settings["lr"],
+    history = fit(method, model, labeled, epochs=settings["epochs"], lr=settings["lr"],
                   weight_decay=settings.get("weight_decay", 0.0), device=settings.get("device", "auto"),
                   amp=settings.get("amp", False), seed=seed, valid_batches=valid,
-                  log=lambda line: print(f"train@{corpus}.{run}: {line}", flush=True))
-    save_checkpoint(models_dir(corpus) / run / "model.pt", model, {"experiment": f"{corpus}.{run}", **exp})
+                  unlabeled_batches=None if rows is None else train,
+                  log=lambda line: print(f"train@{corpus}.{run}.seed{seed}: {line}", flush=True))
+    labeled_rows = train.shards.manifest["rows"] if rows is None else len(rows)
+    meta = {"experiment": f"{corpus}.{run}", "seed": seed, "labeled_rows": labeled_rows, **exp}
+    save_checkpoint(model_path(corpus, run, seed), model, meta)
     # Wall-clock figures differ on every run (they are in the log lines above): the tracked history keeps what
     # the seed determines, so a re-run leaves git clean and DVC sees the same output.
-    return {key: value for key, value in history.items() if key not in WALL_CLOCK}
+    return _without_wall_clock(history)
+
+
+def _without_wall_clock(history: dict[str, Any]) -> dict[str, Any]:
+    out = {key: value for key, value in history.items() if key not in WALL_CLOCK}
+    if isinstance(out.get("pretrain"), dict):
+        out["pretrain"] = _without_wall_clock(out["pretrain"])
+    return out
+
+
+def curves_csv(histories: dict[str, dict[str, Any]]) -> str:
+    """One run's curves as CSV text: epoch, train_loss and valid_loss averaged over its seeds."""
+    seeds = list(histories.values())
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", "train_loss", "valid_loss"])
+    for i, epoch in enumerate(seeds[0]["epoch"]):
+        train = np.mean([h["train_loss"][i] for h in seeds])
+        valid = [h["valid_loss"][i] for h in seeds if len(h["valid_loss"]) > i]
+        writer.writerow([epoch + 1, f"{train:.6f}", f"{np.mean(valid):.6f}" if valid else ""])
+    return out.getvalue()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("corpus")
     args = parser.parse_args(argv)
     params = load_params()
-    histories = {run: train_run(params, args.corpus, run) for run in corpus_runs(params, args.corpus)}
+    histories = {}
+    for run in corpus_runs(params, args.corpus):
+        seeds = run_seeds(params, train_settings(params, args.corpus, run))
+        histories[run] = {str(seed): train_seed(params, args.corpus, run, seed) for seed in seeds}
+    curves = curves_dir(args.corpus)
+    curves.mkdir(parents=True, exist_ok=True)
+    for stale in curves.glob("*.csv"):  # runs no longer configured (a suite switch) leave no curve behind
+        stale.unlink()
+    for run, runs in histories.items():
+        (curves / f"{run}.csv").write_text(curves_csv(runs))
     path = history_path(args.corpus)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(histories, indent=1) + "\n")  # last: its presence means every run finished

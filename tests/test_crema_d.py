@@ -51,7 +51,7 @@ def test_registered_and_configured():
     assert crema_d.CORPUS.task == "classification" and crema_d.CORPUS.splits == ("train", "valid", "test")
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     assert set(params["corpora"]["crema_d"]["reader"]) <= crema_d.CORPUS.options()
-    assert {"fused", "audio", "video"} <= set(params["experiments"]["crema_d"])
+    assert {"fused", "audio", "video"} <= set(params["experiments"]["crema_d"])  # fused vs each modality
 
 
 def test_mini_is_real_wav_and_flv_read_by_decord(root):

@@ -154,6 +154,8 @@ def registry_entries(stage: dict[str, Any]) -> list[str]:
         return [f"mmdata.synth.{key}"]
     if stage["stage"] == "shard":
         return [f"mmdata.corpora.{key}"]
+    if stage["stage"] == "fidelity":  # an item is a check's options, not a block of runs
+        return []
     methods = sorted({f"methods.{run['method']}" for run in item.values()}) if key else []
     if stage["stage"] == "evaluate":
         return [f"mmdata.corpora.{key}", *methods]

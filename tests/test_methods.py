@@ -179,7 +179,7 @@ def test_fit_regression_and_bf16_amp_on_cpu():
     batches = [fake_batch(MOSI, 8, seed=s) for s in range(3)]
     for b in batches:  # the target is a linear read-out of the vision features
         b["label"] = b["feat_vision"].mean(dim=(1, 2)) * 20
-    hist = fit("late_fusion", model, batches, epochs=8, lr=1e-2, device="cpu", amp=True, log=lambda s: None)
+    hist = fit(late_fusion, model, batches, epochs=8, lr=1e-2, device="cpu", amp=True, log=lambda s: None)
     assert hist["amp"] == "bfloat16" and hist["best_epoch"] is None
     assert hist["train_loss"][-1] < hist["train_loss"][0]
 

@@ -27,5 +27,11 @@ METRICS: dict[str, MetricFn] = {
     "detection": detection_metrics,
 }
 
-__all__ = ["METRICS", "MetricFn", "accuracy", "classification_metrics", "mmsa_regression_metrics",
+#: The metric each task is summarised by (report plots, robustness curves), and whether higher is better.
+HEADLINE: dict[str, tuple[str, bool]] = {
+    "classification": ("accuracy", True), "regression": ("non0_acc2", True), "multilabel": ("f1_micro", True),
+    "detection": ("map25", True), "segmentation": ("miou40", True), "forecast": ("mse", False),
+}
+
+__all__ = ["HEADLINE", "METRICS", "MetricFn", "accuracy", "classification_metrics", "mmsa_regression_metrics",
            "multilabel_metrics"]
