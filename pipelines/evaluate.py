@@ -31,8 +31,9 @@ RETRIEVAL_TASKS = ("classification", "multilabel")
 
 
 def evaluate_seed(params: dict[str, Any], corpus: str, run: str, seed: int, loader: Any,
-                  batches: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics, robustness curves) of one seed of a run from its saved model, on decoded test ``batches``."""
+                  batches: list[dict[str, Any]], robustness: bool) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """(metrics, robustness curves or None) of one seed of a run from its saved model, on decoded test
+    ``batches``; the curves only when ``robustness``."""
     exp, task = experiment_params(params, corpus, run), get_corpus(corpus).task
     method, model = build(exp, loader, seed)
     load_checkpoint(model_path(corpus, run, seed), model)
@@ -41,7 +42,9 @@ def evaluate_seed(params: dict[str, Any], corpus: str, run: str, seed: int, load
                "parameters": sum(p.numel() for p in model.parameters())}
     if task in RETRIEVAL_TASKS and len(exp["fields"]) > 1 and hasattr(model, "fusion"):
         metrics.update(unimodal_retrieval(model, batches))
-    name, higher = HEADLINE[task]
+    if not robustness:
+        return metrics, None
+    name = HEADLINE[task][0]
     levels = params.get("evaluate", {}).get("levels", list(LEVELS))
     curves = robustness_curves(method, model, batches, fields=list(exp["fields"]), levels=levels, seed=seed,
                                metric=lambda p, t: METRICS[task](p, t)[name])
@@ -49,30 +52,35 @@ def evaluate_seed(params: dict[str, Any], corpus: str, run: str, seed: int, load
 
 
 def evaluate_corpus(params: dict[str, Any], corpus: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics file, scores file) contents for every run of ``corpus`` in the selected suite."""
+    """(metrics file, scores file) contents for every run of ``corpus`` in the selected suite.
+
+    Robustness is scored on each run's first seed (the same seed for a run and its baseline): on 2 cores the
+    curves of every seed cost more than the whole training of the quick suite.
+    """
     runs = corpus_runs(params, corpus)
     per_seed: dict[str, dict[int, dict[str, float]]] = {}
-    curves: dict[str, dict[int, dict[str, Any]]] = {}
+    curves: dict[str, dict[str, Any]] = {}
     for run in runs:
         exp, settings = experiment_params(params, corpus, run), train_settings(params, corpus, run)
         seeds = run_seeds(params, settings)
         # Eval-mode predictions do not depend on the batch size: larger batches cost fewer passes.
         loader = open_split(exp, "test", {**settings, "batch_size": EVAL_BATCH}, seeds[0])
         batches = list(loader)  # decoded once for every seed, corruption and level
-        per_seed[run], curves[run] = {}, {}
+        per_seed[run] = {}
         for seed in seeds:
-            per_seed[run][seed], curves[run][seed] = evaluate_seed(params, corpus, run, seed, loader, batches)
+            per_seed[run][seed], found = evaluate_seed(params, corpus, run, seed, loader, batches, seed == seeds[0])
+            if found is not None:
+                curves[run] = found
             print(f"evaluate@{corpus}.{run}.seed{seed}: {_headline(per_seed[run][seed], corpus)}", flush=True)
     levels = params.get("evaluate", {}).get("levels", list(LEVELS))
     higher = HEADLINE[get_corpus(corpus).task][1]
-    for run, block in runs.items():
-        base = block.get("baseline")
-        for seed, metrics in per_seed[run].items():
-            against = curves.get(base, {}).get(seed) if base else None
-            metrics.update(robustness_summary(curves[run][seed], levels, higher, baseline_curves=against))
     metrics = {run: _mean_std(seeds) for run, seeds in per_seed.items()}
+    for run, block in runs.items():
+        against = curves.get(block["baseline"]) if block.get("baseline") else None
+        robust = robustness_summary(curves[run], levels, higher, baseline_curves=against)
+        metrics[run].update({k: round(float(v), 6) for k, v in robust.items()})
     scores = {run: {"seeds": {str(s): _rounded(m) for s, m in per_seed[run].items()},
-                    "levels": levels, "curves": _mean_curves(curves[run])} for run in runs}
+                    "levels": levels, "curves": _rounded_curves(curves[run])} for run in runs}
     return metrics, scores
 
 
@@ -95,10 +103,9 @@ def _mean_std(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _mean_curves(per_seed: dict[int, dict[str, dict[str, list[float]]]]) -> dict[str, dict[str, list[float]]]:
-    first = next(iter(per_seed.values()))
-    return {field: {kind: [round(float(v), 6) for v in np.mean([c[field][kind] for c in per_seed.values()], axis=0)]
-                    for kind in kinds} for field, kinds in first.items()}
+def _rounded_curves(curves: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+    return {field: {kind: [round(float(v), 6) for v in values] for kind, values in kinds.items()}
+            for field, kinds in curves.items()}
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:

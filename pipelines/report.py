@@ -103,17 +103,22 @@ def comparison_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def robustness_table(rows: dict[str, dict[str, Any]]) -> list[str]:
-    """Per run: ROBUSTAUC against its baseline and MultiBench's area, mean over its fields, per corruption."""
-    lines = ["| run | baseline | " + " | ".join(f"robust_auc {c} | multibench {c}" for c in CORRUPTIONS) + " |",
-             "|---" * (2 + 2 * len(CORRUPTIONS)) + "|"]
+    """Per run: ROBUSTAUC against its baseline and MultiBench's area, mean over its fields, per corruption, and
+    the parameter overhead over the baseline (Progressive Fusion's Table 10)."""
+    lines = ["| run | baseline | parameters vs baseline | " +
+             " | ".join(f"robust_auc {c} | multibench {c}" for c in CORRUPTIONS) + " |",
+             "|---" * (3 + 2 * len(CORRUPTIONS)) + "|"]
     for key, r in rows.items():
+        base = rows.get(f"{r['corpus']}.{r['baseline']}") if r["baseline"] else None
+        size = (f"{r['metrics']['parameters'] / base['metrics']['parameters'] - 1:+.1%}"
+                if base and base["metrics"].get("parameters") else "")
         values = []
         for kind in CORRUPTIONS:
             for prefix in ("robust_auc", "multibench_robustness"):
                 found = [v for m, v in r["metrics"].items()
                          if m.startswith(f"{prefix}_") and m.endswith(f"_{kind}")]
                 values.append(f"{np.mean(found):.4f}" if found else "")
-        lines.append(f"| {key} | {r['baseline'] or ''} | " + " | ".join(values) + " |")
+        lines.append(f"| {key} | {r['baseline'] or ''} | {size} | " + " | ".join(values) + " |")
     return lines + [""]
 
 
@@ -127,8 +132,9 @@ def report(rows: dict[str, dict[str, Any]], checks: list[str]) -> str:
         "## Every run", "", *corpus_tables(rows),
         "## Robustness", "",
         "ROBUSTAUC (Progressive Fusion C.1: area between the run's and its baseline's curves, sign flipped for "
-        "errors) and MultiBench's raw trapezoid area of the run's own curve; both averaged over the run's "
-        "fields. Corruptions: the augmenter's noise kernel and modality drop, levels as in params.yaml.", "",
+        "errors) and MultiBench's raw trapezoid area of the run's own curve; both on each run's first seed, "
+        "averaged over the run's fields. Corruptions: the augmenter's noise kernel and modality drop, levels as "
+        "in params.yaml.", "",
         *robustness_table(rows),
         "## Controlled checks (fidelity)", "", fidelity_table(RESULTS / "fidelity", checks), ""])
 
@@ -167,8 +173,12 @@ def _cell(text: str) -> str:
 def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
     """One bar panel per corpus with its task's headline metric, error bars = std over seeds."""
     corpora = sorted({r["corpus"] for r in rows.values()})
-    fig, axes = plt.subplots(len(corpora), 1, figsize=(11, 2.6 * len(corpora)), squeeze=False)
-    for ax, corpus in zip(axes[:, 0], corpora):
+    cols = 2
+    rows_ = -(-len(corpora) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(11, 3.0 * rows_), squeeze=False)
+    for ax in axes.flat[len(corpora):]:
+        ax.axis("off")
+    for ax, corpus in zip(axes.flat, corpora):
         metric = HEADLINE[get_corpus(corpus).task][0]
         mine = [r for r in rows.values() if r["corpus"] == corpus]
         means = [r["metrics"][metric] for r in mine]
@@ -185,8 +195,12 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
 def plot_robustness(rows: dict[str, dict[str, Any]], path: Path) -> None:
     """Per corpus: the headline metric against the drop level, averaged over each run's fields."""
     corpora = sorted({r["corpus"] for r in rows.values()})
-    fig, axes = plt.subplots(1, len(corpora), figsize=(3.6 * len(corpora), 3.2), squeeze=False)
-    for ax, corpus in zip(axes[0], corpora):
+    cols = 4
+    fig, axes = plt.subplots(-(-len(corpora) // cols), cols, figsize=(14, 3.2 * -(-len(corpora) // cols)),
+                             squeeze=False)
+    for ax in axes.flat[len(corpora):]:
+        ax.axis("off")
+    for ax, corpus in zip(axes.flat, corpora):
         for r in (r for r in rows.values() if r["corpus"] == corpus):
             curves = [c["drop"] for c in r["scores"]["curves"].values() if "drop" in c]
             if curves:

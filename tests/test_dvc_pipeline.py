@@ -45,7 +45,9 @@ def _shrink_params(path: Path) -> None:
                                         shard={"max_samples": 40, "max_bytes": 1 << 26, "max_skip_fraction": 0.05})
     params["corpora"]["mosi"].update(synth={"seed": 0, "train": 36, "valid": 12, "test": 24},
                                      shard={"max_samples": 12, "max_bytes": 1 << 26, "max_skip_fraction": 0.05})
-    params["train"].update(epochs=1, batch_size=16)
+    params["train"].update(epochs=1, batch_size=16, seeds=2)
+    params["evaluate"] = {"levels": [0.0, 0.5, 1.0]}
+    params["fidelity"] = {"refnet_adjacency": {"m": 8, "d": 16, "ranks": [2, 4, 7], "seeds": 2, "adam_steps": 30}}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -60,12 +62,21 @@ def test_dvc_repro_exp_run_and_diffs(tmp_path):
         _run(cmd, repo)
     _run(["dvc", "repro"], repo)
     experiments = yaml.safe_load((repo / "params.yaml").read_text())["experiments"]
-    for corpus, runs in experiments.items():  # every run trained and scored, one metrics file per corpus
-        assert set(json.loads((repo / f"results/metrics/{corpus}.json").read_text())) == set(runs)
+    for corpus, runs in experiments.items():  # every quick run trained twice and scored, one file per corpus
+        quick = {run for run, block in runs.items() if block.get("suite", "quick") == "quick"}
+        seeds = {run: range(runs[run].get("train", {}).get("seeds", 2)) for run in quick}  # 2 unless overridden
+        metrics = json.loads((repo / f"results/metrics/{corpus}.json").read_text())
+        assert set(metrics) == quick and all(m["seeds"] == len(seeds[run]) for run, m in metrics.items())
         history = json.loads((repo / f"results/history/{corpus}.json").read_text())
-        assert set(history) == set(runs) and all("seconds" not in h for h in history.values())  # deterministic
-        assert all((repo / f"results/models/{corpus}/{run}/model.pt").is_file() for run in runs)
-    assert "| fused |" in (repo / "results/report.md").read_text()
+        assert set(history) == quick and all(set(h) == set(map(str, seeds[run])) for run, h in history.items())
+        assert all("seconds" not in h for runs_ in history.values() for h in runs_.values())  # deterministic
+        assert all((repo / f"results/models/{corpus}/{run}/seed{s}.pt").is_file() for run in quick for s in seeds[run])
+        assert {p.stem for p in (repo / f"results/curves/{corpus}").glob("*.csv")} == quick
+    report = (repo / "results/report.md").read_text()
+    assert "| lf_profusion | profusion |" in report and "ProFusion Table 8" in report
+    assert "| refnet_adjacency |" in report  # the fidelity stage ran and the report shows it
+    plots = _run(["dvc", "plots", "show", "--json"], repo)
+    assert "results/curves/mosi/lf.csv" in plots
     assert "Data and pipelines are up to date" in _run(["dvc", "repro"], repo)
     (repo / "methods" / "__pycache__").mkdir(exist_ok=True)  # bytecode beside a code dep changes nothing
     (repo / "methods" / "__pycache__" / "loop.cpython-312.pyc").write_bytes(b"\0" * 16)
@@ -78,8 +89,12 @@ def test_dvc_repro_exp_run_and_diffs(tmp_path):
     assert (epochs["old"], epochs["new"]) == (1, 3)
     diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], repo))["results/metrics/mosi.json"]
     changed = [k for k, v in diff.items() if v.get("diff")]
-    assert any(k.startswith("fused.") for k in changed), diff
+    assert any(k.startswith("lf.") for k in changed), diff
     # One run's key re-runs only its corpus's train and evaluate stages (and the report).
-    log = _run(["dvc", "exp", "run", "-S", "+experiments.avmnist.image.train.lr=0.01"], repo)  # +: a new key
+    log = _run(["dvc", "exp", "run", "-S", "+experiments.avmnist.fused.train.lr=0.01"], repo)  # +: a new key
     ran = set(re.findall(r"Running stage '([^']+)'", log))
     assert ran == {"train@avmnist", "evaluate@avmnist", "report"}, log
+    # The documented full-table command trains every configured run.
+    _run(["dvc", "exp", "run", "-S", "suite=full"], repo)
+    for corpus, runs in experiments.items():
+        assert set(json.loads((repo / f"results/metrics/{corpus}.json").read_text())) == set(runs)

@@ -29,7 +29,8 @@ TINY_SYNTH = {
     "mosei": {"train": 1, "valid": 1, "test": 1}, "crema_d": {"actors": 2, "sentences": 1, "broken": False},
     "mmimdb": {"train": 2, "valid": 1, "test": 1},
     "hateful_memes": {"train": 3, "valid": 3, "test": 3, "unseen": 3},
-    "snli_ve": {"train": 2, "valid": 1, "test": 1}, "nyuv2": {"train": 2, "test": 1}, "sunrgbd": {"train": 2, "test": 1},
+    "snli_ve": {"train": 2, "valid": 1, "test": 1}, "nyuv2": {"train": 2, "test": 1},
+    "sunrgbd": {"train": 2, "test": 1},
 }
 #: Tiny model options, passed where a method's build_model takes them.
 TINY_MODEL = {"dim": 8, "hidden": 16, "width": 4, "seeds": 8, "neighbours": 4, "detections": 4}
@@ -166,7 +167,8 @@ def check_contract(method, features: Features, fields: list[str], task: str, **o
 @pytest.mark.parametrize("name, corpus", [_gap(m, c, m, c) for m in sorted(ALL_METHODS) for c in sorted(CORPORA)])
 def test_method_runs_or_refuses_each_corpus(schemas, name, corpus):
     task = CORPORA[corpus].task
-    results = [check_contract(ALL_METHODS[name], schemas[corpus], fields, task) for fields in field_sets(schemas[corpus])]
+    results = [check_contract(ALL_METHODS[name], schemas[corpus], fields, task)
+               for fields in field_sets(schemas[corpus])]
     if name in GENERAL and task not in TASK_SPECIFIC:
         assert "ran" in results, f"{name} refused every field set of {corpus}, a {task} corpus it serves"
 
@@ -190,3 +192,17 @@ def test_every_method_builds_on_some_corpus(schemas, name):
             except ValueError:
                 pass
     assert built, f"methods.{name} refuses every corpus"
+
+
+#: Every run configured in params.yaml, the full suite included (dvc repro trains only the quick suite).
+CONFIGURED = [(corpus, run) for corpus, runs in PARAMS["experiments"].items() for run in runs]
+
+
+@pytest.mark.parametrize("corpus, run", CONFIGURED, ids=[f"{c}.{r}" for c, r in CONFIGURED])
+def test_every_configured_run_builds_and_steps(schemas, corpus, run):
+    """The full suite's runs (not trained by the default repro) build with their own options and take a
+    training step on their corpus's schema: a bad option fails here, not an hour into `suite=full`."""
+    exp = PARAMS["experiments"][corpus][run]
+    method = METHODS[exp["method"]]
+    options = {k: v for k, v in exp.get("model", {}).items() if k not in TINY_MODEL}  # sizes stay tiny
+    assert check_contract(method, schemas[corpus], list(exp["fields"]), CORPORA[corpus].task, **options) == "ran"
