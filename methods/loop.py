@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmdata.samplers.derange import batch_rng
+from mmdata.types import Tuples
+
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -72,16 +75,31 @@ def _batch_size(batch: dict[str, Any]) -> int:
 
 #: ``step(model, batch, tuples) -> {"loss": scalar, ...}``: a method's ``training_step`` or a phase of its own.
 Step = Callable[[nn.Module, dict[str, Any], Any], dict[str, torch.Tensor]]
+#: ``sampler(n, rng) -> Tuples`` over the rows of a batch of ``n``: a configured :class:`mmdata.samplers.Sampler`.
+TupleSampler = Callable[[int, np.random.Generator], Tuples]
+
+
+def batch_tuples(sampler: TupleSampler | None, batch: dict[str, Any], *, seed: int, epoch: int, index: int,
+                 phase: str = "train") -> Tuples | None:
+    """The negatives of batch ``index`` of ``epoch`` (None without a sampler).
+
+    Drawn with :func:`mmdata.samplers.batch_rng` from ``(seed, epoch, index, phase)`` only: the same tuples
+    for any worker count and after a resume, and on every DDP rank the same function of its own batch.
+    """
+    if sampler is None:
+        return None
+    return sampler(_batch_size(batch), batch_rng(seed, epoch, index, phase))
 
 
 def _train_epoch(step: Step, model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, ctx: Callable, desc: str) -> tuple[float, int]:
+                 scaler: torch.amp.GradScaler, ctx: Callable, desc: str,
+                 tuples_of: Callable[[dict[str, Any], int], Tuples | None]) -> tuple[float, int]:
     """One pass over ``batches``; returns (sample-weighted mean loss, number of samples)."""
     model.train()
     total, count = torch.zeros((), dtype=torch.float64), 0
-    for batch in _progress(batches, desc):
+    for index, batch in enumerate(_progress(batches, desc)):
         with ctx():
-            loss = step(model, batch, None)["loss"]
+            loss = step(model, batch, tuples_of(batch, index))["loss"]
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -94,13 +112,14 @@ def _train_epoch(step: Step, model: nn.Module, batches: Iterable, opt: torch.opt
 
 
 @torch.no_grad()
-def _valid_loss(step: Step, model: nn.Module, batches: Iterable, ctx: Callable) -> float:
+def _valid_loss(step: Step, model: nn.Module, batches: Iterable, ctx: Callable,
+                tuples_of: Callable[[dict[str, Any], int], Tuples | None]) -> float:
     """Sample-weighted mean loss over ``batches`` in eval mode."""
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64), 0
-    for batch in batches:
+    for index, batch in enumerate(batches):
         with ctx():
-            loss = step(model, batch, None)["loss"]
+            loss = step(model, batch, tuples_of(batch, index))["loss"]
         n = _batch_size(batch)
         total = total.to(loss.device) + loss.double() * n
         count += n
@@ -119,7 +138,7 @@ def _finite_mean(total: torch.Tensor, count: int, what: str) -> float:
 def fit(method: ModuleType, model: nn.Module, train_batches: Iterable, *, epochs: int, lr: float,
         weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
         valid_batches: Iterable | None = None, unlabeled_batches: Iterable | None = None,
-        log: Callable[[str], Any] = print) -> dict[str, Any]:
+        sampler: TupleSampler | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train ``model`` with AdamW for ``epochs`` passes over ``train_batches``.
 
     Args:
@@ -136,6 +155,8 @@ def fit(method: ModuleType, model: nn.Module, train_batches: Iterable, *, epochs
         unlabeled_batches: batches whose labels a method's own schedule does not read (ReFNet's
             self-supervised pretraining on the whole split when ``train_batches`` is a few-shot subset); the
             loop's own schedule ignores them.
+        sampler: draws each batch's negative :class:`~mmdata.types.Tuples` (see :func:`batch_tuples`), passed
+            to ``training_step`` as ``tuples``; None passes None.
         log: called with one line per epoch.
 
     The model is left in eval mode. A method with its own ``fit`` (:class:`methods.protocol.OwnSchedule`)
@@ -148,14 +169,16 @@ def fit(method: ModuleType, model: nn.Module, train_batches: Iterable, *, epochs
     own = getattr(method, "fit", None)
     if own is not None and own is not fit:  # a method module that imported this very function must not recurse
         return own(model, train_batches, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device, amp=amp,
-                   seed=seed, valid_batches=valid_batches, unlabeled_batches=unlabeled_batches, log=log)
+                   seed=seed, valid_batches=valid_batches, unlabeled_batches=unlabeled_batches, sampler=sampler,
+                   log=log)
     return train(method.training_step, model, train_batches, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                 device=device, amp=amp, seed=seed, valid_batches=valid_batches, log=log)
+                 device=device, amp=amp, seed=seed, valid_batches=valid_batches, sampler=sampler, log=log)
 
 
 def train(step: Step, model: nn.Module, train_batches: Iterable, *, epochs: int, lr: float,
           weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
-          valid_batches: Iterable | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
+          valid_batches: Iterable | None = None, sampler: TupleSampler | None = None,
+          log: Callable[[str], Any] = print) -> dict[str, Any]:
     """The loop's schedule with any step function: what :func:`fit` runs, and the phases of a method's own
     ``fit`` (ReFNet's pretraining with its refiner-only step, then its supervised step).
 
@@ -174,7 +197,7 @@ def train(step: Step, model: nn.Module, train_batches: Iterable, *, epochs: int,
                             "best_epoch": None, "device": str(dev), "amp": _dtype_name(dtype)}
     best_state = None
     for epoch in range(epochs):
-        rec = _fit_epoch(step, model, epoch, train_batches, valid_batches, opt, scaler, ctx)
+        rec = _fit_epoch(step, model, epoch, train_batches, valid_batches, opt, scaler, ctx, sampler, seed)
         for key, value in rec.items():
             hist[key].append(value)
         best = hist["best_epoch"]
@@ -192,17 +215,27 @@ def train(step: Step, model: nn.Module, train_batches: Iterable, *, epochs: int,
 
 def _fit_epoch(step: Step, model: nn.Module, epoch: int, train_batches: Iterable,
                valid_batches: Iterable | None, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               ctx: Callable) -> dict[str, float]:
+               ctx: Callable, sampler: TupleSampler | None, seed: int) -> dict[str, float]:
     """One training epoch plus the optional validation pass; returns the history record of the epoch."""
     if hasattr(train_batches, "set_epoch"):
         train_batches.set_epoch(epoch)
     start = time.perf_counter()
-    train_loss, n = _train_epoch(step, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}")
+    first = _first_index(train_batches, epoch)
+    train_loss, n = _train_epoch(step, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}",
+                                 lambda b, i: batch_tuples(sampler, b, seed=seed, epoch=epoch, index=first + i))
     seconds = time.perf_counter() - start
     rec = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9)}
     if valid_batches is not None:
-        rec["valid_loss"] = _valid_loss(step, model, valid_batches, ctx)
+        rec["valid_loss"] = _valid_loss(step, model, valid_batches, ctx, lambda b, i: batch_tuples(
+            sampler, b, seed=seed, epoch=epoch, index=i, phase="valid"))
     return rec
+
+
+def _first_index(batches: Iterable, epoch: int) -> int:
+    """Index of the first batch the next iteration yields: a loader resumed mid-epoch (``state_dict``) starts
+    at its saved batch, so each batch keeps the tuples of its index."""
+    state = batches.state_dict() if hasattr(batches, "state_dict") else None
+    return int(state["batch"]) if state and state.get("epoch") == epoch else 0
 
 
 def _format(rec: dict[str, float], epochs: int) -> str:

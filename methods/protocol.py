@@ -34,8 +34,9 @@ What :func:`methods.loop.fit` guarantees:
 - Modes: ``model.train()`` for training steps; ``model.eval()`` for validation (``training_step`` without
   gradients, for its loss) and evaluation (``predict`` under ``torch.no_grad``). The weights of the best
   validation loss are restored at the end, and the model is left in eval mode.
-- Tuples: ``tuples`` is the :class:`~mmdata.types.Tuples` of negatives drawn for this batch (rows index the
-  batch), or None when the method uses none. The loop passes None today: no registered method draws negatives.
+- Tuples: ``tuples`` is the :class:`~mmdata.types.Tuples` of negatives the run's configured sampler drew for
+  this batch (rows index the batch; :func:`methods.loop.batch_tuples`: a function of (seed, epoch, batch index)
+  only), or None when the run configures no sampler.
 """
 from __future__ import annotations
 
@@ -74,5 +75,5 @@ class OwnSchedule(Protocol):
     def fit(self, model: nn.Module, train_batches: Iterable[Batch], *, epochs: int, lr: float,
             weight_decay: float = 0.0, device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
             valid_batches: Iterable[Batch] | None = None, unlabeled_batches: Iterable[Batch] | None = None,
-            log: Callable[[str], Any] = print) -> dict[str, Any]:
+            sampler: Callable[..., Tuples] | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
         """Train ``model`` in place and return the history dict of :func:`methods.loop.fit`."""

@@ -27,7 +27,7 @@ from torch import nn
 from methods import late_fusion
 from methods.heads import target, task_loss, task_pred
 from methods.late_fusion import LateFusion
-from methods.loop import train
+from methods.loop import TupleSampler, train
 from methods.losses import REFINER_LOSSES, multi_similarity_loss
 from mmdata.types import Features, Tuples
 
@@ -240,7 +240,7 @@ def embed(model: ReFNet, batch: dict[str, Any]) -> torch.Tensor:
 def fit(model: ReFNet, train_batches: Iterable, *, epochs: int, lr: float, weight_decay: float = 0.0,
         device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
         valid_batches: Iterable | None = None, unlabeled_batches: Iterable | None = None,
-        log: Callable[[str], Any] = print) -> dict[str, Any]:
+        sampler: TupleSampler | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Algorithm 1: ``model.pretrain_epochs`` of refiner-only pretraining, then ``epochs`` supervised.
 
     Both phases are :func:`methods.loop.train` runs (a fresh AdamW each, the same lr, weight decay, device, amp
@@ -253,7 +253,8 @@ def fit(model: ReFNet, train_batches: Iterable, *, epochs: int, lr: float, weigh
         The supervised phase's history (:func:`methods.loop.fit`), plus ``"pretrain"``: the pretraining
         phase's history, or None when ``pretrain_epochs`` is 0.
     """
-    options = {"lr": lr, "weight_decay": weight_decay, "device": device, "amp": amp, "seed": seed}
+    options = {"lr": lr, "weight_decay": weight_decay, "device": device, "amp": amp, "seed": seed,
+               "sampler": sampler}
     pretrain = None
     if model.pretrain_epochs > 0:
         batches = unlabeled_batches if unlabeled_batches is not None else train_batches

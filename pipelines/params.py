@@ -16,9 +16,11 @@ PARAMS = Path("params.yaml")
 #: Every key here is read by a stage (tests/test_dvc_graph.py checks it): no key that configures nothing.
 TOP_LEVEL = {"seed", "suite", "corpora", "train", "evaluate", "fidelity", "experiments"}
 CORPUS_KEYS = {"root", "synth", "reader", "shard"}
-#: A run block: what trains (method, fields, model, train, label_fraction), which suite runs it, what its
+#: A run block: what trains (method, fields, model, train, label_fraction, samplers: the negatives drawn per batch,
+#: augment: the training augmentation), which suite runs it, what its
 #: robustness is compared with (baseline: another run of the corpus) and where the report shows it (table).
-EXPERIMENT_KEYS = {"method", "fields", "model", "train", "label_fraction", "suite", "baseline", "table"}
+EXPERIMENT_KEYS = {"method", "fields", "model", "train", "label_fraction", "samplers", "augment", "suite", "baseline",
+                   "table"}
 #: ``suite`` at the top level picks the runs trained: "quick" (dvc repro's default, the runs marked quick or
 #: unmarked) or "full" (every run: the seeds' tables; ``dvc exp run -S suite=full``).
 SUITES = ("quick", "full")

@@ -21,7 +21,9 @@ import mmdata
 from methods import get_method
 from methods.loop import fit, save_checkpoint
 from mmdata.errors import ConfigError, run_guarded
+from mmdata.augment import Augmenter
 from mmdata.rng import make_rng
+from mmdata.samplers import CONTEXT_OPTIONS, SAMPLERS, Sampler, sampler_options
 from mmdata.samplers.label_fraction import label_fraction
 from mmdata.shards.read import Loader
 from pipelines.params import (check_keys, corpus_runs, curves_dir, experiment_params, history_path,
@@ -45,7 +47,7 @@ _VERIFIED: set[tuple[str, str]] = set()
 
 
 def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: int,
-               rows: np.ndarray | None = None) -> Loader:
+               rows: np.ndarray | None = None, augment: Augmenter | None = None) -> Loader:
     """A loader over the run's input fields plus the label for one split (``exp`` from experiment_params).
 
     The first open of a split in the process re-hashes every shard against its manifest (``verify=True``), so
@@ -58,7 +60,38 @@ def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: 
     _VERIFIED.add(where)
     fields = [*exp["fields"], shards.manifest["label_field"]]
     return mmdata.load(shards_dir(exp["corpus"]), split, fields=fields, batch_size=settings["batch_size"],
-                       seed=seed, num_workers=settings.get("num_workers", 0), rows=rows)
+                       seed=seed, num_workers=settings.get("num_workers", 0), rows=rows, augment=augment)
+
+
+def run_sampler(exp: dict[str, Any]) -> Sampler | None:
+    """The run's negative sampler: the one :data:`mmdata.samplers.SAMPLERS` entry of ``samplers:`` (its
+    options, plus ``modalities`` = the run's fields), or None.
+
+    Raises:
+        ConfigError: more than one tuple sampler, an unknown one, or options it does not take.
+    """
+    block = exp.get("samplers") or {}
+    where = f"experiments.{exp['corpus']}.*.samplers"
+    check_keys(block, set(SAMPLERS), where)
+    if len(block) > 1:
+        raise ConfigError(f"{where} in params.yaml names {sorted(block)}; a run draws its negatives from one sampler")
+    if not block:
+        return None
+    name, options = next(iter(block.items()))
+    check_keys(options or {}, sampler_options(name) - CONTEXT_OPTIONS, f"{where}.{name}")
+    return Sampler(name, {**(options or {}), "modalities": list(exp["fields"])})
+
+
+def run_augmenter(exp: dict[str, Any], features: Any) -> Augmenter | None:
+    """The run's training augmentation from ``augment:`` (``Augmenter.from_features`` options: ``policy``,
+    null for the modalities' default ops; ``strength``; ``p``; ``text_in_image``), applied per sample in the
+    loader's workers, keyed by (seed, epoch, sample); None without the block."""
+    block = exp.get("augment")
+    if block is None:
+        return None
+    check_keys(block, {"policy", "strength", "p", "text_in_image"}, f"experiments.{exp['corpus']}.*.augment")
+    inputs = {name: features[name] for name in exp["fields"]}
+    return Augmenter.from_features(inputs, **block)
 
 
 def few_shot_rows(exp: dict[str, Any], loader: Loader, seed: int) -> np.ndarray | None:
@@ -90,14 +123,17 @@ def train_seed(params: dict[str, Any], corpus: str, run: str, seed: int) -> dict
     best epoch, device, amp; no wall-clock figures)."""
     exp, settings = experiment_params(params, corpus, run), train_settings(params, corpus, run)
     train = open_split(exp, "train", settings, seed)
+    augment = run_augmenter(exp, train.shards.features)
+    if augment is not None:
+        train = open_split(exp, "train", settings, seed, augment=augment)
     rows = few_shot_rows(exp, train, seed)
-    labeled = train if rows is None else open_split(exp, "train", settings, seed, rows=rows)
+    labeled = train if rows is None else open_split(exp, "train", settings, seed, rows=rows, augment=augment)
     valid = open_split(exp, "valid", settings, seed)
     method, model = build(exp, train, seed)
     history = fit(method, model, labeled, epochs=settings["epochs"], lr=settings["lr"],
                   weight_decay=settings.get("weight_decay", 0.0), device=settings.get("device", "auto"),
                   amp=settings.get("amp", False), seed=seed, valid_batches=valid,
-                  unlabeled_batches=None if rows is None else train,
+                  unlabeled_batches=None if rows is None else train, sampler=run_sampler(exp),
                   log=lambda line: print(f"train@{corpus}.{run}.seed{seed}: {line}", flush=True))
     labeled_rows = train.shards.manifest["rows"] if rows is None else len(rows)
     meta = {"experiment": f"{corpus}.{run}", "seed": seed, "labeled_rows": labeled_rows, **exp}

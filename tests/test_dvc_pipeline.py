@@ -94,6 +94,11 @@ def test_dvc_repro_exp_run_and_diffs(tmp_path):
     log = _run(["dvc", "exp", "run", "-S", "+experiments.avmnist.fused.train.lr=0.01"], repo)  # +: a new key
     ran = set(re.findall(r"Running stage '([^']+)'", log))
     assert ran == {"train@avmnist", "evaluate@avmnist", "report"}, log
+    # A run's negatives and augmentation are its own params: setting them re-runs that corpus only.
+    for key in ("+experiments.mosi.lf.augment.strength=0.2",
+                "+experiments.mosi.lf.samplers.marginal_permute.num_negatives=2"):
+        ran = set(re.findall(r"Running stage '([^']+)'", _run(["dvc", "exp", "run", "-S", key], repo)))
+        assert ran == {"train@mosi", "evaluate@mosi", "report"}, key
     # The documented full-table command trains every configured run.
     _run(["dvc", "exp", "run", "-S", "suite=full"], repo)
     for corpus, runs in experiments.items():
