@@ -14,6 +14,10 @@ functions, as PEP 544 allows). It provides:
 - ``predict(model, batch) -> Tensor``: scores or predictions [B, ...], the input of the corpus task's
   metrics (class probabilities [B, C], values [B], class maps [B, H, W], detections [B, D, 9]).
 - ``embed(model, batch) -> Tensor``: one embedding per sample [B, dim] (retrieval, probes, robustness).
+- ``describe(model) -> dict[str, float]`` (optional): model-level figures the evaluate stage adds to the run's
+  metrics (CM-VQVAE's complementarity).
+- ``figures(model, batch, directory) -> list[Path]`` (optional): PNGs of the first test batch the evaluate stage
+  writes under ``results/figures/<corpus>/<run>/`` (CM-VQVAE's reconstructions).
 - ``fit(model, train_batches, **options) -> history`` (optional): only where the schedule truly differs
   from the loop's (MDM's two-stage update, TupleInfoNCE's bilevel search). It takes the keyword options of
   :func:`methods.loop.fit` and returns the same history dict; ``methods.loop.fit`` hands over to it.

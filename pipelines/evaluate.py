@@ -19,8 +19,8 @@ from mmdata.corpora import get_corpus
 from mmdata.errors import run_guarded
 from mmdata.metrics import HEADLINE, METRICS
 from mmdata.metrics.robustness import LEVELS
-from pipelines.params import (corpus_runs, experiment_params, load_params, metrics_path, model_path, run_seeds,
-                              scores_path)
+from pipelines.params import (corpus_runs, experiment_params, figures_dir, load_params, metrics_path, model_path,
+                              run_seeds, scores_path)
 from pipelines.robustness import robustness_curves, robustness_summary
 from pipelines.train import build, open_split, train_settings
 
@@ -42,8 +42,12 @@ def evaluate_seed(params: dict[str, Any], corpus: str, run: str, seed: int, load
                "parameters": sum(p.numel() for p in model.parameters())}
     if task in RETRIEVAL_TASKS and len(exp["fields"]) > 1 and hasattr(model, "fusion"):
         metrics.update(unimodal_retrieval(model, batches))
+    if hasattr(method, "describe"):  # model-level figures, e.g. CM-VQVAE's complementarity
+        metrics.update(method.describe(model))
     if not robustness:
         return metrics, None
+    if hasattr(method, "figures"):  # pictures users look at, e.g. CM-VQVAE's reconstructions
+        method.figures(model, batches[0], figures_dir(corpus) / run)
     name = HEADLINE[task][0]
     levels = params.get("evaluate", {}).get("levels", list(LEVELS))
     curves = robustness_curves(method, model, batches, fields=list(exp["fields"]), levels=levels, seed=seed,
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus")
     args = parser.parse_args(argv)
+    figures_dir(args.corpus).mkdir(parents=True, exist_ok=True)  # a DVC output, even when no method draws
     metrics, scores = evaluate_corpus(load_params(), args.corpus)
     for name, text in ((scores_path(args.corpus), scores), (metrics_path(args.corpus), metrics)):
         name.parent.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,11 @@ def model_path(corpus: str, run: str, seed: int) -> Path:
     return models_dir(corpus) / run / f"seed{seed}.pt"
 
 
+def figures_dir(corpus: str) -> Path:
+    """Pictures of the runs of ``corpus`` whose method draws some (``<run>/*.png``; evaluate@<corpus> output)."""
+    return Path("results/figures") / corpus
+
+
 def scores_path(corpus: str) -> Path:
     """Per-seed metrics and robustness curves of every run of ``corpus`` (evaluate@<corpus> output)."""
     return Path("results/scores") / f"{corpus}.json"
