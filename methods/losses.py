@@ -6,6 +6,7 @@
 - :func:`multi_similarity_loss`: the multi-similarity loss with its miner (Wang et al. 2019; ReFNet_MS), on
   class ids or multi-hot labels.
 - :data:`REFINER_LOSSES`: ReFNet's refiner costs ``loss(decoded [B, D], target [B, D]) -> scalar``, by name.
+- :func:`dependency_bound` (MDM; MINE's gradient via :class:`MovingAverage`), :func:`gradient_penalty` (Lipschitz).
 
 Every loss here computes in float32 (float64 inputs stay float64) with autocast off: the multi-similarity
 exponent scales a similarity by 50, which a bf16 matmul (3 significant digits) would turn into noise.
@@ -13,13 +14,16 @@ exponent scales a similarity by 50, which a bf16 matmul (3 significant digits) w
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from methods.heads import REGRESSION_LOSSES
 
-__all__ = ["REFINER_LOSSES", "REGRESSION_LOSSES", "median_frequency_weights", "multi_similarity_loss",
+__all__ = ["DEPENDENCY_BOUNDS", "REFINER_LOSSES", "REGRESSION_LOSSES", "MovingAverage", "dependency_bound",
+           "gradient_penalty", "log_mean_exp", "median_frequency_weights", "multi_similarity_loss",
            "refiner_contrastive_loss", "refiner_cosine_loss", "refiner_mse_loss"]
 
 
@@ -196,3 +200,100 @@ def refiner_contrastive_loss(decoded: torch.Tensor, target: torch.Tensor, *, var
 #: ReFNet's refiner costs by name (the ``refiner_loss`` option): ``loss(decoded [B, D], target [B, D]) ->
 #: scalar``; "contrastive" also takes the keyword options ``variant`` and ``margin``.
 REFINER_LOSSES = {"cosine": refiner_cosine_loss, "mse": refiner_mse_loss, "contrastive": refiner_contrastive_loss}
+
+
+#: MDM's bounds (methods.md 3.1, 7.4): "dv" (Donsker-Varadhan, KL), "nwj" (f-divergence), "wasserstein" (W-b: DV
+#: on a Lipschitz critic, the default reading) and "wasserstein_kr" (W-a: Kantorovich-Rubinstein).
+DEPENDENCY_BOUNDS = ("dv", "nwj", "wasserstein", "wasserstein_kr")
+
+
+def log_mean_exp(x: torch.Tensor) -> torch.Tensor:
+    """``log mean exp`` over the last axis, stable (logsumexp - log n): [..., n] -> [...]."""
+    return torch.logsumexp(x, dim=-1) - math.log(x.shape[-1])
+
+
+class _LogMeanExpEMA(torch.autograd.Function):
+    """LME(T-) forward; MINE's backward ``e^{T-} / (EMA + 1e-6) / m`` (1e-6: gtegner's guard), computed as
+    ``e^{T- - log(EMA + 1e-6)}`` so that a large score does not overflow e^T."""
+
+    @staticmethod
+    def forward(ctx, marginal: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(marginal, average)
+        return log_mean_exp(marginal)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        marginal, average = ctx.saved_tensors
+        scale = (marginal - torch.log(average + 1e-6).unsqueeze(-1)).exp() / marginal.shape[-1]
+        return grad.unsqueeze(-1) * scale, None
+
+
+class MovingAverage:
+    """MINE's ``EMA <- rate * mean(e^{T-}) + (1 - rate) * EMA`` from the first batch's mean (methods.md 7.4;
+    rate 0.01 in MINE); ``value`` [...] is None before the first update. Stateful: keep one per critic."""
+
+    def __init__(self, rate: float = 0.01) -> None:
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"MovingAverage rate must be in (0, 1], got {rate}")
+        self.rate, self.value = float(rate), None
+
+    def update(self, marginal: torch.Tensor) -> torch.Tensor:
+        """Fold in a batch of critic scores on the negatives [..., m]; returns the updated average [...]."""
+        with torch.no_grad():
+            mean = log_mean_exp(_wide(marginal)).exp()
+            self.value = mean if self.value is None else self.rate * mean + (1.0 - self.rate) * self.value
+        return self.value
+
+
+def dependency_bound(joint: torch.Tensor, marginal: torch.Tensor, kind: str = "dv", *,
+                     ema: torch.Tensor | None = None) -> torch.Tensor:
+    """A lower bound on the dependency between modalities (joint vs product of marginals) from critic scores.
+
+    ``"dv"`` and ``"wasserstein"`` (W-b; the caller keeps its critic 1-Lipschitz): ``mean(T+) - LME(T-)``;
+    ``"nwj"``: ``mean(T+) - mean(e^{T- - 1})``; ``"wasserstein_kr"`` (W-a): ``mean(T+) - mean(T-)``.
+
+    Args:
+        joint, marginal: critic scores T+ [..., n] on joint samples, T- [..., m] on product-of-marginal ones.
+        kind: a key of :data:`DEPENDENCY_BOUNDS`.
+        ema: MINE's average of ``mean(e^{T-})`` [...] (:class:`MovingAverage`; dv and wasserstein only): same
+            value, but the LME term's gradient becomes ``e^{T-} / (ema + 1e-6) / m`` (gtegner/mine-pytorch).
+
+    Returns:
+        The bound [...] (a scalar for 1-D scores), float32 (float64 stays), computed with autocast off.
+
+    Raises:
+        ValueError: an unknown kind, or ``ema`` with a bound that has no log-mean-exp term."""
+    if kind not in DEPENDENCY_BOUNDS:
+        raise ValueError(f"unknown dependency bound {kind!r}; known: {', '.join(DEPENDENCY_BOUNDS)}")
+    if ema is not None and kind not in ("dv", "wasserstein"):
+        raise ValueError(f"ema (MINE's moving-average gradient) applies to dv and wasserstein, not {kind!r}")
+    with _float32(joint):
+        joint, marginal = _wide(joint), _wide(marginal)
+        if kind == "nwj":
+            second = (marginal - 1.0).exp().mean(dim=-1)
+        elif kind == "wasserstein_kr":
+            second = marginal.mean(dim=-1)
+        else:
+            second = log_mean_exp(marginal) if ema is None else _LogMeanExpEMA.apply(marginal, ema.to(marginal))
+        return joint.mean(dim=-1) - second
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], joint_inputs: torch.Tensor,
+                     marginal_inputs: torch.Tensor, *, weight: float = 10.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP's ``weight * mean((||grad T(x_hat)|| - 1)^2)``, ``x_hat = e x+ + (1 - e) x-``, ``e ~ U[0, 1]`` per row.
+
+    Args:
+        critic: inputs [..., n, D] -> scores [..., n], each row scored alone.
+        joint_inputs, marginal_inputs: x+, x- [..., n, D], row i paired with row i (detached: trains the critic).
+        weight: the penalty's weight (10 in WGAN-GP and methods.md 3.1).
+        generator: draws e on the CPU (then moved); None: torch's global RNG.
+
+    Returns:
+        The penalty [...] (mean over the n rows), float32, with a graph to the critic's parameters."""
+    x_p, x_m = _wide(joint_inputs.detach()), _wide(marginal_inputs.detach())
+    e = torch.rand(*x_p.shape[:-1], 1, generator=generator, dtype=x_p.dtype).to(x_p.device)
+    x_hat = (e * x_p + (1.0 - e) * x_m).requires_grad_(True)
+    with _float32(x_hat), torch.enable_grad():
+        (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return weight * ((grad.norm(dim=-1) - 1.0) ** 2).mean(dim=-1)
