@@ -11,6 +11,7 @@ from types import ModuleType
 
 from methods import early_fusion
 from methods import late_fusion
+from methods import mdm
 from methods import point_boxes
 from methods import profusion
 from methods import refnet
@@ -21,6 +22,7 @@ METHODS: dict[str, ModuleType] = {
     "early_fusion": early_fusion,
     "refnet": refnet,  # ReFNet; ReFNet_MS with ms_weight > 0
     "profusion": profusion,  # Progressive Fusion over late fusion with any fusion
+    "mdm": mdm,  # MDM: late fusion + a statistic network's dependency bound (dv | nwj | wasserstein | none)
 
     "rgbd_seg": rgbd_seg,  # task-specific: RGB-D semantic segmentation (class maps)
     "point_boxes": point_boxes,  # task-specific: 3D box detection from point clouds

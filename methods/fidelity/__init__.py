@@ -7,7 +7,8 @@ experiment on fresh randomness. Every result carries ``paper`` (what the paper o
 ``passed`` ({criterion: bool}, measured against the claim, never tuned to meet it) and ``measured`` (one line
 of the headline figures). These are experiments, not unit tests: a check that falls short reports it.
 
-One module per seed: :mod:`methods.fidelity.refnet` (methods.md 1.5), :mod:`methods.fidelity.profusion` (2.5).
+One module per seed: :mod:`methods.fidelity.refnet` (methods.md 1.5), :mod:`methods.fidelity.profusion` (2.5),
+:mod:`methods.fidelity.mdm` (3.3).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from methods.fidelity.mdm import mdm_gaussians
 from methods.fidelity.profusion import profusion_synthetic, profusion_zero_context
 from methods.fidelity.refnet import refnet_adjacency, refnet_unimodal
 from mmdata.errors import ConfigError
@@ -24,6 +26,7 @@ CHECKS: dict[str, Callable[..., dict[str, Any]]] = {
     "refnet_unimodal": refnet_unimodal,  # 1.5 R2
     "profusion_synthetic": profusion_synthetic,  # 2.5 P1 (B.1)
     "profusion_zero_context": profusion_zero_context,  # 2.5 P2
+    "mdm_gaussians": mdm_gaussians,  # 3.3 M1
 }
 
 
