@@ -1,0 +1,322 @@
+"""TupleInfoNCE (Liu et al. 2021, "Contrastive Multimodal Fusion with TupleInfoNCE"; ../shared/methods.md 5).
+
+Contrastive pretraining of a late-fusion encoder (:class:`~methods.late_fusion.LateFusion`, any fusion), then
+fine-tuning on the labels. The pretraining embedding is g = normalise(projection(F_emb)); anchors are the batch,
+positives its augmented view (:func:`mmdata.augment.batched.augment_batch`, the modalities' default policy at
+``strength``), negatives the other rows' positives (alpha_0) plus each anchor's k = 1 disturbed tuples from
+:func:`mmdata.samplers.tuple_disturb` (derangement partners: never the anchor's own item), weighted by the
+real ``ratios`` w_k as log-weights (:mod:`methods.tuple_contrast`). ``objective="infonce"`` is the plain
+in-batch InfoNCE baseline on the same views, ``"none"`` the scratch baseline (fine-tuning only). Modality dropout
+(App. H): with probability ``modality_dropout`` per batch, every row of the anchors and, independently, of the
+positives loses a random non-empty proper subset of modalities (zeros); a positive's missing modalities are
+missing in all of its negatives too. The optional search (:mod:`methods.tuple_search`) optimises the ratios and
+the strength by REINFORCE on the cross-modal discrimination reward before pretraining.
+
+Choices (spec 5.1-5.2, 8): temperature 0.07 (the official code; methods.md 7.2's info-nce-pytorch uses 0.1);
+gradients reach the keys too (the code's keys come from a no-grad copy with momentum 0: the same values);
+real log-weights instead of the code's integer 2^(r-1) block copies; dropout p = 0.6 (the paper; the code's
+three modes give 2/3); one strength for all fields (the paper optimises one per modality).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from methods import late_fusion, tuple_search
+from methods.heads import target, task_loss, task_pred
+from methods.late_fusion import LateFusion
+from methods.loop import TupleSampler, train
+from methods.tuple_contrast import DisturbSampler, dropout_masks, positive_view, resolve_weights, views_loss
+from mmdata.augment import OPS, Augmenter, default_policy
+from mmdata.samplers import batch_rng
+from mmdata.types import Features, Tuples, field_modality
+
+OBJECTIVES = ("tuple", "infonce", "none")
+PROBES = ("finetune", "linear")
+SEARCHES = tuple_search.TARGETS
+
+
+class TupleInfoNCE(nn.Module):
+    """A late-fusion base plus the projection head of the contrastive embedding; the base's attributes and
+    ``encode`` / ``embed`` / ``output`` / ``forward`` are delegated (robustness and retrieval take it as is).
+
+    Attributes:
+        base: the late-fusion model (the only part used at inference).
+        projection: ``Linear(hidden, proj_dim)``, F_emb -> the (then normalised) contrastive embedding.
+        ratios: ``{field: w_k}`` disturbed-negative weights; strength: augmentation strength of the positives in
+            [0, 1]. Both are set by the search and kept in the state dict (buffers ``ratio_values``,
+            ``strength_value``).
+        settings: the other options of :func:`build_model`, as attributes of the same names.
+    """
+
+    def __init__(self, base: LateFusion, *, proj_dim: int, ratios: dict[str, float], strength: float,
+                 **settings: Any):
+        super().__init__()
+        self.base = base
+        self.projection = nn.Linear(base.head.in_features, proj_dim)
+        # Buffers, so that a checkpoint keeps what the search found (describe() reports it after reloading).
+        self.register_buffer("ratio_values", torch.tensor([ratios[n] for n in base.fields], dtype=torch.float64))
+        self.register_buffer("strength_value", torch.tensor(float(strength), dtype=torch.float64))
+        for name, value in settings.items():
+            setattr(self, name, value)
+        self._augmenters: dict[float, Augmenter] = {}
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        """``{field: w_k}`` disturbed-negative weights."""
+        return dict(zip(self.fields, self.ratio_values.tolist()))
+
+    @ratios.setter
+    def ratios(self, value: dict[str, float]) -> None:
+        self.ratio_values.copy_(torch.tensor([value[n] for n in self.fields], dtype=torch.float64))
+
+    @property
+    def strength(self) -> float:
+        """Augmentation strength of the positives, in [0, 1]."""
+        return float(self.strength_value)
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        self.strength_value.fill_(float(value))
+
+    fields = property(lambda self: self.base.fields, doc="The input field names, in fusion order.")
+    features = property(lambda self: self.base.features, doc="The schema of the input fields.")
+    label_name = property(lambda self: self.base.label_name, doc="The batch key of the target.")
+    task = property(lambda self: self.base.task, doc='"classification", "multilabel" or "regression".')
+    regression_loss = property(lambda self: self.base.regression_loss, doc="The base's regression loss name.")
+    fusion = property(lambda self: self.base.fusion, doc="The base's fusion, {field: [B, dim]} -> [B, hidden].")
+    device = property(lambda self: self.base.device, doc="The device of the parameters.")
+
+    def encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Unimodal features ``{field: [B, dim]}``."""
+        return self.base.encode(batch)
+
+    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Fused embedding F_emb [B, hidden]."""
+        return self.base.embed(batch)
+
+    def output(self, fused: torch.Tensor) -> torch.Tensor:
+        """The base head on F_emb [B, hidden]: logits [B, C] or values [B]."""
+        return self.base.output(fused)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The base model's output: logits [B, C] or values [B]."""
+        return self.base(batch)
+
+    def log_ratios(self) -> torch.Tensor:
+        """float32 ``[M]`` log w_k in field order (-inf for a weight of 0), on the model's device."""
+        return self.ratio_values.log().float()
+
+    def augmenter(self) -> Augmenter:
+        """The positives' augmenter at the current strength: each field's default ops, less the ones that
+        change a tensor's length (temporal crops: :func:`augment_batch` cannot batch them; text keeps its
+        word dropout)."""
+        if self.strength not in self._augmenters:
+            policy = {name: tuple(op for op in ops if self.features[name].dtype == "str"
+                                  or not OPS[f"{op}_{field_modality(name)}"].changes_length)
+                      for name, ops in default_policy(self.features).items()}
+            self._augmenters[self.strength] = Augmenter.from_features(self.features, policy=policy,
+                                                                      strength=self.strength)
+        return self._augmenters[self.strength]
+
+
+def _check(objective: str, probe: str, search: bool | str, temperature: float, strength: float, dropout_p: float,
+           ratios: dict[str, float], counts: dict[str, int]) -> None:
+    """Raise ValueError naming the first bad option and its valid values."""
+    if objective not in OBJECTIVES or probe not in PROBES or search not in SEARCHES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, probe one of {PROBES}, search one of "
+                         f"{list(SEARCHES)}; got {objective!r}, {probe!r}, {search!r}")
+    if temperature <= 0 or not 0 <= strength <= 1 or not 0 <= dropout_p <= 1:
+        raise ValueError(f"need temperature > 0, 0 <= strength <= 1, 0 <= modality_dropout <= 1; got "
+                         f"{temperature}, {strength}, {dropout_p}")
+    if search and (objective != "tuple" or min(ratios.values()) <= 0):
+        raise ValueError(f"search needs objective 'tuple' (got {objective!r}) and ratios > 0 (it moves log-ratios)")
+    bad = {k: v for k, v in counts.items() if v < (1 if k in ("clones", "candidates") else 0)}
+    if bad:
+        raise ValueError(f"counts must be >= 0 (clones, candidates >= 1), got {bad}")
+
+
+def build_model(
+    features: Features,
+    *,
+    fields: list[str],
+    dim: int = 64,
+    hidden: int = 128,
+    dropout: float = 0.1,
+    fusion: str = "concat",
+    fusion_options: dict[str, Any] | None = None,
+    sequence: str = "sequence",
+    regression_loss: str = "l1",
+    text_ngrams: int = 2,
+    objective: str = "tuple",
+    pretrain_epochs: int = 4,
+    temperature: float = 0.07,
+    proj_dim: int = 64,
+    num_negatives: int | None = None,
+    ratios: Mapping[str, float] | Sequence[float] | None = None,
+    strength: float = 0.5,
+    modality_dropout: float = 0.6,
+    search: bool | str = False,
+    search_epochs: int = 4,
+    clones: int = 5,
+    inner_epochs: int = 1,
+    candidates: int = 256,
+    probe: str = "finetune",
+) -> TupleInfoNCE:
+    """A TupleInfoNCE model over a late-fusion base with any fusion.
+
+    Args:
+        features, fields, dim, hidden, dropout, fusion, fusion_options, sequence, regression_loss, text_ngrams:
+            the base model's options (:func:`methods.late_fusion.build_model`).
+        objective: "tuple" (TupleInfoNCE), "infonce" (in-batch InfoNCE on the same views) or "none" (scratch).
+        pretrain_epochs: contrastive epochs before fine-tuning (after the search, if any).
+        temperature: t of the loss (0.07, the official code's).
+        proj_dim: size of the contrastive embedding.
+        num_negatives: disturbed negatives per anchor, split equally over the fields (None: every other row
+            once per field, M * (B - 1)); used when the run configures no sampler (see :class:`DisturbSampler`).
+        ratios: w_k per field (``{field: w}`` naming every field, or a list in field order; None: all 1) =
+            alpha_k / alpha_0: the weight of the k-disturbed negatives relative to the in-batch ones, each
+            type's slots standing for a whole block of B - 1 partners (the spec's w_k B / (B - 1)).
+        strength: augmentation strength of the positives, in [0, 1] (0: the positive is the anchor, as the
+            official pretrain.py).
+        modality_dropout: probability per batch of modality dropout (0.6, App. H); with one field nothing can
+            be dropped (one modality must stay) and it has no effect.
+        search: False, True / "both" (strength on even search epochs, ratios on odd, as the paper), "ratios"
+            (the paper's MOSI/MOSEI setting: features allow no meaningful augmentation) or "strength".
+        search_epochs, clones, inner_epochs: outer epochs, clones per epoch, pretraining epochs per clone.
+        candidates: size of the fixed candidate pool of the discrimination reward.
+        probe: "finetune" (the whole model on the labels) or "linear" (the encoder frozen; the head only).
+
+    Raises:
+        ValueError: a bad base option, an unknown objective, probe or search, a value out of range, ratios not
+            matching the fields, or a search with nothing to search.
+    """
+    base = late_fusion.build_model(features, fields=fields, dim=dim, hidden=hidden, dropout=dropout, fusion=fusion,
+                                   fusion_options=fusion_options, sequence=sequence, regression_loss=regression_loss,
+                                   text_ngrams=text_ngrams)
+    weights = resolve_weights(ratios, base.fields)
+    counts = {"pretrain_epochs": pretrain_epochs, "search_epochs": search_epochs, "clones": clones,
+              "inner_epochs": inner_epochs, "candidates": candidates, "num_negatives": num_negatives or 0}
+    _check(objective, probe, search, temperature, strength, modality_dropout, weights, counts)
+    return TupleInfoNCE(base, proj_dim=proj_dim, ratios=weights, strength=strength, objective=objective,
+                        pretrain_epochs=int(pretrain_epochs), temperature=float(temperature),
+                        num_negatives=num_negatives, modality_dropout=float(modality_dropout),
+                        search=search, search_epochs=int(search_epochs), clones=int(clones),
+                        inner_epochs=int(inner_epochs), candidates=int(candidates), probe=probe)
+
+
+def default_sampler(model: TupleInfoNCE) -> DisturbSampler:
+    """The negatives drawn when the run configures no sampler."""
+    return DisturbSampler(tuple(model.fields), model.num_negatives)
+
+
+def pretrain_step(model: TupleInfoNCE, batch: dict[str, Any], tuples: Tuples | None = None, *,
+                  where: tuple[int, int, int] = (0, 0, 0)) -> dict[str, torch.Tensor]:
+    """The contrastive loss of one batch (reads no label).
+
+    Args:
+        tuples: the batch's negatives over ``model.fields``; None draws :func:`default_sampler`'s from
+            ``batch_rng(seed, epoch, index, "train")`` (as the loop would).
+        where: ``(seed, epoch, batch index)``, the key of the view's and the dropout's draws (:func:`fit` passes
+            the loop's position).
+
+    Returns:
+        ``{"loss", "contrastive_loss", "negatives"}`` (:func:`methods.tuple_contrast.views_loss`).
+    """
+    if model.objective == "none":
+        raise ValueError("objective 'none' has no pretraining loss")
+    n = len(batch["__key__"])
+    if tuples is None and model.objective == "tuple":
+        tuples = default_sampler(model)(n, batch_rng(*where, "train"))
+    anchor_mask, key_mask = dropout_masks(model, n, where)
+    return views_loss(model, batch, positive_view(model, batch, where), tuples, anchor_mask=anchor_mask,
+                      key_mask=key_mask)
+
+
+def _frozen_embed(model: TupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
+    """F_emb [B, hidden] without gradients and with the encoders and fusion in eval mode (a linear probe)."""
+    modes = [(m, m.training) for m in (model.base.encoders, model.base.fusion)]
+    try:
+        for module, _ in modes:
+            module.eval()
+        with torch.no_grad():
+            return model.base.embed(batch)
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+
+
+def training_step(model: TupleInfoNCE, batch: dict[str, Any], tuples: Tuples | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """The fine-tuning loss (the task loss of :mod:`methods.heads`; ``tuples`` unused): ``{"loss", "pred"}``.
+    With ``probe="linear"`` only the head gets gradients."""
+    fused = _frozen_embed(model, batch) if model.probe == "linear" else model.base.embed(batch)
+    out = model.output(fused).float()  # float: under fp16 autocast the loss must still be computed in fp32
+    y = target(batch, model.label_name, model.task, model.device)
+    return {"loss": task_loss(model.task, out, y, model.regression_loss), "pred": task_pred(model.task, out)}
+
+
+@torch.no_grad()
+def predict(model: TupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
+    """The base model's scores: see :func:`methods.late_fusion.predict`."""
+    return late_fusion.predict(model.base, batch)
+
+
+def embed(model: TupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
+    """F_emb [B, hidden], the base's fused embedding (the fine-tuned representation)."""
+    return late_fusion.embed(model.base, batch)
+
+
+def describe(model: TupleInfoNCE) -> dict[str, float]:
+    """The negative weights and positive strength the run trained with (the search's result when it ran):
+    ``{"ratio_<field>": w_k, ..., "strength": a}``; {} for the scratch objective."""
+    if model.objective == "none":
+        return {}
+    return {**{f"ratio_{n}": w for n, w in model.ratios.items()}, "strength": model.strength}
+
+
+def located_step(batches: tuple_search.Positions, seed: int) -> Callable[..., dict[str, torch.Tensor]]:
+    """:func:`pretrain_step` keyed by the loop's current position in ``batches``, under ``seed``."""
+    return lambda model, batch, tuples: pretrain_step(model, batch, tuples, where=(seed, batches.epoch, batches.index))
+
+
+def fit(model: TupleInfoNCE, train_batches: Iterable, *, epochs: int, lr: float, weight_decay: float = 0.0,
+        device: str | torch.device = "auto", amp: bool | str = False, seed: int = 0,
+        valid_batches: Iterable | None = None, unlabeled_batches: Iterable | None = None,
+        sampler: TupleSampler | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """[search] + ``pretrain_epochs`` of contrastive pretraining + ``epochs`` of fine-tuning.
+
+    Every phase is :func:`methods.loop.train` (a fresh AdamW, the same lr, weight decay, device, amp). The
+    label-free phases iterate ``unlabeled_batches`` when given, else ``train_batches``, and draw each batch's
+    tuples with ``sampler`` (default :func:`default_sampler`) from (seed, epoch, index); the search scores
+    clones on the first ``candidates`` rows of ``valid_batches`` (else ``train_batches``), labels unread.
+    Fine-tuning validates and restores the best epoch as the loop does. The arguments are those of
+    :func:`methods.loop.fit`.
+
+    Returns:
+        The fine-tuning history (:func:`methods.loop.fit`), plus ``"pretrain"`` (its history, None without),
+        ``"search"`` (:func:`methods.tuple_search.search`'s record, None without), ``"discrimination"`` (the
+        pool's cross-modal discrimination after pretraining), ``"ratios"`` and ``"strength"`` (final).
+    """
+    options = {"lr": lr, "weight_decay": weight_decay, "device": device, "amp": amp}
+    record: dict[str, Any] = {"pretrain": None, "search": None, "discrimination": None}
+    if model.objective != "none":
+        batches = tuple_search.Positions(unlabeled_batches if unlabeled_batches is not None else train_batches)
+        sampler = sampler if sampler is not None else default_sampler(model)
+        pool = tuple_search.pool_batches(valid_batches if valid_batches is not None else train_batches,
+                                         model.candidates)
+        if model.search:
+            record["search"] = tuple_search.search(model, batches, pool, located_step, seed=seed, sampler=sampler,
+                                                   options=options, log=log)
+        if model.pretrain_epochs:
+            record["pretrain"] = train(located_step(batches, seed), model, batches, epochs=model.pretrain_epochs,
+                                       seed=seed, sampler=sampler, log=lambda line: log(f"pretrain {line}"),
+                                       **options)
+        record["discrimination"] = tuple_search.cross_modal_accuracy(model, pool, seed=seed)
+        log(f"pretrain discrimination {record['discrimination']}")
+    history = train(training_step, model, train_batches, epochs=epochs, valid_batches=valid_batches, seed=seed,
+                    log=log, **options)
+    return {**history, **record, "ratios": dict(model.ratios), "strength": model.strength}
