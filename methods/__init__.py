@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from methods import cmvqvae
 from methods import early_fusion
 from methods import late_fusion
 from methods import mdm
@@ -22,6 +23,7 @@ METHODS: dict[str, ModuleType] = {
     "early_fusion": early_fusion,
     "refnet": refnet,  # ReFNet; ReFNet_MS with ms_weight > 0
     "profusion": profusion,  # Progressive Fusion over late fusion with any fusion
+    "cmvqvae": cmvqvae,  # CM-VQVAE: per-modality VQ-VAEs + a shared channel mask (compl / contr, zeta)
     "mdm": mdm,  # MDM: late fusion + a statistic network's dependency bound (dv | nwj | wasserstein | none)
 
     "rgbd_seg": rgbd_seg,  # task-specific: RGB-D semantic segmentation (class maps)

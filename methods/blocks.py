@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from methods.quantize import VectorQuantizer  # noqa: F401 - the VQ block (CM-VQVAE), kept in its own module
 from methods.text import TextEncoder
 from mmdata.types import Field, Features, field_modality
 

@@ -8,7 +8,7 @@ experiment on fresh randomness. Every result carries ``paper`` (what the paper o
 of the headline figures). These are experiments, not unit tests: a check that falls short reports it.
 
 One module per seed: :mod:`methods.fidelity.refnet` (methods.md 1.5), :mod:`methods.fidelity.profusion` (2.5),
-:mod:`methods.fidelity.mdm` (3.3).
+:mod:`methods.fidelity.mdm` (3.3), :mod:`methods.fidelity.cmvqvae` (4.4).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from methods.fidelity.cmvqvae import cmvqvae_contradictory
 from methods.fidelity.mdm import mdm_gaussians
 from methods.fidelity.profusion import profusion_synthetic, profusion_zero_context
 from methods.fidelity.refnet import refnet_adjacency, refnet_unimodal
@@ -27,6 +28,7 @@ CHECKS: dict[str, Callable[..., dict[str, Any]]] = {
     "profusion_synthetic": profusion_synthetic,  # 2.5 P1 (B.1)
     "profusion_zero_context": profusion_zero_context,  # 2.5 P2
     "mdm_gaussians": mdm_gaussians,  # 3.3 M1
+    "cmvqvae_contradictory": cmvqvae_contradictory,  # 4.4 V3 + control
 }
 
 
