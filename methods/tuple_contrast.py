@@ -30,12 +30,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmdata.augment import OPS, Augmenter, default_policy
 from mmdata.augment.batched import augment_batch
 from mmdata.rng import make_rng
 from mmdata.samplers import drop_batch, drop_tuples, gather, modality_dropout, tuple_disturb
-from mmdata.types import DROPPED, Tuples
+from mmdata.types import DROPPED, Tuples, field_modality
 
 Parts = dict[str, torch.Tensor]
+OBJECTIVES = ("tuple", "infonce", "none")
+PROBES = ("finetune", "linear")
+#: The ``search`` option's values (methods.tuple_search.TARGETS maps them to what they optimise).
+SEARCH_OPTIONS = (False, True, "both", "ratios", "strength")
 
 
 def contrastive_logits(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
@@ -91,6 +96,32 @@ def resolve_weights(ratios: Mapping[str, float] | Sequence[float] | None, fields
     if any(not math.isfinite(v) or v < 0 for v in values):
         raise ValueError(f"ratios must be finite and >= 0, got {values}")
     return dict(zip(fields, values))
+
+
+def check_options(objective: str, probe: str, search: bool | str, temperature: float, strength: float,
+                  dropout_p: float, ratios: dict[str, float], counts: dict[str, int]) -> None:
+    """Raise ValueError naming the first bad option of :func:`methods.tupleinfonce.build_model` and its valid
+    values."""
+    if objective not in OBJECTIVES or probe not in PROBES or search not in SEARCH_OPTIONS:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, probe one of {PROBES}, search one of "
+                         f"{list(SEARCH_OPTIONS)}; got {objective!r}, {probe!r}, {search!r}")
+    if temperature <= 0 or not 0 <= strength <= 1 or not 0 <= dropout_p <= 1:
+        raise ValueError(f"need temperature > 0, 0 <= strength <= 1, 0 <= modality_dropout <= 1; got "
+                         f"{temperature}, {strength}, {dropout_p}")
+    if search and (objective != "tuple" or min(ratios.values()) <= 0):
+        raise ValueError(f"search needs objective 'tuple' (got {objective!r}) and ratios > 0 (it moves log-ratios)")
+    bad = {k: v for k, v in counts.items() if v < (1 if k in ("clones", "candidates") else 0)}
+    if bad:
+        raise ValueError(f"counts must be >= 0 (clones, candidates >= 1), got {bad}")
+
+
+def view_augmenter(features: dict[str, Any], strength: float) -> Augmenter:
+    """The positives' augmenter: each field's default ops at ``strength``, less the ones that change a tensor's
+    length (temporal crops: :func:`augment_batch` cannot batch them; text keeps its word dropout)."""
+    policy = {name: tuple(op for op in ops if features[name].dtype == "str"
+                          or not OPS[f"{op}_{field_modality(name)}"].changes_length)
+              for name, ops in default_policy(features).items()}
+    return Augmenter.from_features(features, policy=policy, strength=strength)
 
 
 def disturbed_modalities(tuples: Tuples) -> np.ndarray:

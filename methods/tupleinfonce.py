@@ -25,18 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods import late_fusion, tuple_search
+from methods import late_fusion, tuple_contrast, tuple_search
 from methods.heads import target, task_loss, task_pred
 from methods.late_fusion import LateFusion
 from methods.loop import TupleSampler, train
 from methods.tuple_contrast import DisturbSampler, dropout_masks, positive_view, resolve_weights, views_loss
-from mmdata.augment import OPS, Augmenter, default_policy
+from mmdata.augment import Augmenter
 from mmdata.samplers import batch_rng
-from mmdata.types import Features, Tuples, field_modality
+from mmdata.types import Features, Tuples
 
-OBJECTIVES = ("tuple", "infonce", "none")
-PROBES = ("finetune", "linear")
-SEARCHES = tuple_search.TARGETS
+OBJECTIVES, PROBES, SEARCHES = tuple_contrast.OBJECTIVES, tuple_contrast.PROBES, tuple_search.TARGETS
 
 
 class TupleInfoNCE(nn.Module):
@@ -111,32 +109,10 @@ class TupleInfoNCE(nn.Module):
         return self.ratio_values.log().float()
 
     def augmenter(self) -> Augmenter:
-        """The positives' augmenter at the current strength: each field's default ops, less the ones that
-        change a tensor's length (temporal crops: :func:`augment_batch` cannot batch them; text keeps its
-        word dropout)."""
+        """The positives' augmenter at the current strength (:func:`methods.tuple_contrast.view_augmenter`)."""
         if self.strength not in self._augmenters:
-            policy = {name: tuple(op for op in ops if self.features[name].dtype == "str"
-                                  or not OPS[f"{op}_{field_modality(name)}"].changes_length)
-                      for name, ops in default_policy(self.features).items()}
-            self._augmenters[self.strength] = Augmenter.from_features(self.features, policy=policy,
-                                                                      strength=self.strength)
+            self._augmenters[self.strength] = tuple_contrast.view_augmenter(self.features, self.strength)
         return self._augmenters[self.strength]
-
-
-def _check(objective: str, probe: str, search: bool | str, temperature: float, strength: float, dropout_p: float,
-           ratios: dict[str, float], counts: dict[str, int]) -> None:
-    """Raise ValueError naming the first bad option and its valid values."""
-    if objective not in OBJECTIVES or probe not in PROBES or search not in SEARCHES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, probe one of {PROBES}, search one of "
-                         f"{list(SEARCHES)}; got {objective!r}, {probe!r}, {search!r}")
-    if temperature <= 0 or not 0 <= strength <= 1 or not 0 <= dropout_p <= 1:
-        raise ValueError(f"need temperature > 0, 0 <= strength <= 1, 0 <= modality_dropout <= 1; got "
-                         f"{temperature}, {strength}, {dropout_p}")
-    if search and (objective != "tuple" or min(ratios.values()) <= 0):
-        raise ValueError(f"search needs objective 'tuple' (got {objective!r}) and ratios > 0 (it moves log-ratios)")
-    bad = {k: v for k, v in counts.items() if v < (1 if k in ("clones", "candidates") else 0)}
-    if bad:
-        raise ValueError(f"counts must be >= 0 (clones, candidates >= 1), got {bad}")
 
 
 def build_model(
@@ -200,7 +176,8 @@ def build_model(
     weights = resolve_weights(ratios, base.fields)
     counts = {"pretrain_epochs": pretrain_epochs, "search_epochs": search_epochs, "clones": clones,
               "inner_epochs": inner_epochs, "candidates": candidates, "num_negatives": num_negatives or 0}
-    _check(objective, probe, search, temperature, strength, modality_dropout, weights, counts)
+    tuple_contrast.check_options(objective, probe, search, temperature, strength, modality_dropout, weights,
+                                 counts)
     return TupleInfoNCE(base, proj_dim=proj_dim, ratios=weights, strength=strength, objective=objective,
                         pretrain_epochs=int(pretrain_epochs), temperature=float(temperature),
                         num_negatives=num_negatives, modality_dropout=float(modality_dropout),

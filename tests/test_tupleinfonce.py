@@ -268,6 +268,7 @@ def test_pretrain_step_is_reproducible_and_the_loss_is_finite_under_dropout():
                                      {"search": True, "objective": "infonce"}, {"temperature": 0.0},
                                      {"strength": 1.5}, {"clones": 0}])
 def test_bad_options_are_refused(options):
+    assert set(tupleinfonce.SEARCHES) == set(tupleinfonce.tuple_contrast.SEARCH_OPTIONS)  # one table of values
     with pytest.raises(ValueError):
         _model(**options)
 
