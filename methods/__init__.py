@@ -17,6 +17,7 @@ from methods import point_boxes
 from methods import profusion
 from methods import refnet
 from methods import rgbd_seg
+from methods import tupleinfonce
 
 METHODS: dict[str, ModuleType] = {
     "late_fusion": late_fusion,
@@ -24,6 +25,7 @@ METHODS: dict[str, ModuleType] = {
     "refnet": refnet,  # ReFNet; ReFNet_MS with ms_weight > 0
     "profusion": profusion,  # Progressive Fusion over late fusion with any fusion
     "cmvqvae": cmvqvae,  # CM-VQVAE: per-modality VQ-VAEs + a shared channel mask (compl / contr, zeta)
+    "tupleinfonce": tupleinfonce,  # TupleInfoNCE: contrastive pretraining (tuple | infonce | none), then fine-tuning
     "mdm": mdm,  # MDM: late fusion + a statistic network's dependency bound (dv | nwj | wasserstein | none)
 
     "rgbd_seg": rgbd_seg,  # task-specific: RGB-D semantic segmentation (class maps)

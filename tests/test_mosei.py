@@ -40,7 +40,7 @@ def test_registered_and_configured():
     assert mosei.CORPUS.options() == {"release", "variant", "sdk_vision", "folds"}
     assert mosei.CORPUS.task == "regression"
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    assert {"fused", "text", "audio", "vision"} <= set(params["experiments"]["mosei"])
+    assert {"lf", "text", "audio", "vision"} <= set(params["experiments"]["mosei"])  # fused vs each modality
 
 
 def test_default_mini_is_the_sdk_release(tmp_path):

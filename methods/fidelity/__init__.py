@@ -8,7 +8,7 @@ experiment on fresh randomness. Every result carries ``paper`` (what the paper o
 of the headline figures). These are experiments, not unit tests: a check that falls short reports it.
 
 One module per seed: :mod:`methods.fidelity.refnet` (methods.md 1.5), :mod:`methods.fidelity.profusion` (2.5),
-:mod:`methods.fidelity.mdm` (3.3), :mod:`methods.fidelity.cmvqvae` (4.4).
+:mod:`methods.fidelity.mdm` (3.3), :mod:`methods.fidelity.cmvqvae` (4.4), :mod:`methods.fidelity.tupleinfonce` (5.4).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from methods.fidelity.cmvqvae import cmvqvae_contradictory
 from methods.fidelity.mdm import mdm_gaussians
 from methods.fidelity.profusion import profusion_synthetic, profusion_zero_context
 from methods.fidelity.refnet import refnet_adjacency, refnet_unimodal
+from methods.fidelity.tupleinfonce import tuple_reinforce_sign, tuple_weak_modality
 from mmdata.errors import ConfigError
 
 CHECKS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -29,6 +30,8 @@ CHECKS: dict[str, Callable[..., dict[str, Any]]] = {
     "profusion_zero_context": profusion_zero_context,  # 2.5 P2
     "mdm_gaussians": mdm_gaussians,  # 3.3 M1
     "cmvqvae_contradictory": cmvqvae_contradictory,  # 4.4 V3 + control
+    "tuple_weak_modality": tuple_weak_modality,  # 5.4 T2
+    "tuple_reinforce_sign": tuple_reinforce_sign,  # 5.4 T3
 }
 
 
