@@ -115,16 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     result, seconds = run(args.check, seed_offset=seed_offset, options=options, results_dir=args.results)
     failed = [name for name, ok in result["passed"].items() if not ok]
     print(f"fidelity {args.check}: {result['measured']} ({seconds:.1f} s)")
-    print(f"fidelity {args.check}: paper: {_claim(result)}")
+    print(f"fidelity {args.check}: paper: {result['paper']['claim']}")
     print(f"fidelity {args.check}: passed {len(result['passed']) - len(failed)}/{len(result['passed'])}"
           + (f"; short of the claim: {', '.join(failed)}" if failed else ""))
     print(f"fidelity {args.check}: wrote {result_path(args.check, args.results)}")
     return 0
-
-
-def _claim(result: dict[str, Any]) -> str:
-    paper = result.get("paper", "")
-    return paper.get("claim", "") if isinstance(paper, dict) else str(paper)
 
 
 if __name__ == "__main__":

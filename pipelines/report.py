@@ -156,13 +156,9 @@ def fidelity_table(results_dir: Path, order: list[str]) -> str:
         failed = [c for c, ok in result.get("passed", {}).items() if not ok]
         verdict = "yes" if not failed else "no: " + ", ".join(failed)
         offset = f" (seed offset {result['seed_offset']})" if result.get("seed_offset") else ""
-        lines.append(f"| {name}{offset} | {_cell(result.get('measured', ''))} | {_cell(_claim(result))} | {verdict} |")
+        measured, claim = _cell(result.get("measured", "")), _cell(result["paper"]["claim"])
+        lines.append(f"| {name}{offset} | {measured} | {claim} | {verdict} |")
     return "\n".join(lines) + "\n"
-
-
-def _claim(result: dict[str, Any]) -> str:
-    paper = result.get("paper", "")
-    return paper.get("claim", "") if isinstance(paper, dict) else str(paper)
 
 
 def _cell(text: str) -> str:

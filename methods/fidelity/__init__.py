@@ -3,7 +3,8 @@
 :data:`CHECKS` maps a check's name (== its DVC item == ``results/fidelity/<name>.json``) to a function
 ``check(*, seed_offset: int = 0, **options) -> dict`` of plain JSON values (str keys; floats, ints, bools, str,
 lists, dicts). ``seed_offset`` salts every draw (data, weights, batch order), so a different offset repeats the
-experiment on fresh randomness. Every result carries ``paper`` (what the paper or ../shared/methods.md claims),
+experiment on fresh randomness. Every result carries ``paper`` (``{"claim": what the paper or
+../shared/methods.md claims, ...}``; :func:`run_check` enforces it),
 ``passed`` ({criterion: bool}, measured against the claim, never tuned to meet it) and ``measured`` (one line
 of the headline figures). These are experiments, not unit tests: a check that falls short reports it.
 
@@ -58,7 +59,12 @@ def run_check(name: str, *, seed_offset: int = 0, **options: Any) -> dict[str, A
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for check {name!r}; known: "
                          f"{', '.join(sorted(set(known) - {'seed_offset'})) or 'none'}")
-    return CHECKS[name](seed_offset=seed_offset, **options)
+    result = CHECKS[name](seed_offset=seed_offset, **options)
+    if not isinstance(result.get("paper"), dict) or "claim" not in result["paper"] or \
+            not {"measured", "passed"} <= set(result):
+        raise ValueError(f"check {name!r} must return 'measured', 'passed' and 'paper': {{'claim': ...}}; "
+                         f"got keys {sorted(result)}")
+    return result
 
 
 __all__ = ["CHECKS", "check_options", "run_check"]

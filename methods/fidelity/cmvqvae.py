@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from methods import cmvqvae
-from methods.fidelity.refnet import _Batches
+from methods.fidelity.schemas import ArrayBatches
 from methods.loop import fit
 from mmdata.rng import make_rng, torch_seed
 from mmdata.types import Field
@@ -55,7 +55,7 @@ def draw(rng: np.random.Generator, n: int, prototypes: np.ndarray, noise: float,
 
 
 @torch.no_grad()
-def _accuracy(model: torch.nn.Module, batches: _Batches) -> float:
+def _accuracy(model: torch.nn.Module, batches: ArrayBatches) -> float:
     model.eval()
     hits = [(cmvqvae.predict(model, b).argmax(dim=-1) == b["label"]).double() for b in batches]
     return float(torch.cat(hits).mean())
@@ -68,11 +68,11 @@ def _train(data: dict[str, dict[str, np.ndarray]], fields: list[str], seed: tupl
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init)
         model = cmvqvae.build_model(SCHEMA, fields=fields, **MODEL)
-        batches = _Batches(data["train"], settings["batch_size"], init)
+        batches = ArrayBatches(data["train"], settings["batch_size"], init)
         fit(cmvqvae, model, batches, epochs=settings["epochs"], lr=settings["lr"], weight_decay=0.0, device="cpu",
             seed=init, log=lambda line: None)
     summary = cmvqvae.complementarity(model)
-    return {"accuracy": _accuracy(model, _Batches(data["test"], 500, 0, shuffle=False)), "zeta": summary["zeta"],
+    return {"accuracy": _accuracy(model, ArrayBatches(data["test"], 500, 0, shuffle=False)), "zeta": summary["zeta"],
             "compl": summary["compl"], "contr": summary["contr"]}
 
 

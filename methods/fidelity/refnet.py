@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from methods import refnet
+from methods.fidelity.schemas import ArrayBatches
 from methods.loop import fit
 from mmdata.rng import make_rng, torch_seed
 from mmdata.types import Field
@@ -164,24 +165,6 @@ def unimodal_data(rng: np.random.Generator, n: int, centres: np.ndarray) -> dict
             "label": label.astype(np.int64)}
 
 
-class _Batches:
-    """Re-iterable batch dicts over arrays, reshuffled each epoch from ``make_rng(seed, "order", epoch)``."""
-
-    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int, shuffle: bool = True) -> None:
-        self.arrays, self.batch_size, self.seed, self.shuffle, self.epoch = arrays, batch_size, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        n = len(self.arrays["label"])
-        index = make_rng(self.seed, "order", self.epoch).permutation(n) if self.shuffle else np.arange(n)
-        for start in range(0, n, self.batch_size):
-            rows = index[start:start + self.batch_size]
-            arrays = {k: torch.from_numpy(v[rows]) for k, v in self.arrays.items()}
-            yield {"__key__": [f"r2/{i}" for i in rows], **arrays}
-
-
 def probe_r2(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
              ridge: float = 1e-3) -> float:
     """Linear-probe R^2: ridge regression with an intercept (float64, closed form) fitted on train_x [N, H] ->
@@ -206,7 +189,7 @@ def probe_r2(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
 
 
 @torch.no_grad()
-def _embed_all(model: torch.nn.Module, batches: _Batches) -> tuple[torch.Tensor, np.ndarray]:
+def _embed_all(model: torch.nn.Module, batches: ArrayBatches) -> tuple[torch.Tensor, np.ndarray]:
     """(F_emb [N, hidden], predicted class [N]) over batches in order."""
     model.eval()
     parts = [(refnet.embed(model, b), refnet.predict(model, b).argmax(dim=-1)) for b in batches]
@@ -224,9 +207,10 @@ def _one_seed(seed: int, gammas: tuple[float, float], settings: dict[str, Any]) 
             torch.manual_seed(init)  # the same initial base weights for both (decoders are built after the base)
             model = refnet.build_model(UNIMODAL_SCHEMA, fields=["feat_a", "feat_b"], refiner_weight=gamma,
                                        **UNIMODAL_MODEL)
-        fit(refnet, model, _Batches(data["train"], settings["batch_size"], init), epochs=settings["epochs"],
+        fit(refnet, model, ArrayBatches(data["train"], settings["batch_size"], init), epochs=settings["epochs"],
             lr=settings["lr"], device="cpu", seed=init, log=lambda line: None)
-        (h_train, _), (h_test, pred) = (_embed_all(model, _Batches(data[s], 500, 0, False)) for s in ("train", "test"))
+        (h_train, _), (h_test, pred) = (_embed_all(model, ArrayBatches(data[s], 500, 0, False))
+                                        for s in ("train", "test"))
         for x in ("feat_a", "feat_b"):
             out[f"r2_{'x1' if x == 'feat_a' else 'x2'}_{tag}"] = probe_r2(
                 h_train, torch.from_numpy(data["train"][x]), h_test, torch.from_numpy(data["test"][x]))

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
+from mmdata.rng import make_rng
 from mmdata.types import Features, Field
 
 _DIGITS = tuple(str(i) for i in range(10))
@@ -67,3 +69,22 @@ def _label(field: Field, size: int, generator: torch.Generator) -> torch.Tensor:
     if field.shape:  # multi-hot [C]
         return (torch.rand(size, len(field.classes), generator=generator) < 0.3).long()
     return torch.randint(len(field.classes), (size,), generator=generator)
+
+
+class ArrayBatches:
+    """Re-iterable batch dicts over arrays (``{name: [N, ...]}``, a ``label`` among them), reshuffled each epoch
+    from ``make_rng(seed, "order", epoch)``: the training data of the checks' synthetic experiments."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int, shuffle: bool = True) -> None:
+        self.arrays, self.batch_size, self.seed, self.shuffle, self.epoch = arrays, batch_size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        n = len(self.arrays["label"])
+        index = make_rng(self.seed, "order", self.epoch).permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            rows = index[start:start + self.batch_size]
+            arrays = {k: torch.from_numpy(v[rows]) for k, v in self.arrays.items()}
+            yield {"__key__": [f"r2/{i}" for i in rows], **arrays}
