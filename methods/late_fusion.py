@@ -64,6 +64,42 @@ class LateFusion(nn.Module):
         return self.output(self.embed(batch))
 
 
+
+class OverLateFusion(nn.Module):
+    """A method's model built around a :class:`LateFusion` ``base`` (ReFNet, TupleInfoNCE): the base's
+    attributes and its ``encode`` / ``embed`` / ``output`` / ``forward`` are delegated, so code written for a
+    late-fusion model (``methods.retrieval``, the robustness evaluation, the heads) takes the wrapper as it is.
+    Subclasses call ``super().__init__(base)`` and add their own modules.
+    """
+
+    def __init__(self, base: LateFusion) -> None:
+        super().__init__()
+        self.base = base
+
+    fields = property(lambda self: self.base.fields, doc="The input field names, in fusion order.")
+    features = property(lambda self: self.base.features, doc="The schema of the input fields.")
+    label_name = property(lambda self: self.base.label_name, doc="The batch key of the target.")
+    task = property(lambda self: self.base.task, doc='"classification", "multilabel" or "regression".')
+    regression_loss = property(lambda self: self.base.regression_loss, doc="The base's regression loss name.")
+    fusion = property(lambda self: self.base.fusion, doc="The base's fusion, {field: [B, dim]} -> [B, hidden].")
+    device = property(lambda self: self.base.device, doc="The device of the parameters.")
+
+    def encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Unimodal features ``{field: [B, dim]}``."""
+        return self.base.encode(batch)
+
+    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Fused embedding [B, hidden]."""
+        return self.base.embed(batch)
+
+    def output(self, fused: torch.Tensor) -> torch.Tensor:
+        """The base head on a fused embedding [B, hidden]: logits [B, C] or values [B]."""
+        return self.base.output(fused)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The base model's output: logits [B, C] or values [B]."""
+        return self.base(batch)
+
 def build_model(
     features: Features,
     *,

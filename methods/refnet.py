@@ -26,7 +26,7 @@ from torch import nn
 
 from methods import late_fusion
 from methods.heads import target, task_loss, task_pred
-from methods.late_fusion import LateFusion
+from methods.late_fusion import LateFusion, OverLateFusion
 from methods.loop import TupleSampler, train
 from methods.losses import REFINER_LOSSES, multi_similarity_loss
 from mmdata.types import Features, Tuples
@@ -39,11 +39,9 @@ def _decoder(hidden: int, dim: int, dropout: float) -> nn.Sequential:
                          nn.Linear(hidden, dim))
 
 
-class ReFNet(nn.Module):
-    """A :class:`~methods.late_fusion.LateFusion` base plus refiner decoders; the base's attributes
-    (``fields``, ``features``, ``label_name``, ``task``, ``regression_loss``, ``fusion``, ``device``) and its
-    ``encode`` / ``embed`` / ``output`` / ``forward`` are delegated, so code written for a late-fusion model
-    (``methods.retrieval``, the robustness evaluation) takes a ReFNet as it is.
+class ReFNet(OverLateFusion):
+    """A :class:`~methods.late_fusion.LateFusion` base plus refiner decoders; what a late-fusion model offers is
+    delegated to the base (:class:`~methods.late_fusion.OverLateFusion`).
 
     Attributes:
         base: the late-fusion model; the only part used at inference.
@@ -58,8 +56,7 @@ class ReFNet(nn.Module):
     def __init__(self, base: LateFusion, *, dim: int, hidden: int, dropout: float, refiner_weight: dict[str, float],
                  refiner_loss: str, refiner_options: dict[str, Any], detach_targets: bool, ms_weight: float,
                  pretrain_epochs: int):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.decoders = nn.ModuleDict({n: _decoder(hidden, dim, dropout) for n in base.fields})
         self.refiner_weight = dict(refiner_weight)
         self.refiner_loss = refiner_loss
@@ -68,29 +65,6 @@ class ReFNet(nn.Module):
         self.ms_weight = ms_weight
         self.pretrain_epochs = pretrain_epochs
 
-    fields = property(lambda self: self.base.fields, doc="The input field names, in fusion order.")
-    features = property(lambda self: self.base.features, doc="The schema of the input fields.")
-    label_name = property(lambda self: self.base.label_name, doc="The batch key of the target.")
-    task = property(lambda self: self.base.task, doc='"classification", "multilabel" or "regression".')
-    regression_loss = property(lambda self: self.base.regression_loss, doc="The base's regression loss name.")
-    fusion = property(lambda self: self.base.fusion, doc="The base's fusion module, {field: [B, dim]} -> [B, hidden].")
-    device = property(lambda self: self.base.device, doc="The device of the parameters.")
-
-    def encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Unimodal features ``{field: [B, dim]}`` (the refiner targets z_i)."""
-        return self.base.encode(batch)
-
-    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Fused embedding F_emb [B, hidden]."""
-        return self.base.embed(batch)
-
-    def output(self, fused: torch.Tensor) -> torch.Tensor:
-        """The base head on F_emb [B, hidden]: logits [B, C] or values [B]."""
-        return self.base.output(fused)
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The base model's output (no refiner): logits [B, C] or values [B]."""
-        return self.base(batch)
 
 
 def _refiner_weights(refiner_weight: float | dict[str, float], fields: tuple[str, ...]) -> dict[str, float]:

@@ -27,7 +27,7 @@ from torch import nn
 
 from methods import late_fusion, tuple_contrast, tuple_search
 from methods.heads import target, task_loss, task_pred
-from methods.late_fusion import LateFusion
+from methods.late_fusion import LateFusion, OverLateFusion
 from methods.loop import TupleSampler, train
 from methods.tuple_contrast import DisturbSampler, dropout_masks, positive_view, resolve_weights, views_loss
 from mmdata.augment import Augmenter
@@ -37,7 +37,7 @@ from mmdata.types import Features, Tuples
 OBJECTIVES, PROBES, SEARCHES = tuple_contrast.OBJECTIVES, tuple_contrast.PROBES, tuple_search.TARGETS
 
 
-class TupleInfoNCE(nn.Module):
+class TupleInfoNCE(OverLateFusion):
     """A late-fusion base plus the projection head of the contrastive embedding; the base's attributes and
     ``encode`` / ``embed`` / ``output`` / ``forward`` are delegated (robustness and retrieval take it as is).
 
@@ -52,8 +52,7 @@ class TupleInfoNCE(nn.Module):
 
     def __init__(self, base: LateFusion, *, proj_dim: int, ratios: dict[str, float], strength: float,
                  **settings: Any):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.projection = nn.Linear(base.head.in_features, proj_dim)
         # Buffers, so that a checkpoint keeps what the search found (describe() reports it after reloading).
         self.register_buffer("ratio_values", torch.tensor([ratios[n] for n in base.fields], dtype=torch.float64))
@@ -80,29 +79,6 @@ class TupleInfoNCE(nn.Module):
     def strength(self, value: float) -> None:
         self.strength_value.fill_(float(value))
 
-    fields = property(lambda self: self.base.fields, doc="The input field names, in fusion order.")
-    features = property(lambda self: self.base.features, doc="The schema of the input fields.")
-    label_name = property(lambda self: self.base.label_name, doc="The batch key of the target.")
-    task = property(lambda self: self.base.task, doc='"classification", "multilabel" or "regression".')
-    regression_loss = property(lambda self: self.base.regression_loss, doc="The base's regression loss name.")
-    fusion = property(lambda self: self.base.fusion, doc="The base's fusion, {field: [B, dim]} -> [B, hidden].")
-    device = property(lambda self: self.base.device, doc="The device of the parameters.")
-
-    def encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Unimodal features ``{field: [B, dim]}``."""
-        return self.base.encode(batch)
-
-    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Fused embedding F_emb [B, hidden]."""
-        return self.base.embed(batch)
-
-    def output(self, fused: torch.Tensor) -> torch.Tensor:
-        """The base head on F_emb [B, hidden]: logits [B, C] or values [B]."""
-        return self.base.output(fused)
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The base model's output: logits [B, C] or values [B]."""
-        return self.base(batch)
 
     def log_ratios(self) -> torch.Tensor:
         """float32 ``[M]`` log w_k in field order (-inf for a weight of 0), on the model's device."""
