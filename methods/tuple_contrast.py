@@ -117,11 +117,27 @@ def check_options(objective: str, probe: str, search: bool | str, temperature: f
 
 def view_augmenter(features: dict[str, Any], strength: float) -> Augmenter:
     """The positives' augmenter: each field's default ops at ``strength``, less the ones that change a tensor's
-    length (temporal crops: :func:`augment_batch` cannot batch them; text keeps its word dropout)."""
+    length (temporal crops: :func:`augment_batch` cannot batch them; text keeps its word dropout). Point ops
+    move the xyz of a cloud, so among ``points`` fields only the cloud ``points`` takes them (as
+    :func:`mmdata.metrics.robustness.corruption_policy`; an explicit empty entry, since the key ``points`` is
+    also the modality's), less ``subsample`` when per-point feature fields ride along (its rows are drawn per
+    field: the cloud's would no longer match theirs)."""
+    clouds = [n for n in features if features[n].dtype != "str" and field_modality(n) == "points"]
     policy = {name: tuple(op for op in ops if features[name].dtype == "str"
                           or not OPS[f"{op}_{field_modality(name)}"].changes_length)
               for name, ops in default_policy(features).items()}
+    for name in clouds:
+        policy[name] = tuple(op for op in policy.get(name, ()) if name == "points"
+                             and (op != "subsample" or len(clouds) == 1))
     return Augmenter.from_features(features, policy=policy, strength=strength)
+
+
+def augmented(augmenter: Augmenter, batch: dict[str, Any], rngs: list[np.random.Generator]) -> dict[str, Any]:
+    """:func:`augment_batch`, with uint16 maps (depth) widened to int32 first: torch has no uint16 flip on CPU.
+    The values are those of the per-sample numpy kernels (the base nets read int32 depth as they read uint16)."""
+    wide = {n: v.to(torch.int32) for n, v in batch.items() if isinstance(v, torch.Tensor) and v.dtype == torch.uint16
+            and augmenter.ops_for(n)}
+    return augment_batch(augmenter, {**batch, **wide}, rngs)
 
 
 def disturbed_modalities(tuples: Tuples) -> np.ndarray:
@@ -258,7 +274,7 @@ def positive_view(model: Any, batch: dict[str, Any], where: tuple[int, int, int]
         return batch
     seed, epoch, index = where
     rngs = [make_rng(seed, "tupleinfonce_positive", epoch, index, key) for key in batch["__key__"]]
-    return augment_batch(model.augmenter(), batch, rngs)
+    return augmented(model.augmenter(), batch, rngs)
 
 
 def dropout_masks(model: Any, n: int, where: tuple[int, int, int]

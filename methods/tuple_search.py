@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from methods.loop import TupleSampler, train
-from methods.tuple_contrast import placeholder_parts, project
-from mmdata.augment.batched import augment_batch
+from methods.tuple_contrast import augmented, placeholder_parts, project
 from mmdata.rng import make_rng, torch_seed
 
 #: Log-ratio policy: N(log w, RATIO_STD^2 I), Adam lr RATIO_LR (the code: N(1, 0.5 I) on its log2-scale r, lr 0.25).
@@ -119,7 +118,7 @@ def cross_modal_accuracy(model: Any, pool: list[dict[str, Any]], *, strength: fl
         model.strength = saved if strength is None else float(min(max(strength, 0.0), 1.0))
         full, blank = [], []
         for batch in pool:
-            view = batch if model.strength <= 0 else augment_batch(
+            view = batch if model.strength <= 0 else augmented(
                 model.augmenter(), batch, [make_rng(seed, "tupleinfonce_pool", key) for key in batch["__key__"]])
             full.append(model.encode(view))
             blank.append(placeholder_parts(model, batch))

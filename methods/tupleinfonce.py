@@ -1,7 +1,10 @@
 """TupleInfoNCE (Liu et al. 2021, "Contrastive Multimodal Fusion with TupleInfoNCE"; ../shared/methods.md 5).
 
-Contrastive pretraining of a late-fusion encoder (:class:`~methods.late_fusion.LateFusion`, any fusion), then
-fine-tuning on the labels. The pretraining embedding is g = normalise(projection(F_emb)); anchors are the batch,
+Contrastive pretraining of a fusion encoder, then fine-tuning on the labels. The base net (``base``,
+:mod:`methods.tuple_bases`) is a late-fusion model (:class:`~methods.late_fusion.LateFusion`, any fusion), or a
+dense task net as the paper uses (NYUv2 segmentation: ``rgbd_seg``; SUN RGB-D boxes: ``point_boxes``) whose
+pooled per-field features and fusion an adapter exposes; a dense base is fine-tuned, predicts and embeds through
+its own method module. The pretraining embedding is g = normalise(projection(F_emb)); anchors are the batch,
 positives its augmented view (:func:`mmdata.augment.batched.augment_batch`, the modalities' default policy at
 ``strength``), negatives the other rows' positives (alpha_0) plus each anchor's k = 1 disturbed tuples from
 :func:`mmdata.samplers.tuple_disturb` (derangement partners: never the anchor's own item), weighted by the
@@ -25,76 +28,47 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods import late_fusion, tuple_contrast, tuple_search
+from methods import tuple_contrast, tuple_search
 from methods.heads import target, task_loss, task_pred
 from methods.late_fusion import LateFusion, OverLateFusion
 from methods.loop import TupleSampler, train
+from methods.tuple_bases import BASES, Contrastive, OverDense, build_base
 from methods.tuple_contrast import DisturbSampler, dropout_masks, positive_view, resolve_weights, views_loss
-from mmdata.augment import Augmenter
 from mmdata.samplers import batch_rng
 from mmdata.types import Features, Tuples
 
 OBJECTIVES, PROBES, SEARCHES = tuple_contrast.OBJECTIVES, tuple_contrast.PROBES, tuple_search.TARGETS
 
 
-class TupleInfoNCE(OverLateFusion):
-    """A late-fusion base plus the projection head of the contrastive embedding; the base's attributes and
-    ``encode`` / ``embed`` / ``output`` / ``forward`` are delegated (robustness and retrieval take it as is).
-
-    Attributes:
-        base: the late-fusion model (the only part used at inference).
-        projection: ``Linear(hidden, proj_dim)``, F_emb -> the (then normalised) contrastive embedding.
-        ratios: ``{field: w_k}`` disturbed-negative weights; strength: augmentation strength of the positives in
-            [0, 1]. Both are set by the search and kept in the state dict (buffers ``ratio_values``,
-            ``strength_value``).
-        settings: the other options of :func:`build_model`, as attributes of the same names.
+class TupleInfoNCE(Contrastive, OverLateFusion):
+    """A late-fusion base plus the projection head of the contrastive embedding (:class:`Contrastive`); the
+    base's attributes and ``encode`` / ``embed`` / ``output`` / ``forward`` are delegated (robustness and
+    retrieval take it as is). ``base``: the late-fusion model (the only part used at inference).
     """
 
     def __init__(self, base: LateFusion, *, proj_dim: int, ratios: dict[str, float], strength: float,
                  **settings: Any):
-        super().__init__(base)
-        self.projection = nn.Linear(base.head.in_features, proj_dim)
-        # Buffers, so that a checkpoint keeps what the search found (describe() reports it after reloading).
-        self.register_buffer("ratio_values", torch.tensor([ratios[n] for n in base.fields], dtype=torch.float64))
-        self.register_buffer("strength_value", torch.tensor(float(strength), dtype=torch.float64))
-        for name, value in settings.items():
-            setattr(self, name, value)
-        self._augmenters: dict[float, Augmenter] = {}
-
-    @property
-    def ratios(self) -> dict[str, float]:
-        """``{field: w_k}`` disturbed-negative weights."""
-        return dict(zip(self.fields, self.ratio_values.tolist()))
-
-    @ratios.setter
-    def ratios(self, value: dict[str, float]) -> None:
-        self.ratio_values.copy_(torch.tensor([value[n] for n in self.fields], dtype=torch.float64))
-
-    @property
-    def strength(self) -> float:
-        """Augmentation strength of the positives, in [0, 1]."""
-        return float(self.strength_value)
-
-    @strength.setter
-    def strength(self, value: float) -> None:
-        self.strength_value.fill_(float(value))
+        OverLateFusion.__init__(self, base)
+        self._setup(base.head.in_features, proj_dim, ratios, strength, {"base_name": "late_fusion", **settings})
 
 
-    def log_ratios(self) -> torch.Tensor:
-        """float32 ``[M]`` log w_k in field order (-inf for a weight of 0), on the model's device."""
-        return self.ratio_values.log().float()
+class DenseTupleInfoNCE(Contrastive, OverDense):
+    """A dense task net (``rgbd_seg``, ``point_boxes``) plus the projection head (:class:`Contrastive`), sized
+    by its adapter's fused feature; ``encode`` / ``fusion`` are the adapter's (:mod:`methods.tuple_bases`).
+    """
 
-    def augmenter(self) -> Augmenter:
-        """The positives' augmenter at the current strength (:func:`methods.tuple_contrast.view_augmenter`)."""
-        if self.strength not in self._augmenters:
-            self._augmenters[self.strength] = tuple_contrast.view_augmenter(self.features, self.strength)
-        return self._augmenters[self.strength]
+    def __init__(self, net: nn.Module, base: str, *, proj_dim: int, ratios: dict[str, float], strength: float,
+                 **settings: Any):
+        OverDense.__init__(self, net, base)
+        self._setup(BASES[base].width(net), proj_dim, ratios, strength, settings)
 
 
 def build_model(
     features: Features,
     *,
     fields: list[str],
+    base: str = "late_fusion",
+    base_options: dict[str, Any] | None = None,
     dim: int = 64,
     hidden: int = 128,
     dropout: float = 0.1,
@@ -117,12 +91,16 @@ def build_model(
     inner_epochs: int = 1,
     candidates: int = 256,
     probe: str = "finetune",
-) -> TupleInfoNCE:
-    """A TupleInfoNCE model over a late-fusion base with any fusion.
+) -> TupleInfoNCE | DenseTupleInfoNCE:
+    """A TupleInfoNCE model over a base net: late fusion with any fusion, or a dense task net.
 
     Args:
+        base: a key of :data:`methods.tuple_bases.BASES`: "late_fusion", "rgbd_seg" (multiscale fusion) or
+            "point_boxes" (:mod:`methods.tuple_bases` says what each pretrains).
+        base_options: a dense base's own ``build_model`` options (e.g. ``{"width": 12}``); None: its defaults.
         features, fields, dim, hidden, dropout, fusion, fusion_options, sequence, regression_loss, text_ngrams:
-            the base model's options (:func:`methods.late_fusion.build_model`).
+            the late-fusion base's options (:func:`methods.late_fusion.build_model`); with a dense base they
+            must keep their defaults.
         objective: "tuple" (TupleInfoNCE), "infonce" (in-batch InfoNCE on the same views) or "none" (scratch).
         pretrain_epochs: contrastive epochs before fine-tuning (after the search, if any).
         temperature: t of the loss (0.07, the official code's).
@@ -140,25 +118,33 @@ def build_model(
             (the paper's MOSI/MOSEI setting: features allow no meaningful augmentation) or "strength".
         search_epochs, clones, inner_epochs: outer epochs, clones per epoch, pretraining epochs per clone.
         candidates: size of the fixed candidate pool of the discrimination reward.
-        probe: "finetune" (the whole model on the labels) or "linear" (the encoder frozen; the head only).
+        probe: "finetune" (the whole model on the labels) or "linear" (the encoder frozen; the head only;
+            late_fusion only: a dense base's decoder or box head also reads features the contrastive embedding
+            does not cover, the segmentation decoder's skips and the detector's per-seed features).
 
     Raises:
-        ValueError: a bad base option, an unknown objective, probe or search, a value out of range, ratios not
+        ValueError: an unknown base or a bad base option (:func:`methods.tuple_bases.build_base`), a linear
+            probe of a dense base, an unknown objective, probe or search, a value out of range, ratios not
             matching the fields, or a search with nothing to search.
     """
-    base = late_fusion.build_model(features, fields=fields, dim=dim, hidden=hidden, dropout=dropout, fusion=fusion,
-                                   fusion_options=fusion_options, sequence=sequence, regression_loss=regression_loss,
-                                   text_ngrams=text_ngrams)
-    weights = resolve_weights(ratios, base.fields)
+    if base != "late_fusion" and probe == "linear":
+        raise ValueError(f"probe 'linear' needs base 'late_fusion', got base {base!r}: a dense base's task head "
+                         "also reads features the contrastive embedding does not cover; use probe 'finetune'")
+    late = {"dim": dim, "hidden": hidden, "dropout": dropout, "fusion": fusion, "fusion_options": fusion_options,
+            "sequence": sequence, "regression_loss": regression_loss, "text_ngrams": text_ngrams}
+    net = build_base(features, list(fields), base, base_options, late)
+    weights = resolve_weights(ratios, net.fields)
     counts = {"pretrain_epochs": pretrain_epochs, "search_epochs": search_epochs, "clones": clones,
               "inner_epochs": inner_epochs, "candidates": candidates, "num_negatives": num_negatives or 0}
     tuple_contrast.check_options(objective, probe, search, temperature, strength, modality_dropout, weights,
                                  counts)
-    return TupleInfoNCE(base, proj_dim=proj_dim, ratios=weights, strength=strength, objective=objective,
-                        pretrain_epochs=int(pretrain_epochs), temperature=float(temperature),
-                        num_negatives=num_negatives, modality_dropout=float(modality_dropout),
-                        search=search, search_epochs=int(search_epochs), clones=int(clones),
-                        inner_epochs=int(inner_epochs), candidates=int(candidates), probe=probe)
+    settings = {"objective": objective, "pretrain_epochs": int(pretrain_epochs), "temperature": float(temperature),
+                "num_negatives": num_negatives, "modality_dropout": float(modality_dropout), "search": search,
+                "search_epochs": int(search_epochs), "clones": int(clones), "inner_epochs": int(inner_epochs),
+                "candidates": int(candidates), "probe": probe}
+    if base == "late_fusion":
+        return TupleInfoNCE(net, proj_dim=proj_dim, ratios=weights, strength=strength, **settings)
+    return DenseTupleInfoNCE(net, base, proj_dim=proj_dim, ratios=weights, strength=strength, **settings)
 
 
 def default_sampler(model: TupleInfoNCE) -> DisturbSampler:
@@ -202,10 +188,13 @@ def _frozen_embed(model: TupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
             module.train(mode)
 
 
-def training_step(model: TupleInfoNCE, batch: dict[str, Any], tuples: Tuples | None = None
+def training_step(model: TupleInfoNCE | DenseTupleInfoNCE, batch: dict[str, Any], tuples: Tuples | None = None
                   ) -> dict[str, torch.Tensor]:
-    """The fine-tuning loss (the task loss of :mod:`methods.heads`; ``tuples`` unused): ``{"loss", "pred"}``.
-    With ``probe="linear"`` only the head gets gradients."""
+    """The fine-tuning loss: ``{"loss", "pred"}``. A late-fusion base: the task loss of :mod:`methods.heads`
+    (``tuples`` unused; with ``probe="linear"`` only the head gets gradients); a dense base: its own method's
+    ``training_step`` (per-pixel cross-entropy ``pred [B, H, W]``, or the box losses ``pred [B, S]``)."""
+    if model.base_name != "late_fusion":
+        return BASES[model.base_name].method.training_step(model.base, batch, tuples)
     fused = _frozen_embed(model, batch) if model.probe == "linear" else model.base.embed(batch)
     out = model.output(fused).float()  # float: under fp16 autocast the loss must still be computed in fp32
     y = target(batch, model.label_name, model.task, model.device)
@@ -213,14 +202,16 @@ def training_step(model: TupleInfoNCE, batch: dict[str, Any], tuples: Tuples | N
 
 
 @torch.no_grad()
-def predict(model: TupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
-    """The base model's scores: see :func:`methods.late_fusion.predict`."""
-    return late_fusion.predict(model.base, batch)
+def predict(model: TupleInfoNCE | DenseTupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
+    """The base method's predictions: scores [B, C] / values [B] (:func:`methods.late_fusion.predict`), class
+    maps [B, H, W] (:func:`methods.rgbd_seg.predict`) or detections [B, D, 9] (:func:`methods.point_boxes.predict`)."""
+    return BASES[model.base_name].method.predict(model.base, batch)
 
 
-def embed(model: TupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
-    """F_emb [B, hidden], the base's fused embedding (the fine-tuned representation)."""
-    return late_fusion.embed(model.base, batch)
+def embed(model: TupleInfoNCE | DenseTupleInfoNCE, batch: dict[str, Any]) -> torch.Tensor:
+    """The base method's embedding [B, h] (the fine-tuned representation): late fusion's F_emb, the pooled fused
+    bottleneck of rgbd_seg, the detector's seed-pooled fused features."""
+    return BASES[model.base_name].method.embed(model.base, batch)
 
 
 def describe(model: TupleInfoNCE) -> dict[str, float]:
