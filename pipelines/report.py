@@ -33,6 +33,8 @@ RESULTS = Path("results")
 TABLE_METRICS = {"classification": ("accuracy", "auroc"), "multilabel": ("f1_macro", "f1_micro"),
                  "regression": ("acc7", "non0_acc2"), "forecast": ("mse",), "detection": ("map25",),
                  "segmentation": ("miou40",)}
+#: Model-level figures a method's ``describe`` adds to its metrics, shown in the tables beside the task's.
+DESCRIBED = ("zeta",)
 CORRUPTIONS = ("noise", "drop")
 
 
@@ -89,7 +91,10 @@ def comparison_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
         mine = [r for r in rows.values() if r["corpus"] == corpus and r["table"] and r["table"][0] == name]
         row_names = list(dict.fromkeys(r["table"][1] for r in mine))
         columns = list(dict.fromkeys(r["table"][2] for r in mine))
-        shown = TABLE_METRICS[get_corpus(corpus).task]
+        # The task's metrics and model-level figures, where some run of the table has them (a 6-class task has
+        # no binary AUROC; only CM-VQVAE has a complementarity zeta).
+        shown = [m for m in (*TABLE_METRICS[get_corpus(corpus).task], *DESCRIBED)
+                 if any(m in r["metrics"] for r in mine)]
         lines += [f"### {corpus}: {name} ({' / '.join(shown)}, mean ± std over seeds)", "",
                   "| | " + " | ".join(columns) + " |", "|---" * (1 + len(columns)) + "|"]
         for row in row_names:
