@@ -22,7 +22,9 @@ so no input is re-encoded.
   What the contrastive embedding trains are the encoders and the fusion weights the detector fine-tunes.
 
 Dense bases take their own options in ``base_options`` (e.g. ``{"width": 12}``); the late-fusion options of
-:func:`methods.tupleinfonce.build_model` must then keep their defaults (:func:`build_base`).
+:func:`methods.tupleinfonce.build_model` must then keep their defaults (:func:`build_base`). :class:`OverDense`
+gives a dense net the attributes the contrastive code reads; :class:`Contrastive` holds what every TupleInfoNCE
+model adds to its base (the projection head, the ratios and the strength).
 """
 from __future__ import annotations
 
@@ -188,9 +190,9 @@ class OverDense(nn.Module):
 
 
 class Contrastive:
-    """The contrastive settings shared by :class:`methods.tupleinfonce.TupleInfoNCE` and
-    :class:`~methods.tupleinfonce.DenseTupleInfoNCE` (a mixin over
-    an ``nn.Module`` with ``fields`` and ``features``).
+    """The contrastive head and settings of :class:`methods.tupleinfonce.TupleInfoNCE` and
+    :class:`~methods.tupleinfonce.DenseTupleInfoNCE`: a mixin over an ``nn.Module`` with ``fields`` and
+    ``features`` (whichever base it wraps), set up by ``_setup``.
 
     Attributes:
         projection: ``Linear(h, proj_dim)``, the fused feature [B, h] -> the (then normalised) contrastive
@@ -198,7 +200,7 @@ class Contrastive:
         ratios: ``{field: w_k}`` disturbed-negative weights; strength: augmentation strength of the positives in
             [0, 1]. Both are set by the search and kept in the state dict (buffers ``ratio_values``,
             ``strength_value``).
-        settings: the other options of :func:`build_model`, as attributes of the same names.
+        settings: the other options of :func:`methods.tupleinfonce.build_model`, as attributes of the same names.
     """
 
     def _setup(self, width: int, proj_dim: int, ratios: dict[str, float], strength: float,

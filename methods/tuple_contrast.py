@@ -15,9 +15,11 @@ modality, each slot also weighs (B - 1) / (its type's slots): the sampled partne
 
 Negatives are embedded without re-encoding: the key view is encoded once per modality ({field: [B, d]}), and a
 disturbed negative is the fusion of the features its :class:`~mmdata.types.Tuples` row gathers ([B, K, M] ->
-[B * K] per field). Modality dropout (TupleInfoNCE App. H) fills missing modalities with zero inputs; their
-features are the encoder's output on those zeros (not a zero feature), so a batch with dropout also encodes an
-all-placeholder copy of the key view.
+[B * K] per field). Modality dropout (TupleInfoNCE App. H) gives a missing modality its placeholder feature,
+the encoder's output on zero inputs (not a zero feature), so a batch with dropout also encodes an
+all-placeholder copy of the key view. The substitution is made on features for anchors, positives and
+negatives alike: a missing field changes no other field's feature (with late fusion that equals zeroing its
+input; a point cloud's geometry still groups the colour and height of a row whose ``points`` are missing).
 """
 from __future__ import annotations
 
@@ -230,11 +232,10 @@ def views_loss(model: Any, anchor_batch: dict[str, Any], key_batch: dict[str, An
         ``{"loss": scalar, "contrastive_loss": detached, "negatives": mean kept negatives per anchor}``.
     """
     fields = model.fields
-    if anchor_mask is not None:
-        anchor_batch = drop_batch(anchor_batch, anchor_mask, fields)
-    anchor = project(model, model.encode(anchor_batch))
-    full = model.encode(key_batch)
-    placeholder = placeholder_parts(model, key_batch) if key_mask is not None else None
+    own, full = model.encode(anchor_batch), model.encode(key_batch)
+    dropped = anchor_mask is not None or key_mask is not None
+    placeholder = placeholder_parts(model, key_batch) if dropped else None
+    anchor = project(model, own if anchor_mask is None else kept(own, placeholder, anchor_mask, fields))
     positive = project(model, full if key_mask is None else kept(full, placeholder, key_mask, fields))
     negatives = log_weights = None
     if model.objective == "tuple":

@@ -79,6 +79,7 @@ def build_model(
     text_ngrams: int = 2,
     objective: str = "tuple",
     pretrain_epochs: int = 4,
+    pretrain_lr: float | None = None,
     temperature: float = 0.07,
     proj_dim: int = 64,
     num_negatives: int | None = None,
@@ -103,6 +104,7 @@ def build_model(
             must keep their defaults.
         objective: "tuple" (TupleInfoNCE), "infonce" (in-batch InfoNCE on the same views) or "none" (scratch).
         pretrain_epochs: contrastive epochs before fine-tuning (after the search, if any).
+        pretrain_lr: learning rate of the label-free phases (search clones, pretraining); None: the run's lr.
         temperature: t of the loss (0.07, the official code's).
         proj_dim: size of the contrastive embedding.
         num_negatives: disturbed negatives per anchor, split equally over the fields (None: every other row
@@ -134,11 +136,14 @@ def build_model(
             "sequence": sequence, "regression_loss": regression_loss, "text_ngrams": text_ngrams}
     net = build_base(features, list(fields), base, base_options, late)
     weights = resolve_weights(ratios, net.fields)
+    if pretrain_lr is not None and not pretrain_lr > 0:
+        raise ValueError(f"pretrain_lr must be > 0 (or None: the run's lr), got {pretrain_lr}")
     counts = {"pretrain_epochs": pretrain_epochs, "search_epochs": search_epochs, "clones": clones,
               "inner_epochs": inner_epochs, "candidates": candidates, "num_negatives": num_negatives or 0}
     tuple_contrast.check_options(objective, probe, search, temperature, strength, modality_dropout, weights,
                                  counts)
-    settings = {"objective": objective, "pretrain_epochs": int(pretrain_epochs), "temperature": float(temperature),
+    settings = {"objective": objective, "pretrain_epochs": int(pretrain_epochs), "pretrain_lr": pretrain_lr,
+                "temperature": float(temperature),
                 "num_negatives": num_negatives, "modality_dropout": float(modality_dropout), "search": search,
                 "search_epochs": int(search_epochs), "clones": int(clones), "inner_epochs": int(inner_epochs),
                 "candidates": int(candidates), "probe": probe}
@@ -214,12 +219,15 @@ def embed(model: TupleInfoNCE | DenseTupleInfoNCE, batch: dict[str, Any]) -> tor
     return BASES[model.base_name].method.embed(model.base, batch)
 
 
-def describe(model: TupleInfoNCE) -> dict[str, float]:
-    """The negative weights and positive strength the run trained with (the search's result when it ran):
-    ``{"ratio_<field>": w_k, ..., "strength": a}``; {} for the scratch objective."""
+def describe(model: TupleInfoNCE | DenseTupleInfoNCE) -> dict[str, float]:
+    """The base method's own figures (where it has ``describe``), plus the negative weights and positive strength
+    the run trained with (the search's result when it ran): ``{"ratio_<field>": w_k, ..., "strength": a}``;
+    the latter are left out for the scratch objective."""
+    own = getattr(BASES[model.base_name].method, "describe", None)
+    base = own(model.base) if own is not None else {}
     if model.objective == "none":
-        return {}
-    return {**{f"ratio_{n}": w for n, w in model.ratios.items()}, "strength": model.strength}
+        return base
+    return {**base, **{f"ratio_{n}": w for n, w in model.ratios.items()}, "strength": model.strength}
 
 
 def located_step(batches: tuple_search.Positions, seed: int) -> Callable[..., dict[str, torch.Tensor]]:
@@ -233,9 +241,10 @@ def fit(model: TupleInfoNCE, train_batches: Iterable, *, epochs: int, lr: float,
         sampler: TupleSampler | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """[search] + ``pretrain_epochs`` of contrastive pretraining + ``epochs`` of fine-tuning.
 
-    Every phase is :func:`methods.loop.train` (a fresh AdamW, the same lr, weight decay, device, amp). The
-    label-free phases iterate ``unlabeled_batches`` when given, else ``train_batches``, and draw each batch's
-    tuples with ``sampler`` (default :func:`default_sampler`) from (seed, epoch, index); the search scores
+    Every phase is :func:`methods.loop.train` (a fresh AdamW, the same weight decay, device, amp; the lr, or
+    the model's ``pretrain_lr`` for the label-free phases). The label-free phases iterate ``unlabeled_batches``
+    when given, else ``train_batches``, and draw each batch's tuples with ``sampler`` (default
+    :func:`default_sampler`) from (seed, epoch, index); the search scores
     clones on the first ``candidates`` rows of ``valid_batches`` (else ``train_batches``), labels unread.
     Fine-tuning validates and restores the best epoch as the loop does. The arguments are those of
     :func:`methods.loop.fit`.
@@ -246,6 +255,7 @@ def fit(model: TupleInfoNCE, train_batches: Iterable, *, epochs: int, lr: float,
         pool's cross-modal discrimination after pretraining), ``"ratios"`` and ``"strength"`` (final).
     """
     options = {"lr": lr, "weight_decay": weight_decay, "device": device, "amp": amp}
+    label_free = {**options, "lr": lr if model.pretrain_lr is None else model.pretrain_lr}
     record: dict[str, Any] = {"pretrain": None, "search": None, "discrimination": None}
     if model.objective != "none":
         batches = tuple_search.Positions(unlabeled_batches if unlabeled_batches is not None else train_batches)
@@ -254,11 +264,11 @@ def fit(model: TupleInfoNCE, train_batches: Iterable, *, epochs: int, lr: float,
                                          model.candidates)
         if model.search:
             record["search"] = tuple_search.search(model, batches, pool, located_step, seed=seed, sampler=sampler,
-                                                   options=options, log=log)
+                                                   options=label_free, log=log)
         if model.pretrain_epochs:
             record["pretrain"] = train(located_step(batches, seed), model, batches, epochs=model.pretrain_epochs,
                                        seed=seed, sampler=sampler, log=lambda line: log(f"pretrain {line}"),
-                                       **options)
+                                       **label_free)
         record["discrimination"] = tuple_search.cross_modal_accuracy(model, pool, seed=seed)
         log(f"pretrain discrimination {record['discrimination']}")
     history = train(training_step, model, train_batches, epochs=epochs, valid_batches=valid_batches, seed=seed,

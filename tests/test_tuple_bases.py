@@ -10,7 +10,8 @@ from torch import nn
 
 from methods import late_fusion, loop, point_boxes, rgbd_seg, tupleinfonce
 from methods.tuple_bases import LATE_FUSION_DEFAULTS, keyword_defaults
-from methods.tuple_contrast import DisturbSampler, gathered_parts, placeholder_parts, positive_view
+from methods.tuple_contrast import (DisturbSampler, contrastive_loss, gathered_parts, kept, placeholder_parts,
+                                    positive_view, project, views_loss)
 from mmdata.corpora import CORPORA
 from mmdata.metrics import HEADLINE, METRICS
 from mmdata.rng import make_rng
@@ -117,6 +118,7 @@ def test_late_fusion_options_keep_their_defaults_and_the_default_base_is_unchang
     ("nyuv2", {"base_options": {"fusion": "early"}}, ["early", "multiscale"]),
     ("sunrgbd", {"probe": "linear"}, ["linear", "finetune"]),
     ("nyuv2", {"base": "late_fusion", "base_options": {"dim": 8}}, ["base_options", "top level"]),
+    ("sunrgbd", {"pretrain_lr": 0.0}, ["pretrain_lr"]),
 ])
 def test_bad_base_options_are_refused_by_name(schemas, corpus, options, words):
     base, fields, base_options = SETUPS[corpus]
@@ -124,6 +126,33 @@ def test_bad_base_options_are_refused_by_name(schemas, corpus, options, words):
         tupleinfonce.build_model(schemas[corpus], fields=fields, **{"base": base, "base_options": base_options,
                                                                     **options})
     assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_pretrain_lr_drives_the_label_free_phases_only():
+    from tests.test_tupleinfonce import FIELDS, SCHEMA, _batches
+    moved = {}
+    for pretrain_lr in (None, 1e-12):
+        torch.manual_seed(0)
+        model = tupleinfonce.build_model(SCHEMA, fields=FIELDS, dim=8, hidden=16, proj_dim=4, candidates=8,
+                                         pretrain_epochs=1, pretrain_lr=pretrain_lr)
+        before = model.projection.weight.detach().clone()  # fine-tuning leaves the projection alone
+        loop.fit(tupleinfonce, model, _batches(2), epochs=1, lr=1e-2, seed=0, **QUIET)
+        moved[pretrain_lr] = float((model.projection.weight - before).abs().max())
+    assert moved[None] > 1e-4 and moved[1e-12] < 1e-9
+
+
+def test_dropped_anchor_modalities_take_the_placeholder_feature_not_a_zero_input(schemas):
+    """A row whose ``points`` are missing keeps its colour and height features (grouped by its real geometry)."""
+    model = _model(schemas, "sunrgbd", objective="infonce").eval()
+    batch, fields = _batch(schemas, "sunrgbd", size=4), SETUPS["sunrgbd"][1]
+    mask = np.ones((4, 3), dtype=bool)
+    mask[0, 0] = mask[1, 2] = False  # row 0 loses points, row 1 loses height
+    with torch.no_grad():
+        ours = views_loss(model, batch, batch, None, anchor_mask=mask, key_mask=np.ones_like(mask))["loss"]
+        full, blank = model.encode(batch), placeholder_parts(model, batch)
+        anchor = project(model, kept(full, blank, mask, tuple(fields)))
+        expected = contrastive_loss(anchor, project(model, full), temperature=model.temperature)
+    assert torch.allclose(ours, expected, atol=1e-6)
 
 
 # --- the method on both corpora ---
