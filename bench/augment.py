@@ -13,11 +13,16 @@ crop, jitter, noise; spectrogram shift, noise, time mask, frequency mask). Per b
   transfer, synchronised).
 
 Every cost is the median over all batches of all epochs; "x load" divides it by the median load time of the
-same batch size. A second table repeats hook vs batched on larger in-memory inputs (NYUv2-like RGB, depth and
+same batch size. A throughput table then gives what a training step receives, in samples/s over whole epochs
+(worker start-up included, as each epoch of a run pays it), side by side: the per-sample hook in the loader's
+workers (``augment:``) vs :class:`~mmdata.augment.batched.DeviceAugmented` (``augment: {batched: true}``: the
+workers only decode; each batch is moved to the device and augmented there), on the CPU and on the GPU when
+one is present. A second table repeats hook vs batched on larger in-memory inputs (NYUv2-like RGB, depth and
 normals at 240 x 320, no shards), where resampling dominates. Each batched result is checked against the
 per-sample one (max abs difference printed).
 
-    python bench/augment.py [--batch-sizes 32 128] [--epochs 2] [--large-batch 16] [--threads 1] [--workdir DIR]
+    python bench/augment.py [--batch-sizes 32 128] [--epochs 2] [--workers 0 2] [--large-batch 16] [--threads 1]
+                            [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import torch
 import mmdata
 from common import avmnist_shards, timed
 from mmdata.augment import Augmenter
-from mmdata.augment.batched import augment_batch, loader_rngs
+from mmdata.augment.batched import DeviceAugmented, augment_batch, loader_rngs
 from mmdata.rng import make_rng
 from mmdata.shards.collate import collate
 from mmdata.types import Field
@@ -108,6 +113,33 @@ def avmnist_table(shards: Path, batch_sizes: list[int], epochs: int) -> None:
         print(f"{size:>6} max |batched - hook| = {diff:.3g}")
 
 
+def epoch_rate(batches, epochs: int, sync: bool) -> float:
+    """Samples/s over ``epochs`` full passes (``set_epoch`` before each), the GPU synchronised at the end."""
+    samples, seconds = 0, 0.0
+    for epoch in range(epochs):
+        batches.set_epoch(epoch)
+        t, n = timed(lambda: sum(len(b["__key__"]) for b in batches), sync=sync)
+        samples, seconds = samples + n, seconds + t
+    return samples / seconds
+
+
+def throughput_table(shards: Path, batch_size: int, workers: list[int], epochs: int) -> None:
+    """Samples/s of augmented batches: per-sample in the loader's workers vs batched on each device."""
+    fields = ["image", "audio_spec"]
+    load = lambda w, aug=None: mmdata.load(shards, "train", fields=fields, batch_size=batch_size,  # noqa: E731
+                                           num_workers=w, augment=aug)
+    aug = Augmenter.from_features(load(0).features, strength=0.5, text_in_image=True)
+    devices = [torch.device("cpu")] + ([DEVICE] if DEVICE is not None else [])
+    print(f"\nAV-MNIST mini, augmented batches as the training step receives them, batch {batch_size}, "
+          f"{epochs} epochs")
+    print(f"{'workers':>7} {'per-sample':>11} " + " ".join(f"{'batched ' + d.type:>12}" for d in devices)
+          + "   samples/s")
+    for w in workers:
+        rates = [epoch_rate(load(w, aug), epochs, False)]
+        rates += [epoch_rate(DeviceAugmented(load(w), aug, d), epochs, d.type == "cuda") for d in devices]
+        print(f"{w:>7} " + f"{rates[0]:>11.0f} " + " ".join(f"{r:>12.0f}" for r in rates[1:]))
+
+
 def large_table(batch: int, repeats: int) -> None:
     """Hook vs batched on NYUv2-like RGB / depth / normals (in memory): where resampling dominates."""
     h, w = 240, 320
@@ -137,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader workers, throughput table")
     parser.add_argument("--large-batch", type=int, default=16, help="0 skips the 240x320 table")
     parser.add_argument("--repeats", type=int, default=3, help="batches timed in the 240x320 table")
     # One intra-op thread, as bench/read_speed.py: on a shared 2-core machine 2-thread OpenMP ops showed
@@ -150,6 +183,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = avmnist_shards(args.workdir or Path(tmp))
         avmnist_table(shards, args.batch_sizes, args.epochs)
+        throughput_table(shards, args.batch_sizes[-1], args.workers, args.epochs)
     if args.large_batch:
         large_table(args.large_batch, args.repeats)
 

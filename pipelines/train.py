@@ -19,9 +19,10 @@ import torch
 
 import mmdata
 from methods import get_method
-from methods.loop import fit, save_checkpoint
+from methods.loop import fit, resolve_device, save_checkpoint
 from mmdata.errors import ConfigError, run_guarded
 from mmdata.augment import Augmenter
+from mmdata.augment.batched import DeviceAugmented, check_batchable
 from mmdata.rng import make_rng
 from mmdata.samplers import CONTEXT_OPTIONS, SAMPLERS, Sampler, sampler_options
 from mmdata.samplers.label_fraction import label_fraction
@@ -82,16 +83,41 @@ def run_sampler(exp: dict[str, Any]) -> Sampler | None:
     return Sampler(name, {**(options or {}), "modalities": list(exp["fields"])})
 
 
+#: Keys of a run's ``augment:`` block: ``Augmenter.from_features`` options plus ``batched``.
+AUGMENT_KEYS = {"policy", "strength", "p", "text_in_image", "batched"}
+
+
 def run_augmenter(exp: dict[str, Any], features: Any) -> Augmenter | None:
     """The run's training augmentation from ``augment:`` (``Augmenter.from_features`` options: ``policy``,
-    null for the modalities' default ops; ``strength``; ``p``; ``text_in_image``), applied per sample in the
-    loader's workers, keyed by (seed, epoch, sample); None without the block."""
+    null for the modalities' default ops; ``strength``; ``p``; ``text_in_image``), keyed by (seed, epoch,
+    sample); None without the block. Applied per sample in the loader's workers, or with ``batched: true`` to
+    each batch on the training device (:func:`train_loaders`): the same draws, to float32 rounding.
+
+    Raises:
+        ConfigError: an unknown key, or with ``batched`` an op that changes a tensor's length (temporal crops).
+    """
     block = exp.get("augment")
     if block is None:
         return None
-    check_keys(block, {"policy", "strength", "p", "text_in_image"}, f"experiments.{exp['corpus']}.*.augment")
+    where = f"experiments.{exp['corpus']}.*.augment"
+    check_keys(block, AUGMENT_KEYS, where)
     inputs = {name: features[name] for name in exp["fields"]}
-    return Augmenter.from_features(inputs, **block)
+    options = {key: value for key, value in block.items() if key != "batched"}
+    augmenter = Augmenter.from_features(inputs, **options)
+    if augment_batched(exp):
+        try:
+            check_batchable(augmenter, inputs)
+        except ValueError as error:
+            raise ConfigError(f"{where}.batched: {error}") from None
+    return augmenter
+
+
+def augment_batched(exp: dict[str, Any]) -> bool:
+    """Whether the run augments whole batches on the training device (``augment: {batched: true}``)."""
+    batched = (exp.get("augment") or {}).get("batched", False)
+    if not isinstance(batched, bool):
+        raise ConfigError(f"experiments.{exp['corpus']}.*.augment.batched must be true or false, got {batched!r}")
+    return batched
 
 
 def few_shot_rows(exp: dict[str, Any], loader: Loader, seed: int) -> np.ndarray | None:
@@ -118,16 +144,34 @@ def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn
     return method, method.build_model(loader.shards.features, fields=list(exp["fields"]), **options)
 
 
+def train_loaders(exp: dict[str, Any], settings: dict[str, Any], seed: int) -> tuple[Any, Any, np.ndarray | None]:
+    """``(train, labeled, rows)``: the whole train split, its ``label_fraction`` subset (the same object without
+    one) and the subset's rows (None), both augmented as ``augment:`` says.
+
+    Per sample, the loaders' workers augment; with ``batched: true`` they do not, and each batch is moved to
+    the device the loop trains on (``train.device``, resolved as :func:`methods.loop.train` does) and augmented
+    there by :class:`mmdata.augment.batched.DeviceAugmented`.
+    """
+    train = open_split(exp, "train", settings, seed)
+    augment = run_augmenter(exp, train.shards.features)
+    hook = None if augment_batched(exp) else augment
+    if hook is not None:
+        train = open_split(exp, "train", settings, seed, augment=hook)
+    rows = few_shot_rows(exp, train, seed)
+    labeled = train if rows is None else open_split(exp, "train", settings, seed, rows=rows, augment=hook)
+    if augment is not None and hook is None:
+        device = resolve_device(settings.get("device", "auto"))
+        on_device = DeviceAugmented(train, augment, device)
+        labeled = on_device if rows is None else DeviceAugmented(labeled, augment, device)
+        train = on_device
+    return train, labeled, rows
+
+
 def train_seed(params: dict[str, Any], corpus: str, run: str, seed: int) -> dict[str, Any]:
     """Train one seed of run ``experiments.<corpus>.<run>``, save its model, and return its history (losses,
     best epoch, device, amp; no wall-clock figures)."""
     exp, settings = experiment_params(params, corpus, run), train_settings(params, corpus, run)
-    train = open_split(exp, "train", settings, seed)
-    augment = run_augmenter(exp, train.shards.features)
-    if augment is not None:
-        train = open_split(exp, "train", settings, seed, augment=augment)
-    rows = few_shot_rows(exp, train, seed)
-    labeled = train if rows is None else open_split(exp, "train", settings, seed, rows=rows, augment=augment)
+    train, labeled, rows = train_loaders(exp, settings, seed)
     valid = open_split(exp, "valid", settings, seed)
     method, model = build(exp, train, seed)
     history = fit(method, model, labeled, epochs=settings["epochs"], lr=settings["lr"],

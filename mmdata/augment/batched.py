@@ -11,12 +11,15 @@ Where it pays: on an accelerator. Resampling (rotate, crop), colour jitter and m
 a few scalars per sample, which a GPU does for the whole batch in one pass. On CPU it does not pay (measured
 by bench/augment.py, one thread: 0.75x the hook's time on AV-MNIST batches, about 2x slower at 240 x 320,
 where numpy's per-image gathers beat torch's index_select): keep the per-sample hook in the workers there.
+:class:`DeviceAugmented` wraps a loader built without ``augment`` so that each batch moves to the training
+device and is augmented there (a run's ``augment: {batched: true}``); temporal crops cannot be batched and are
+refused when it is built (:func:`check_batchable`).
 Either way the per-sample parameter draws stay on the CPU and are the floor of the cost (about half of it on
 AV-MNIST): noise takes its standard-normal field from the draw, which is what makes it reproducible.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -127,3 +130,92 @@ def _per_row(x: Any, kernel: str, rows: list[int], params: list[dict], lengths: 
         value = KERNELS[kernel](x[row, part].cpu().numpy(), **p)
         out[row, part] = torch.from_numpy(np.ascontiguousarray(value)).to(x.device)
     return out
+
+
+#: Integer dtypes torch cannot resample on CPU (no uint16 flip or gather there): widened for geometric ops only,
+#: which move values without arithmetic, so narrowing back is exact.
+_WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64}
+
+
+def unbatchable(augmenter: Augmenter, features: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(field, kernel)`` pairs of the policy that :func:`augment_batch` cannot apply: kernels that change a
+    tensor's length (temporal crops); text's word dropout changes a list entry and is fine.
+
+    Args:
+        augmenter: the policy.
+        features: field name -> :class:`~mmdata.types.Field` of the fields the batches carry.
+    """
+    return [(name, kernel) for name, spec in features.items() if spec.dtype != "str"
+            for kernel in augmenter.ops_for(name) if OPS[kernel].changes_length]
+
+
+def check_batchable(augmenter: Augmenter, features: dict[str, Any]) -> None:
+    """Raise ValueError naming every field and op :func:`augment_batch` cannot apply (see :func:`unbatchable`)."""
+    refused = unbatchable(augmenter, features)
+    if refused:
+        named = ", ".join(f"{kernel} on {name!r}" for name, kernel in refused)
+        raise ValueError(f"batched augmentation cannot apply {named}: it changes the tensor's length, and the rows "
+                         f"of a batch share one; drop the op from the policy or augment per sample in the workers")
+
+
+def augment_on(augmenter: Augmenter, batch: dict[str, Any], rngs: Sequence[np.random.Generator],
+               device: torch.device) -> dict[str, Any]:
+    """Move a collated batch to ``device`` and :func:`augment_batch` it there.
+
+    Args:
+        augmenter, rngs: as for :func:`augment_batch`.
+        batch: ``__key__`` plus tensors ``[B, ...]`` on any device (lists of str stay lists).
+        device: where every tensor of the result lies.
+
+    Returns:
+        The augmented batch, dtypes kept (uint16 maps are widened for the geometric ops only and narrowed back).
+    """
+    lengths = {k for k in batch if k.endswith("_lengths")}  # kept on the CPU while drawing: read per row
+    moved = {k: v.to(device) if isinstance(v, Tensor) and k not in lengths else v for k, v in batch.items()}
+    wide = {k: v.to(_WIDER[v.dtype]) for k, v in moved.items() if isinstance(v, Tensor) and v.dtype in _WIDER
+            and augmenter.ops_for(k) and all(OPS[n].group == "geometry" for n in augmenter.ops_for(k))}
+    out = augment_batch(augmenter, {**moved, **wide}, rngs)
+    out.update({k: out[k].to(moved[k].dtype) for k in wide})
+    out.update({k: batch[k].to(device) for k in lengths})
+    return out
+
+
+class DeviceAugmented:
+    """A loader's batches moved to ``device`` and augmented there: the batched form of ``mmdata.load(augment=)``.
+
+    Iterating yields the loader's (unaugmented) batches through :func:`augment_on`, each row drawn from
+    :func:`loader_rngs` with the loader's seed and current epoch: the batches a per-sample loader with the
+    same seed would yield, to float32 rounding (see :func:`augment_batch`). Everything else (``set_epoch``,
+    ``len``, ``shards``, ``state_dict``, ...) is the loader's.
+
+    Args:
+        loader: a :class:`mmdata.shards.read.Loader` (or anything with ``seed``, ``epoch``, ``features``) built
+            without ``augment``.
+        augmenter: the policy.
+        device: where the batches go (the training device).
+
+    Raises:
+        ValueError: the loader augments already, or the policy has an op that changes lengths on a tensor field.
+    """
+
+    def __init__(self, loader: Any, augmenter: Augmenter, device: str | torch.device) -> None:
+        if getattr(loader, "augment", None) is not None:
+            raise ValueError("the loader already augments per sample: build it without augment=")
+        check_batchable(augmenter, loader.features)
+        self.loader, self.augmenter, self.device = loader, augmenter, torch.device(device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next iteration: its shuffle and its augmentation draws."""
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # Seed and epoch are read now, as the loader reads them when its iteration starts.
+        seed, epoch = self.loader.seed, self.loader.epoch
+        return (augment_on(self.augmenter, batch, loader_rngs(batch["__key__"], seed=seed, epoch=epoch), self.device)
+                for batch in self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # shards, features, state_dict, ...: the loader's
+        return getattr(self.__dict__["loader"], name)
