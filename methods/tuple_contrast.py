@@ -118,19 +118,12 @@ def check_options(objective: str, probe: str, search: bool | str, temperature: f
 
 
 def view_augmenter(features: dict[str, Any], strength: float) -> Augmenter:
-    """The positives' augmenter: each field's default ops at ``strength``, less the ones that change a tensor's
-    length (temporal crops: :func:`augment_batch` cannot batch them; text keeps its word dropout). Point ops
-    move the xyz of a cloud, so among ``points`` fields only the cloud ``points`` takes them (as
-    :func:`mmdata.metrics.robustness.corruption_policy`; an explicit empty entry, since the key ``points`` is
-    also the modality's), less ``subsample`` when per-point feature fields ride along (its rows are drawn per
-    field: the cloud's would no longer match theirs)."""
-    clouds = [n for n in features if features[n].dtype != "str" and field_modality(n) == "points"]
+    """The positives' augmenter: each field's default ops (:func:`mmdata.augment.default_policy`) at
+    ``strength``, less the ones that change a tensor's length (temporal crops: :func:`augment_batch` cannot
+    batch them; text keeps its word dropout)."""
     policy = {name: tuple(op for op in ops if features[name].dtype == "str"
                           or not OPS[f"{op}_{field_modality(name)}"].changes_length)
               for name, ops in default_policy(features).items()}
-    for name in clouds:
-        policy[name] = tuple(op for op in policy.get(name, ()) if name == "points"
-                             and (op != "subsample" or len(clouds) == 1))
     return Augmenter.from_features(features, policy=policy, strength=strength)
 
 

@@ -467,3 +467,20 @@ def test_masks_match_torchaudio():
         start, width = (int(hit[0]), len(hit)) if len(hit) else (0, 0)
         kernel = ours or KERNELS["freqmask_audio"]
         assert np.array_equal(kernel(spec[0].numpy(), start=start, width=width), masked)
+
+
+def test_default_policy_moves_only_the_cloud_of_split_point_fields():
+    """SUN RGB-D's schema splits VoteNet's [N, 3 + F] cloud into aligned fields: only ``points`` is a cloud,
+    and ``subsample`` (drawn per field) would misalign its rows with the features'."""
+    split = {"points": Field("float32", (64, 3), "npy"), "points_rgb": Field("float32", (64, 3), "npy"),
+             "points_height": Field("float32", (64, 1), "npy")}
+    policy = default_policy(split)
+    assert policy["points_rgb"] == () and policy["points_height"] == ()
+    assert "rotate" in policy["points"] and "subsample" not in policy["points"]
+    assert "subsample" in default_policy({"points": split["points"]})["points"]
+    sample = {"__key__": "k", **{n: np.random.default_rng(0).random(f.shape, dtype=np.float32)
+                                 for n, f in split.items()}}
+    out = Augmenter.from_features(split, strength=1.0)(sample, make_rng(0))  # no error on [N, 1] heights
+    assert np.array_equal(out["points_rgb"], sample["points_rgb"])
+    assert np.array_equal(out["points_height"], sample["points_height"])
+    assert not np.array_equal(out["points"], sample["points"])

@@ -134,6 +134,10 @@ def schema_batch(features: Features, task: str, size: int = BATCH, seed: int = 0
 
 def _options(method, **extra) -> dict:
     params = inspect.signature(method.build_model).parameters
+    if extra.get("base_options") is not None:  # tupleinfonce over a dense base: the tiny sizes go to the base
+        base = extra["base_options"]
+        extra = {**extra, "base_options": {**base, **{k: v for k, v in TINY_MODEL.items() if k in base}}}
+        return {k: v for k, v in extra.items() if k in params}
     return {k: v for k, v in {**TINY_MODEL, **extra}.items() if k in params}
 
 

@@ -237,12 +237,19 @@ def default_policy(features: Features, *, text_in_image: bool = False) -> dict[s
     """:data:`~mmdata.augment.AUGMENTERS` per field of a schema, keeping only ops that fit each field.
 
     Frequency masks go to spectrograms only, gain to waveforms only, temporal crops to fields whose time axis is
-    variable, flips nowhere when ``text_in_image``; 2-D label maps take the image's geometric ops.
+    variable, flips nowhere when ``text_in_image``; 2-D label maps take the image's geometric ops. The point
+    kernels move the xyz of a ``[N, 3 + F]`` cloud: among ``points`` fields only the cloud ``points`` takes
+    them (per-point feature fields such as ``points_rgb`` [N, 3] and ``points_height`` [N, 1] take none), and
+    ``subsample`` only when no feature field rides along (its rows are drawn per field, so the cloud's would
+    no longer match its features').
     """
+    clouds = [name for name in features if field_modality(name) == "points"]
     policy: dict[str, tuple[str, ...]] = {}
     for name, spec in features.items():
         modality = field_modality(name)
         ops = registry.AUGMENTERS.get(modality, ())
+        if modality == "points":
+            ops = tuple(o for o in ops if o != "subsample" or len(clouds) == 1) if name == "points" else ()
         if modality == "label":
             ops = tuple(o for o in registry.AUGMENTERS["image"] if f"{o}_label" in registry.OPS) \
                 if len(spec.shape) == 2 else ()
@@ -256,6 +263,8 @@ def default_policy(features: Features, *, text_in_image: bool = False) -> dict[s
             if text_in_image and short == "flip" and modality in MIRRORING:
                 continue
             keep.append(short)
-        if keep:
+        # An empty entry for a point feature field: the key ``points`` is also the modality's, which an
+        # Augmenter would otherwise apply to every ``points_*`` field without an entry of its own.
+        if keep or modality == "points":
             policy[name] = tuple(keep)
     return policy
