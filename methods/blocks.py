@@ -6,6 +6,8 @@ methods.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -242,3 +244,21 @@ def label_field(features: Features) -> tuple[str, Field]:
     if len(labels) != 1:
         raise ValueError(f"features must declare exactly one label field, got {[n for n, _ in labels]}")
     return labels[0]
+
+
+@contextmanager
+def frozen_running_stats(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, batch norm layers in training mode leave ``running_mean`` / ``running_var`` (and
+    ``num_batches_tracked``) as they are; their outputs are unchanged."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+        yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from methods.blocks import frozen_running_stats
 from mmdata.augment import OPS, Augmenter, default_policy
 from mmdata.augment.batched import augment_batch
 from mmdata.rng import make_rng
@@ -198,9 +199,15 @@ def project(model: Any, parts: Parts) -> torch.Tensor:
 
 
 def placeholder_parts(model: Any, batch: dict[str, Any]) -> Parts:
-    """Features ``{field: [B, d]}`` of the batch with every modality replaced by the placeholder (zeros)."""
+    """Features ``{field: [B, d]}`` of the batch with every modality replaced by the placeholder (zeros).
+
+    Batch norm layers normalise this all-zero batch by its own statistics, as in any training step, but do not
+    fold them into their running averages: those must describe real inputs, which evaluation (and the
+    discrimination score right after pretraining) normalises with."""
     none = np.zeros((len(batch["__key__"]), len(model.fields)), dtype=bool)
-    return model.encode(drop_batch(batch, none, model.fields))
+    with frozen_running_stats(model):
+        return model.encode(drop_batch(batch, none, model.fields))
+
 
 
 def kept(full: Parts, placeholder: Parts, mask: np.ndarray, fields: tuple[str, ...]) -> Parts:

@@ -47,10 +47,19 @@ def collect(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
         scores = json.loads(scores_path(corpus).read_text())
         for run, exp in corpus_runs(params, corpus).items():
             rows[f"{corpus}.{run}"] = {"corpus": corpus, "run": run, "method": exp["method"],
-                                       "fields": list(exp["fields"]), "table": exp.get("table"),
+                                       "fields": list(exp["fields"]), "tables": table_cells(exp.get("table")),
                                        "baseline": exp.get("baseline"), "metrics": metrics[run],
                                        "scores": scores[run]}
     return rows
+
+
+def table_cells(table: list[Any] | None) -> list[tuple[str, str, str]]:
+    """A run's ``table:`` as a list of (table, row, column) cells: one ``[name, row, column]``, or a list of them
+    for a run that fills cells of several papers' tables (e.g. late fusion is MDM's L_empty and
+    TupleInfoNCE's scratch: trained once, not once per table)."""
+    if not table:
+        return []
+    return [tuple(c) for c in (table if isinstance(table[0], (list, tuple)) else [table])]
 
 
 def cell(metrics: dict[str, Any], name: str) -> str:
@@ -86,11 +95,12 @@ def corpus_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
 def comparison_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
     """The papers' comparisons: per (corpus, table name) a grid of rows x columns, one metric group per cell."""
     lines = []
-    tables = sorted({(r["corpus"], r["table"][0]) for r in rows.values() if r["table"]})
-    for corpus, name in tables:
-        mine = [r for r in rows.values() if r["corpus"] == corpus and r["table"] and r["table"][0] == name]
-        row_names = list(dict.fromkeys(r["table"][1] for r in mine))
-        columns = list(dict.fromkeys(r["table"][2] for r in mine))
+    placed = [(r, c) for r in rows.values() for c in r["tables"]]  # (run, its cell), every cell of every run
+    for corpus, name in sorted({(r["corpus"], c[0]) for r, c in placed}):
+        here = [(r, c) for r, c in placed if r["corpus"] == corpus and c[0] == name]
+        mine = [r for r, _ in here]
+        row_names = list(dict.fromkeys(c[1] for _, c in here))
+        columns = list(dict.fromkeys(c[2] for _, c in here))
         # The task's metrics and model-level figures, where some run of the table has them (a 6-class task has
         # no binary AUROC; only CM-VQVAE has a complementarity zeta).
         shown = [m for m in (*TABLE_METRICS[get_corpus(corpus).task], *DESCRIBED)
@@ -100,7 +110,7 @@ def comparison_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
         for row in row_names:
             cells = []
             for column in columns:
-                hit = [r for r in mine if r["table"][1] == row and r["table"][2] == column]
+                hit = [r for r, c in here if c[1] == row and c[2] == column]
                 cells.append(" / ".join(cell(hit[0]["metrics"], m) for m in shown) if hit else "")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")

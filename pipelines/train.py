@@ -13,9 +13,6 @@ import argparse
 import csv
 import io
 import json
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +21,7 @@ import torch
 import mmdata
 from methods import get_method
 from methods.loop import fit, resolve_device, save_checkpoint
+from methods.parallel import available_cores, run_parallel
 from mmdata.errors import ConfigError, run_guarded
 from mmdata.augment import Augmenter
 from mmdata.augment.batched import DeviceAugmented, check_batchable
@@ -218,25 +216,19 @@ def train_job(params: dict[str, Any], corpus: str, run: str, seed: int) -> dict[
 
 
 def train_jobs(params: dict[str, Any], corpus: str, jobs: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """The histories of (run, seed) ``jobs``, in order: on CPU in ``cores // threads`` spawned processes at
-    once, else (a GPU, or one job) one after another in this process.
+    """The histories of (run, seed) ``jobs``, in order: on CPU in ``cores // threads`` processes at once
+    (:func:`methods.parallel.run_parallel`), else (a GPU, or one job) one after another in this process.
 
-    Why processes: a mini run's small layers keep two threads only ~1.4x busier than one, so two one-thread
-    jobs at a time train ~1.4x faster. Why a fixed thread count: torch's CPU reductions depend on it (a NYUv2
+    Why a fixed thread count: torch's CPU reductions depend on it (a NYUv2
     mini run ends at a valid loss of 0.29 with one thread and 1.80 with two), so the numbers of a run do not
     depend on the machine's core count, on the pool size or on the suite around it.
     """
     settings = [train_settings(params, corpus, run) for run, _ in jobs]
     threads = max(int(s.get("threads", 1)) for s in settings) if settings else 1
     on_cpu = all(resolve_device(s.get("device", "auto")).type == "cpu" for s in settings)
-    processes = min(len(jobs), max(1, len(os.sched_getaffinity(0)) // threads)) if on_cpu else 1
-    if processes <= 1:  # one GPU is used by one process; one job needs no pool
-        return [train_job(params, corpus, run, seed) for run, seed in jobs]
-    # fork: the children start at once instead of importing torch again (2 s a stage); safe as the stage's
-    # process has run no torch computation, so there is no thread pool a child could inherit half-locked
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(train_job, params, corpus, run, seed) for run, seed in jobs]
-        return [future.result() for future in futures]
+    # one GPU is used by one process; the stage's process has run no torch computation before the fork
+    processes = available_cores() // threads if on_cpu else 1
+    return run_parallel(train_job, [(params, corpus, run, seed) for run, seed in jobs], processes)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,12 @@
 """pipelines/report.py: the paper-shaped comparison tables."""
 from __future__ import annotations
 
-from pipelines.report import comparison_tables
+from pipelines.report import comparison_tables, table_cells
 
 
 def _row(corpus: str, run: str, table: list[str], metrics: dict[str, float]) -> dict:
-    return {"corpus": corpus, "run": run, "method": "m", "fields": ["a"], "table": table, "baseline": None,
+    return {"corpus": corpus, "run": run, "method": "m", "fields": ["a"], "tables": table_cells(table),
+            "baseline": None,
             "metrics": metrics, "scores": {}}
 
 
@@ -31,3 +32,13 @@ def test_one_table_per_corpus_and_name_with_rows_and_columns_in_params_order():
         "### mosi: MDM (acc7 / non0_acc2, mean ± std over seeds)"]
     assert "| | L_empty | L_W | L_kl |" in lines
     assert "| simple | 0.1000 / 0.1000 | 0.2000 / 0.2000 | 0.3000 / 0.3000 |" in lines
+
+
+def test_a_run_fills_a_cell_of_each_table_it_names():
+    cells = [["ProFusion Table 8", "LF", "base"], ["MDM slides", "simple fusion", "L_empty"]]
+    rows = {"mosi.lf": _row("mosi", "lf", cells, {"acc7": 0.5, "non0_acc2": 0.8}),
+            "mosi.mdm_w": _row("mosi", "mdm_w", ["MDM slides", "simple fusion", "L_W"], {"acc7": 0.6, "non0_acc2": 0.9})}
+    lines = comparison_tables(rows)
+    assert "| | L_empty | L_W |" in lines and "| simple fusion | 0.5000 / 0.8000 | 0.6000 / 0.9000 |" in lines
+    assert "| | base |" in lines and "| LF | 0.5000 / 0.8000 |" in lines
+    assert table_cells(None) == [] and table_cells(["T", "r", "c"]) == [("T", "r", "c")]

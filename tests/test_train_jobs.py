@@ -29,7 +29,7 @@ def mosi_repo(tmp_path, monkeypatch):
 def test_parallel_jobs_equal_one_process_and_keep_their_order(mosi_repo, monkeypatch):
     jobs = [("lf", 0), ("mdm", 0), ("lf", 1), ("mdm", 1)]
     one_by_one = [train_stage.train_job(mosi_repo, "mosi", run, seed) for run, seed in jobs]
-    monkeypatch.setattr(train_stage.os, "sched_getaffinity", lambda pid: {0, 1})  # two processes here too
+    monkeypatch.setattr(train_stage, "available_cores", lambda: 2)  # two processes here too
     parallel = train_stage.train_jobs(mosi_repo, "mosi", jobs)
     assert json.dumps(parallel) == json.dumps(one_by_one)
     assert parallel[0] != parallel[2], "seeds 0 and 1 must differ (else the comparison proves nothing)"
@@ -37,6 +37,6 @@ def test_parallel_jobs_equal_one_process_and_keep_their_order(mosi_repo, monkeyp
 
 def test_a_job_error_reaches_the_stage(mosi_repo, monkeypatch):
     mosi_repo["experiments"]["mosi"]["lf"]["fields"] = ["feat_nothing"]
-    monkeypatch.setattr(train_stage.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(train_stage, "available_cores", lambda: 2)
     with pytest.raises(ValueError, match="feat_nothing"):
         train_stage.train_jobs(mosi_repo, "mosi", [("lf", 0), ("mdm", 0)])

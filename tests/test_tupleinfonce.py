@@ -290,3 +290,29 @@ def test_reinforce_sign_check_passes_and_weak_modality_check_keeps_its_keys():
     weak = tuple_weak_modality(seeds=1, steps=3)
     assert set(weak["r2_weak"]) == {"tupleinfonce", "infonce"} and len(weak["r2_weak"]["infonce"]) == 1
     assert {"measured", "paper", "passed"} <= set(weak) and weak["chance"] == pytest.approx(1 / 256)
+
+
+def test_placeholder_pass_leaves_batch_norm_running_statistics_alone():
+    """The all-zero placeholder batch is normalised by its own statistics but must not enter the running
+    averages that evaluation normalises real inputs with."""
+    from methods.blocks import frozen_running_stats
+    from methods.tuple_contrast import placeholder_parts
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.BatchNorm1d(6, momentum=None)).train()
+    x = torch.randn(8, 4)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with frozen_running_stats(net):
+        inside = net(x)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert net[1].momentum == 0.1 and net[2].momentum is None  # restored
+    assert torch.allclose(inside, net(x))  # the same outputs as a normal training-mode pass
+    assert not torch.equal(before["1.running_mean"], net.state_dict()["1.running_mean"])  # which does update
+
+    schema = {"image": Field("uint8", (8, 8, 3), "jpg"), "feat_b": Field("float32", (4,), "npy"),
+              "label": Field("int64", (), "cls", classes=("a", "b"))}
+    model = tupleinfonce.build_model(schema, fields=["image", "feat_b"], dim=8, hidden=8, proj_dim=4).train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "tracked" in k}
+    assert stats, "the image encoder must have batch norm layers for this test to mean anything"
+    placeholder_parts(model, fake_batch(schema, 6, seed=1))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())

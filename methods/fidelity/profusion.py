@@ -14,6 +14,7 @@ import torch
 from methods import late_fusion, profusion
 from methods.fidelity.schemas import SCHEMAS, input_fields, random_batch
 from methods.fidelity.stacked import batch_order, predict_stacked, train_stacked
+from methods.parallel import available_cores, run_parallel
 from methods.fusions import FUSIONS
 from methods.profusion_base import zero_context_difference
 from mmdata.errors import ConfigError
@@ -126,6 +127,13 @@ def trial_mse(method: Any, options: dict[str, Any], trials: list[dict[str, Any]]
             "train": _mse(models[0], params, buffers, train, None), "checkpoints": seen}
 
 
+def _trial_mse_of(model: str, trials: list[dict[str, Any]], order: torch.Tensor,
+                  checkpoints: tuple[int, ...]) -> dict[str, Any]:
+    """:func:`trial_mse` of P1's "concat" (late fusion) or "profusion" model, by name (picklable)."""
+    method, options = {"concat": (late_fusion, BASE), "profusion": (profusion, PROFUSION)}[model]
+    return trial_mse(method, options, trials, order, checkpoints)
+
+
 def _paired(pro: np.ndarray, cat: np.ndarray) -> dict[str, float]:
     """Win rate and mean relative MSE change of ProFusion over concat from paired test MSEs [T]."""
     return {"win_rate": float(np.mean(pro < cat)), "mean_relative_mse_change": float(np.mean((pro - cat) / cat))}
@@ -188,8 +196,10 @@ def profusion_synthetic(*, seed_offset: int = 0, grid: str = "quick", trials: in
     runs = _trials(cells, trials or spec["trials"], seed_offset)
     order = torch.stack([batch_order(settings["n_train"], settings["steps"], settings["batch_size"],
                                      torch.Generator().manual_seed(t["order"])) for t in runs])
-    cat, pro = (trial_mse(method, options, runs, order, CHECKPOINTS)
-                for method, options in ((late_fusion, BASE), (profusion, PROFUSION)))
+    # the two models' stacks side by side (one thread each: the CLI's default; more would not fork safely)
+    processes = available_cores() if torch.get_num_threads() == 1 else 1
+    cat, pro = run_parallel(_trial_mse_of, [(name, runs, order, CHECKPOINTS) for name in ("concat", "profusion")],
+                            processes)
     result = {**_summary(pro["test"], cat["test"]), **_diagnostics(pro, cat), **_p1_context(grid, settings)}
     result["cells"] = [{"eta": eta, "sigma_2": sigma, **_summary(pro["test"][mask], cat["test"][mask])}
                        for eta, sigma in cells
