@@ -101,6 +101,8 @@ def comparison_tables(rows: dict[str, dict[str, Any]]) -> list[str]:
         mine = [r for r, _ in here]
         row_names = list(dict.fromkeys(c[1] for _, c in here))
         columns = list(dict.fromkeys(c[2] for _, c in here))
+        if len(columns) < 2:  # no comparison (e.g. the quick suite holds only the shared baseline of a table)
+            continue
         # The task's metrics and model-level figures, where some run of the table has them (a 6-class task has
         # no binary AUROC; only CM-VQVAE has a complementarity zeta).
         shown = [m for m in (*TABLE_METRICS[get_corpus(corpus).task], *DESCRIBED)

@@ -26,6 +26,7 @@ def test_one_table_per_corpus_and_name_with_rows_and_columns_in_params_order():
     rows = {f"mosi.{r}": _row("mosi", r, ["MDM", "simple", c], {"acc7": v, "non0_acc2": v})
             for r, c, v in (("none", "L_empty", 0.1), ("w", "L_W", 0.2), ("kl", "L_kl", 0.3))}
     rows["mosei.none"] = _row("mosei", "none", ["MDM", "simple", "L_empty"], {"acc7": 0.4, "non0_acc2": 0.4})
+    rows["mosei.w"] = _row("mosei", "w", ["MDM", "simple", "L_W"], {"acc7": 0.4, "non0_acc2": 0.4})
     lines = comparison_tables(rows)
     assert [line for line in lines if line.startswith("###")] == [
         "### mosei: MDM (acc7 / non0_acc2, mean ± std over seeds)",
@@ -34,11 +35,15 @@ def test_one_table_per_corpus_and_name_with_rows_and_columns_in_params_order():
     assert "| simple | 0.1000 / 0.1000 | 0.2000 / 0.2000 | 0.3000 / 0.3000 |" in lines
 
 
-def test_a_run_fills_a_cell_of_each_table_it_names():
-    cells = [["ProFusion Table 8", "LF", "base"], ["MDM slides", "simple fusion", "L_empty"]]
+def test_a_run_fills_a_cell_of_each_table_it_names_and_one_column_tables_are_left_out():
+    cells = [["ProFusion Table 8", "LF", "base"], ["MDM slides", "simple fusion", "L_empty"],
+             ["TupleInfoNCE Table 3", "MOSI", "scratch"]]
     rows = {"mosi.lf": _row("mosi", "lf", cells, {"acc7": 0.5, "non0_acc2": 0.8}),
+            "mosi.lf_profusion": _row("mosi", "lf_profusion", ["ProFusion Table 8", "LF", "ProFusion"],
+                                      {"acc7": 0.7, "non0_acc2": 0.7}),
             "mosi.mdm_w": _row("mosi", "mdm_w", ["MDM slides", "simple fusion", "L_W"], {"acc7": 0.6, "non0_acc2": 0.9})}
     lines = comparison_tables(rows)
     assert "| | L_empty | L_W |" in lines and "| simple fusion | 0.5000 / 0.8000 | 0.6000 / 0.9000 |" in lines
-    assert "| | base |" in lines and "| LF | 0.5000 / 0.8000 |" in lines
+    assert "| | base | ProFusion |" in lines and "| LF | 0.5000 / 0.8000 | 0.7000 / 0.7000 |" in lines
+    assert not any("TupleInfoNCE" in line for line in lines), "a table with one column compares nothing"
     assert table_cells(None) == [] and table_cells(["T", "r", "c"]) == [("T", "r", "c")]
