@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from methods.blocks import frozen_running_stats
 from mmdata.augment import OPS, Augmenter, default_policy
-from mmdata.augment.batched import augment_batch
+from mmdata.augment.batched import augment_on
 from mmdata.rng import make_rng
 from mmdata.samplers import drop_batch, drop_tuples, gather, modality_dropout, tuple_disturb
 from mmdata.types import DROPPED, Tuples, field_modality
@@ -129,11 +129,10 @@ def view_augmenter(features: dict[str, Any], strength: float) -> Augmenter:
 
 
 def augmented(augmenter: Augmenter, batch: dict[str, Any], rngs: list[np.random.Generator]) -> dict[str, Any]:
-    """:func:`augment_batch`, with uint16 maps (depth) widened to int32 first: torch has no uint16 flip on CPU.
-    The values are those of the per-sample numpy kernels (the base nets read int32 depth as they read uint16)."""
-    wide = {n: v.to(torch.int32) for n, v in batch.items() if isinstance(v, torch.Tensor) and v.dtype == torch.uint16
-            and augmenter.ops_for(n)}
-    return augment_batch(augmenter, {**batch, **wide}, rngs)
+    """:func:`mmdata.augment.batched.augment_on` where the batch lies (uint16 depth is resampled as the
+    per-sample numpy kernels do and stays uint16: torch has no uint16 flip on CPU)."""
+    where = next((v.device for v in batch.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    return augment_on(augmenter, batch, rngs, where)
 
 
 def disturbed_modalities(tuples: Tuples) -> np.ndarray:
