@@ -47,6 +47,13 @@ def field_modality(name: str) -> str:
     return modality
 
 
+def moves_as_cloud(name: str) -> bool:
+    """Whether the point kernels (rotate, jitter, scale: xyz first) apply to a field: only the cloud
+    ``points``; other ``points_*`` fields (``points_rgb`` [N, 3], ``points_height`` [N, 1]) are per-point
+    features aligned with its rows."""
+    return name == "points"
+
+
 @dataclass(frozen=True)
 class Field:
     """Schema of one sample field.

@@ -22,7 +22,7 @@ import numpy as np
 from mmdata.augment import registry
 from mmdata.augment.audio import is_spectrogram
 from mmdata.rng import make_rng
-from mmdata.types import Features, Sample, field_modality
+from mmdata.types import Features, Sample, field_modality, moves_as_cloud
 
 Plan = dict[str, list[tuple[str, dict] | None]]
 """Per field, one entry per policy op: ``(kernel name, params)`` or None where the op was skipped."""
@@ -243,13 +243,13 @@ def default_policy(features: Features, *, text_in_image: bool = False) -> dict[s
     ``subsample`` only when no feature field rides along (its rows are drawn per field, so the cloud's would
     no longer match its features').
     """
-    clouds = [name for name in features if field_modality(name) == "points"]
+    point_fields = [name for name in features if field_modality(name) == "points"]
     policy: dict[str, tuple[str, ...]] = {}
     for name, spec in features.items():
         modality = field_modality(name)
         ops = registry.AUGMENTERS.get(modality, ())
         if modality == "points":
-            ops = tuple(o for o in ops if o != "subsample" or len(clouds) == 1) if name == "points" else ()
+            ops = tuple(o for o in ops if o != "subsample" or len(point_fields) == 1) if moves_as_cloud(name) else ()
         if modality == "label":
             ops = tuple(o for o in registry.AUGMENTERS["image"] if f"{o}_label" in registry.OPS) \
                 if len(spec.shape) == 2 else ()

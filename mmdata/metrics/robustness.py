@@ -30,7 +30,7 @@ import numpy as np
 
 from mmdata.augment import Augmenter
 from mmdata.rng import make_rng
-from mmdata.types import field_modality
+from mmdata.types import field_modality, moves_as_cloud
 
 #: Default corruption per modality: the noise-type kernels (level = their strength).
 CORRUPTIONS: dict[str, tuple[str, ...]] = {
@@ -50,7 +50,7 @@ def corruption_policy(fields: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """
     return {name: CORRUPTIONS[field_modality(name)] for name in fields
             if not name.startswith("__") and field_modality(name) in CORRUPTIONS
-            and (field_modality(name) != "points" or name == "points")}
+            and (field_modality(name) != "points" or moves_as_cloud(name))}
 
 
 def corrupt(data: dict[str, Any], level: float, *, fields: Sequence[str] | None = None,
