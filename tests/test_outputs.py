@@ -131,6 +131,7 @@ def slow(*args, **kwargs):
     for i, item in enumerate(real(*args, **kwargs)):
         if i == 5:
             print("writing", flush=True)
+            time.sleep({pause})  # a signal test's signal lands here, whatever the machine's load
         time.sleep(0.02)
         yield item
 object.__setattr__(avmnist.CORPUS, "iter_samples", slow)
@@ -139,8 +140,8 @@ print("published", flush=True)
 """
 
 
-def _slow_shard(raw: Path, out: Path, wait: bool = False) -> subprocess.Popen:
-    code = _SLOW_SHARD.format(root=str(ROOT), raw=str(raw), out=str(out), wait=wait)
+def _slow_shard(raw: Path, out: Path, wait: bool = False, pause: float = 0.0) -> subprocess.Popen:
+    code = _SLOW_SHARD.format(root=str(ROOT), raw=str(raw), out=str(out), wait=wait, pause=pause)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -159,7 +160,8 @@ def test_two_concurrent_runs_never_publish_a_partial_output(raw, tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_leaves_nothing_that_looks_finished(raw, tmp_path, signum):
     out = tmp_path / "avmnist"
-    proc = _slow_shard(raw, out)
+    # The run pauses mid-write: on a loaded machine it could otherwise finish before the signal arrives.
+    proc = _slow_shard(raw, out, pause=60)
     assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signum)
     proc.wait(timeout=60)
