@@ -122,7 +122,10 @@ def test_a_second_run_fails_at_once_while_the_lock_is_held_and_waits_when_asked(
 
 
 _SLOW_SHARD = """
-import sys, time
+import signal, sys, time
+# Ctrl-C raises KeyboardInterrupt, as in a terminal: a shell starts background jobs (a CI script run with '&')
+# with SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
 from mmdata.corpora import avmnist
 from mmdata.shards.build import shard_corpus
