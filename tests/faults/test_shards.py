@@ -134,8 +134,9 @@ def test_shr_11_no_descriptor_or_process_leak_across_epochs(toy_split, workers, 
         loader.set_epoch(epoch)
         assert len(_keys(loader)) == 40
     # Worker processes and their pipes are torn down asynchronously after an epoch ends: poll a bounded time
-    # for the counts to settle (a leak never does; under a loaded machine teardown takes a moment).
+    # for the counts to settle (a leak never does; under a loaded machine teardown takes a moment). The first
+    # epoch's pipes may still be closing when ``fds`` is taken, so fewer descriptors later is no leak; more is.
     deadline = time.monotonic() + 15
-    while (_open_fds(), multiprocessing.active_children()) != (fds, []) and time.monotonic() < deadline:
+    while (_open_fds() > fds or multiprocessing.active_children()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _open_fds() == fds and multiprocessing.active_children() == []
+    assert _open_fds() <= fds and multiprocessing.active_children() == []
