@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mmdata.rng import make_rng
 from mmdata.shards.write import write_split
@@ -38,3 +39,13 @@ def toy_split(tmp_path: Path) -> Path:
     directory = tmp_path / "toy" / "train"
     write_toy(directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    their tiny tensors cost more to hand to a second thread than they save (10x on a loaded 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,12 +20,7 @@ TINY = {"num_codes": 8, "code_dim": 4, "hidden": 8, "residual_hidden": 4, "resid
         "solver_hidden": 8, "decay": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _vq(codebook, beta=0.25, decay=0.0):

@@ -51,13 +51,7 @@ def _gap(method: str, corpus: str, *args):
     return pytest.param(*args, marks=pytest.mark.xfail(strict=True, reason=reason) if reason else ())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: handing them to a second thread costs more than it saves (10x on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,7 @@ SETUPS = {"nyuv2": ("rgbd_seg", ["image", "depth", "normal"], {"width": 4}),
 QUIET = {"device": "cpu", "log": lambda line: None}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
