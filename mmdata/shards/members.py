@@ -1,0 +1,245 @@
+"""Checked random access to tar members by index row, a batch at a time (the reader behind ``mmdata.load``).
+
+The writer stores each sample's members consecutively in sorted field order, each behind its 512-byte header
+(:mod:`mmdata.shards.tar`). Per batch the reader gathers the byte ranges of the requested members with numpy
+over the index columns, sorts them by shard and offset, and reads neighbouring ranges (holes up to :data:`GAP`
+bytes included) with one ``pread``. ``pread`` and not ``mmap``: a shard truncated after open then reads short,
+which is reported, where ``mmap`` would kill the process with SIGBUS.
+
+Integrity: every member's tar header (name, size, checksum; vectorised over the batch) and the payload's crc32
+from the index are checked before it is decoded; a failure raises :class:`ShardIntegrityError` naming shard,
+sample key and field. A member that passed is not re-hashed in the same process while its shard's stat is
+unchanged (:mod:`mmdata.shards.verified`): the crc32 (~4 GB/s) then no longer bounds the read.
+
+Shared decodes: rows of one stored sample (a View's picks or windows) in a batch decode it once; under a View
+the decoded members also stay in a small per-process LRU, so a stock split costs O(days + windows), and shared
+arrays are read-only so an in-place change cannot leak into other rows.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdata.errors import CodecError, ShardIntegrityError
+from mmdata.shards import verified
+from mmdata.shards.codec import decoder
+from mmdata.types import Features, Sample, View
+
+BLOCK = verified.BLOCK
+#: Holes up to this many bytes between wanted ranges are read through: a ``pread`` call costs about what
+#: copying 16 KiB does.
+GAP = 16 << 10
+
+
+def header_problem(header: memoryview, member: bytes, size: int) -> str | None:
+    """What is wrong with a member's 512-byte ustar/GNU header, or None when name, size and checksum agree."""
+    if bytes(header[:100]).rstrip(b"\0") != member:
+        return f"header names {bytes(header[:100]).rstrip(bytes(1))!r}, expected {member!r}"
+    try:
+        stored_size = int(bytes(header[124:136]).strip(b"\0 ") or b"0", 8)
+        stored_sum = int(bytes(header[148:156]).strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        return "unparsable size or checksum field"
+    # The checksum counts its own 8-byte field as spaces (POSIX ustar).
+    computed = int(np.frombuffer(header, np.uint8).sum()) - sum(header[148:156]) + 8 * 32
+    if stored_sum != computed:
+        return f"header checksum {stored_sum} != computed {computed}"
+    if stored_size != size:
+        return f"header says {stored_size} bytes, index says {size}"
+    return None
+
+
+def _runs(names: Sequence[str], order: list[str]) -> list[list[str]]:
+    """``names`` grouped into runs of neighbours in the stored member order (each run is one byte range)."""
+    runs: list[list[str]] = []
+    for pos in sorted(order.index(n) for n in names):
+        if runs and order.index(runs[-1][-1]) == pos - 1:
+            runs[-1].append(order[pos])
+        else:
+            runs.append([order[pos]])
+    return runs
+
+
+class MemberReader:
+    """Random access to sample fields by index row; one file descriptor per shard, opened lazily."""
+
+    def __init__(self, directory: str | Path, stored: Features, index: Mapping[str, np.ndarray],
+                 fields: Sequence[str], *, view: View | None = None, label: str = "label") -> None:
+        """Plan the reads of ``fields``; no file is opened yet.
+
+        Args:
+            directory: the split directory holding the shards.
+            stored: the schema of the tar members (the manifest's features).
+            index: the split's index columns (:func:`mmdata.shards.index.read_index`), ``[rows]`` each.
+            fields: the fields to decode per row.
+            view: the split's View, or None (see :class:`mmdata.types.View`).
+            label: the label field's name; under a View its value comes from the index row.
+        """
+        self.directory, self.stored, self.fields = Path(directory), stored, tuple(fields)
+        self.view, self.label = view, label
+        # Under a View the label comes from the index row, so its member is never read.
+        self.names = [n for n in sorted(stored) if n in self.fields and not (view and n == label)]
+        self.runs = _runs(self.names, sorted(stored))
+        shards, code = np.unique(np.asarray(index["shard"]), return_inverse=True)
+        self.shard_names, self.code = [str(s) for s in shards], code.astype(np.int64).reshape(-1)
+        self.keys, self.samples = np.asarray(index["key"], object), np.asarray(index["sample"], object)
+        self.labels = index["label"]
+        self.param = np.asarray(index[view.param], np.int64) if view else None
+        self.offset = {n: np.asarray(index[f"offset_{n}"], np.int64) for n in self.names}
+        self.size = {n: np.asarray(index[f"size_{n}"], np.int64) for n in self.names}
+        self.crc = {n: np.asarray(index[f"crc32_{n}"], np.int64) for n in self.names}
+        self.suffix = {n: f".{n}.{stored[n].codec}" for n in self.names}
+        self.decode = {n: decoder(stored[n]) for n in self.names}
+        self.fds: dict[int, int] = {}
+
+    def _fd(self, code: int) -> int:
+        if code not in self.fds:
+            self.fds[code] = os.open(self.directory / self.shard_names[code], os.O_RDONLY)
+        return self.fds[code]
+
+    def _fail(self, row: int, name: str, problem: str) -> ShardIntegrityError:
+        shard, key = self.shard_names[self.code[row]], self.keys[row]
+        return ShardIntegrityError(f"{self.directory / shard}: sample {key} field {name}: {problem}")
+
+    def read(self, row: int) -> Sample:
+        """Decode the requested fields of one index row into a sample dict."""
+        return self.read_batch([row])[0]
+
+    def read_batch(self, rows: Sequence[int] | np.ndarray) -> list[Sample]:
+        """Samples of index rows ``rows`` (the same as ``[read(r) for r in rows]``), shared members decoded once.
+
+        Raises:
+            ShardIntegrityError: a member's header or crc32 does not match, its shard ends early, or its bytes do
+                not decode (the message names shard, sample key and field).
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not self.names or not len(rows):
+            return self._samples(rows, np.zeros(len(rows), np.int64), [{}])
+        unit = self.code[rows] << 44 | self.offset[self.names[0]][rows]  # offsets < 16 TiB
+        _, first, inverse = np.unique(unit, return_index=True, return_inverse=True)
+        shared = np.bincount(inverse.reshape(-1)) > 1
+        return self._samples(rows, inverse.reshape(-1), self._values(rows[first], shared))
+
+    def _samples(self, rows: np.ndarray, inverse: np.ndarray, values: list[dict[str, Any]]) -> list[Sample]:
+        keys, units = self.keys[rows].tolist(), inverse.tolist()
+        if self.view is None:
+            return [{"__key__": k, **values[u]} for k, u in zip(keys, units)]
+        params = self.param[rows].tolist()
+        labels = self.labels[rows].tolist() if self.label in self.fields else None
+        out = []
+        for j, (key, u) in enumerate(zip(keys, units)):
+            sample = self.view.apply({"__key__": key, **values[u]}, params[j])
+            if labels is not None:
+                sample[self.label] = labels[j]
+            out.append(sample)
+        return out
+
+    def _values(self, units: np.ndarray, shared: np.ndarray) -> list[dict[str, Any]]:
+        """Decoded members of each stored sample in ``units`` (index rows, one per stored sample)."""
+        codes = self.code[units].tolist()
+        states = {c: verified.shard_state(str(self.directory / self.shard_names[c]), self._fd(c)) for c in set(codes)}
+        values: list[dict[str, Any] | None] = [None] * len(units)
+        keys: list[tuple] = []
+        if self.view is not None:
+            first = self.offset[self.names[0]][units].tolist()
+            keys = [(str(self.directory / self.shard_names[c]), states[c].key, o, tuple(self.names))
+                    for c, o in zip(codes, first)]
+            values = [verified.cached(k) for k in keys]
+        todo = np.array([i for i, v in enumerate(values) if v is None], dtype=np.int64)
+        if len(todo):
+            payloads = self._payloads(units[todo], states)
+            for i, got in zip(todo.tolist(), payloads):
+                values[i] = self._decoded(int(units[i]), got, bool(shared[i]) or self.view is not None)
+                if self.view is not None and states[codes[i]].settled:
+                    verified.remember(keys[i], values[i])
+        return values
+
+    def _decoded(self, row: int, payloads: dict[str, memoryview], read_only: bool) -> dict[str, Any]:
+        out = {}
+        for name, payload in payloads.items():
+            try:
+                value = self.decode[name](payload)
+            except CodecError as exc:
+                raise self._fail(row, name, str(exc)) from exc
+            out[name] = verified.read_only(value) if read_only else value
+        return out
+
+    def _payloads(self, units: np.ndarray, states: dict[int, verified.ShardState]) -> list[dict[str, memoryview]]:
+        """The checked payload bytes of every requested member of ``units`` (one dict per unit)."""
+        n, runs = len(units), self.runs
+        starts = np.concatenate([self.offset[run[0]][units] - BLOCK for run in runs])
+        ends = np.concatenate([self.offset[run[-1]][units] + self.size[run[-1]][units] for run in runs])
+        ranges = self._fetch(np.tile(self.code[units], len(runs)), starts, ends, np.tile(units, len(runs)), runs)
+        codes = self.code[units].tolist()
+        payloads: list[dict[str, memoryview]] = [{} for _ in range(n)]
+        suspects: dict[str, list[tuple[int, memoryview]]] = {}
+        for r, run in enumerate(runs):
+            blocks, base = ranges[r * n:(r + 1) * n], starts[r * n:(r + 1) * n]
+            for name in run:
+                offsets = self.offset[name][units]
+                rel, sizes, offsets = (offsets - base).tolist(), self.size[name][units].tolist(), offsets.tolist()
+                check = suspects.setdefault(name, [])
+                for i in range(n):
+                    block, at = blocks[i], rel[i]
+                    payloads[i][name] = block[at:at + sizes[i]]
+                    if offsets[i] not in states[codes[i]].verified:
+                        check.append((i, block[at - BLOCK:at]))
+        for name, check in suspects.items():
+            if check:
+                self._verify(name, units, payloads, check, states)
+        return payloads
+
+    def _fetch(self, codes: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray,
+               runs: list[list[str]]) -> list[memoryview]:
+        """The bytes ``[starts[k], ends[k])`` of shard ``codes[k]`` for every k, neighbouring ranges read at once."""
+        order = np.lexsort((starts, codes))
+        s, e, c = starts[order], ends[order], codes[order]
+        new = np.ones(len(s), bool)
+        new[1:] = (c[1:] != c[:-1]) | (s[1:] > -(-e[:-1] // BLOCK) * BLOCK + GAP)
+        heads = np.flatnonzero(new)
+        group = np.cumsum(new) - 1
+        g_start, g_end = s[heads], np.maximum.reduceat(e, heads)
+        blocks = []
+        for g, (code, lo, hi) in enumerate(zip(c[heads].tolist(), g_start.tolist(), g_end.tolist())):
+            block = memoryview(os.pread(self._fd(code), hi - lo, lo))
+            if len(block) != hi - lo:
+                members = np.flatnonzero((group == g) & (e - lo > len(block)))
+                k = int(order[members[0]])  # ranges are run-major: range k belongs to run k // units
+                raise self._fail(int(rows[k]), runs[k // (len(rows) // len(runs))][0], "shard ends early (truncated)")
+            blocks.append(block)
+        out: list[memoryview] = [None] * len(s)  # type: ignore[list-item]
+        lo = (s - g_start[group]).tolist()
+        hi = (e - g_start[group]).tolist()
+        for k, (g, a, b) in enumerate(zip(group.tolist(), lo, hi)):
+            out[order[k]] = blocks[g][a:b]
+        return out
+
+    def _verify(self, name: str, units: np.ndarray, payloads: list[dict[str, memoryview]],
+                check: list[tuple[int, memoryview]], states: dict[int, verified.ShardState]) -> None:
+        """Header and crc32 of the members of field ``name`` not yet verified in this process."""
+        which = np.array([i for i, _ in check], dtype=np.int64)
+        rows = units[which]
+        members = [(s + self.suffix[name]).encode() for s in self.samples[rows].tolist()]
+        sizes = self.size[name][rows]
+        headers = np.frombuffer(b"".join(h for _, h in check), np.uint8).reshape(len(check), BLOCK)
+        for k in np.flatnonzero(verified.header_suspects(headers, members, sizes)).tolist():
+            problem = header_problem(check[k][1], members[k], int(sizes[k]))
+            if problem is not None:
+                raise self._fail(int(rows[k]), name, problem)
+        crcs, offsets, codes = self.crc[name][rows].tolist(), self.offset[name][rows].tolist(), self.code[rows].tolist()
+        for k, i in enumerate(which.tolist()):
+            if zlib.crc32(payloads[i][name]) != crcs[k]:
+                raise self._fail(int(rows[k]), name, "payload checksum mismatch (corrupted)")
+        for offset, code in zip(offsets, codes):
+            if states[code].settled:
+                states[code].verified.add(offset)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
