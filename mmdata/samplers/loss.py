@@ -5,7 +5,7 @@ positive (an augmented view) and of its k negatives (e.g. disturbed tuples); per
 
     loss_b = -log  exp(s(a_b, p_b) / t) / (exp(s(a_b, p_b) / t) + sum_j exp(s(a_b, n_bj) / t))
 
-computed as ``logsumexp(logits) - logits[0]`` for numerical stability. Unlike the classic in-batch InfoNCE,
+computed as ``-log_softmax(logits)[0]`` for numerical stability. Unlike the classic in-batch InfoNCE,
 the negatives are per anchor (``[n, k, d]``), which is what tuple disturbing needs.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 
 SIMILARITIES = ("cosine", "dot")
+#: Smallest norm divided by in cosine similarity (F.normalize's default eps).
+EPS = 1e-12
 
 
 def tuple_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, *,
@@ -41,12 +43,24 @@ def tuple_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
     if anchor.shape != positive.shape or negatives.shape[::2] != anchor.shape:
         raise ValueError(f"need anchor, positive [n, d] and negatives [n, k, d]; got {tuple(anchor.shape)}, "
                          f"{tuple(positive.shape)}, {tuple(negatives.shape)}")
+    # Fewest passes over negatives [n, k, d] (the only large input): one product and, for cosine, one squared
+    # norm; scaling the small [n, k] logits instead of normalising every negative is 2x faster forward and
+    # 2-4x faster backward than F.normalize + einsum (bench/samplers.py), with the same values up to rounding.
     if similarity == "cosine":
-        anchor, positive, negatives = (torch.nn.functional.normalize(x, dim=-1)
-                                       for x in (anchor, positive, negatives))
-    pos = (anchor * positive).sum(-1, keepdim=True)  # [n, 1]
-    neg = torch.einsum("nd,nkd->nk", anchor, negatives)  # [n, k]
+        anchor = anchor * (_inverse_norm(anchor) / temperature).unsqueeze(-1)
+    else:
+        anchor = anchor / temperature
+    # [n, 1, d] @ [n, d, k]: a batched row-times-matrix; the [n, k, d] @ [n, d, 1] form runs 8x slower on CPU.
+    neg = torch.bmm(anchor.unsqueeze(1), negatives.transpose(1, 2)).squeeze(1)  # [n, k]
+    pos = (anchor * positive).sum(-1)  # [n]
+    if similarity == "cosine":
+        neg, pos = neg * _inverse_norm(negatives), pos * _inverse_norm(positive)
     if negative_mask is not None:
         neg = neg.masked_fill(~negative_mask.to(neg.device, torch.bool), float("-inf"))
-    logits = torch.cat([pos, neg], dim=1) / temperature
-    return torch.logsumexp(logits, dim=1) - logits[:, 0]
+    return -torch.log_softmax(torch.cat([pos.unsqueeze(1), neg], dim=1), dim=1)[:, 0]
+
+
+def _inverse_norm(x: torch.Tensor) -> torch.Tensor:
+    """``1 / max(||x||, EPS)`` over the last axis (``[...]``), as F.normalize's eps; its gradient is cheaper than
+    ``linalg.vector_norm``'s, and clamping the squared norm keeps it finite (0, not NaN) at zero vectors."""
+    return (x * x).sum(-1).clamp_min(EPS * EPS).rsqrt()
