@@ -1,0 +1,122 @@
+"""Turning each benchmark's rows into the report's table rows, and the plot (used by ``bench/report.py``).
+
+A table row: ``section``, ``name`` (corpus / codec / case), ``ours`` and ``ref`` (values in ``unit``; "" means
+samples/s), ``ratio`` (higher is better), ``reference`` (what was compared against), ``goal`` (met when
+ratio >= goal; None: informational), ``met`` and an optional ``note``. A section that could not run is one row
+``{"section", "status": "not measured: <reason>"}``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def row(section: str, name: str, ours: float, ref: float, ratio: float, reference: str, goal: float | None,
+        unit: str = "", note: str = "") -> dict[str, Any]:
+    """One table row; ``met`` follows from ratio and goal."""
+    return {"section": section, "name": name, "ours": ours, "ref": ref, "ratio": ratio, "reference": reference,
+            "goal": goal, "met": None if goal is None else bool(ratio >= goal), "unit": unit, "note": note}
+
+
+def missing(section: str, reason: str) -> dict[str, Any]:
+    return {"section": section, "status": f"not measured: {reason}"}
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit in ("s", "ms"):
+        return f"{value:.3g} {unit}"
+    return f"{value:.0f} {unit}".strip() if abs(value) >= 10 else f"{value:.3g} {unit}".strip()
+
+
+def peers(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        # A load-all loader's warm epoch reads RAM: no goal; its cold epoch (load + 1st epoch) must lose.
+        goal = None if r["kind"] == "multibench" and r["phase"] == "warm" else 1.0
+        note = r["options"] if r["kind"] == "webdataset" else ""
+        if r["check"] != "ok":
+            note = f"CHECK FAILED: {r['check']}; {note}"
+        phase = "" if r["phase"] == "warm" else f" ({r['phase']}: load + 1st epoch)"
+        out.append(row("peers", f"{r['corpus']}{phase}", r["ours"], r["ref"], r["ratio"], r["reference"], goal,
+                       note=note))
+    return out
+
+
+def first_batch(rows: list[dict]) -> list[dict]:
+    return [row("first batch", f"{r['corpus']} {r['metric']}", r["ours"], r["ref"], r["ratio"], r["reference"],
+                r["goal"], unit=r["unit"], note=r.get("note", "")) for r in rows]
+
+
+def codecs(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if r.get("bench") == "codec_families":
+            batch = r["batch"]
+            out.append(row("ceiling", r["family"], 1e3 * batch / r["steady_ms_per_batch"],
+                           1e3 * batch / r["ceiling_ms_per_batch"], r["ratio_steady"],
+                           "decode ceiling (members in RAM, no checks)", 0.9,
+                           note=f"first pass {r['ratio_first']:.2f}"))
+        elif r.get("bench") == "shared_decodes":
+            speedup = r["unshared_us_per_row"] / r["shared_us_per_row"]
+            out.append(row("shared", f"stocks {r['days']} days, {r['windows']} windows", r["shared_us_per_row"],
+                           r["unshared_us_per_row"], speedup, "one decode per row", None, unit="us/row"))
+        else:
+            out += generic("codecs", [r])
+    return out
+
+
+def workers(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if not r.get("workers"):
+            continue
+        ratio = r.get("steady_ratio") or r.get("first_ratio")
+        base = r["steady_sps"] / ratio if r.get("steady_ratio") else r["first_sps"] / r["first_ratio"]
+        out.append(row("workers", f"{r['corpus']} batch {r['batch_size']}",
+                       r["steady_sps"] or r["first_sps"], base, ratio, "workers=0", 1.0,
+                       note=f"first epoch {r['first_ratio']:.2f}"))
+    return out
+
+
+def generic(section: str, rows: list[dict]) -> list[dict]:
+    """Rows of a benchmark without an adapter: the first ``*ratio*`` key is the ratio, strings name the case."""
+    out = []
+    for r in rows:
+        keys = [k for k in r if "ratio" in k and isinstance(r[k], (int, float))]
+        if not keys:
+            continue
+        name = " ".join(f"{v}" for k, v in r.items() if isinstance(v, str) and k not in ("section", "reference"))
+        name = name or " ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int) and "ratio" not in k)
+        goal = r.get("goal") if isinstance(r.get("goal"), (int, float)) else None
+        out.append(row(section, name, r.get("ours"), r.get("ref"), float(r[keys[0]]),
+                       r.get("reference", keys[0]), goal, unit=r.get("unit", ""),
+                       note=", ".join(f"{k} {r[k]:.2f}" for k in keys[1:])))
+    return out or [missing(section, f"no ratio in its rows (keys: {sorted(rows[0]) if rows else []})")]
+
+
+def plot(rows: list[dict], info: dict[str, Any], path: Path) -> None:
+    """Horizontal bars of every ratio (log scale), green when its goal is met, a tick at each goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if not r.get("status") and r["ratio"] and r["ratio"] > 0]
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(shown) + 1.6))
+    colours = {True: "tab:green", False: "tab:red", None: "tab:gray"}
+    ys = list(range(len(shown)))[::-1]
+    ax.barh(ys, [r["ratio"] for r in shown], color=[colours[r["met"]] for r in shown])
+    for y, r in zip(ys, shown):
+        if r["goal"] is not None:
+            ax.plot([r["goal"], r["goal"]], [y - 0.45, y + 0.45], color="black", linewidth=1.5)
+    ax.set_yticks(ys, [f"{r['section']}: {r['name']}"[:60] for r in shown], fontsize=7)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="gray", linewidth=0.5)
+    ax.set_xlabel("ratio (higher is better; black tick = goal; green = met, red = not met, grey = no goal)")
+    ax.set_title(f"mmdata performance ratios - {info['cpu'][:50]}, {info['cores_usable']} cores, "
+                 f"commit {info['commit'][:8]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
