@@ -31,12 +31,10 @@ repro: setup
 test: setup
 	python -m pytest -q
 
+# One table of every performance ratio (bench/README.md); BENCH_ARGS=--quick for a smoke run. The other
+# bench/*.py scripts (read_speed, augment, train_speed, faults, ...) still run on their own.
 bench: setup
-	python bench/read_speed.py
-	python bench/samplers.py
-	python bench/augment.py
-	python bench/train_speed.py --epochs 3
-	python bench/faults.py --quick
+	python bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache

@@ -75,7 +75,7 @@ def workers(rows: list[dict]) -> list[dict]:
         ratio = r.get("steady_ratio") or r.get("first_ratio")
         base = r["steady_sps"] / ratio if r.get("steady_ratio") else r["first_sps"] / r["first_ratio"]
         out.append(row("workers", f"{r['corpus']} batch {r['batch_size']}",
-                       r["steady_sps"] or r["first_sps"], base, ratio, "workers=0", 1.0,
+                       r["steady_sps"] or r["first_sps"], base, ratio, "workers=0 (mmdata column: workers=2)", 1.0,
                        note=f"first epoch {r['first_ratio']:.2f}"))
     return out
 
