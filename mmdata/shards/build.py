@@ -32,7 +32,7 @@ def fingerprint(corpus: Corpus, root: Path, options: dict[str, Any]) -> dict[str
 
 def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[str, Any] | None = None,
                  max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
-                 progress: bool | None = None, wait: bool = False) -> dict[str, dict[str, Any]]:
+                 progress: bool | None = None, wait: bool = False, processes: int = 1) -> dict[str, dict[str, Any]]:
     """Read corpus ``name`` from ``root`` and write ``out/<split>/`` shards for every split.
 
     Args:
@@ -44,6 +44,8 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
         max_samples, max_bytes, max_skip_fraction: see :func:`mmdata.shards.write.write_split`.
         progress: show a progress bar (None: only on a terminal).
         wait: when another run holds the output's lock, wait for it instead of failing.
+        processes: processes writing shards (:mod:`mmdata.shards.engine`); not a param of the output, whose
+            bytes are the same for any number.
 
     Returns:
         split -> manifest.
@@ -60,11 +62,12 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
         check_output(out, name, splits=corpus.splits, raw_root=root)  # again: another run may have finished
         remove_stale(out, corpus.splits)
         return _shard_into(corpus, root, out, options, max_samples=max_samples, max_bytes=max_bytes,
-                           max_skip_fraction=max_skip_fraction, progress=progress)
+                           max_skip_fraction=max_skip_fraction, progress=progress, processes=processes)
 
 
 def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], *, max_samples: int,
-                max_bytes: int, max_skip_fraction: float, progress: bool | None) -> dict[str, dict[str, Any]]:
+                max_bytes: int, max_skip_fraction: float, progress: bool | None, processes: int
+                ) -> dict[str, dict[str, Any]]:
     """Write every split into ``<out>.tmp-<pid>`` and publish it as ``out`` (the caller holds the lock)."""
     name = corpus.name
     source = fingerprint(corpus, root, options)
@@ -82,7 +85,7 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
                                            max_samples=max_samples, max_bytes=max_bytes,
                                            max_skip_fraction=max_skip_fraction, params=params, source=source,
                                            view=corpus.view_for(root, **options),
-                                           ignored=count.ignored if count else 0)
+                                           ignored=count.ignored if count else 0, processes=processes)
             if count is not None:  # the reader and the release's own enumeration must agree, or nothing publishes
                 check_source_count(count, manifests[split], root, f"{name}/{split}")
         with disk_full_names(lambda: tmp / RECORD):

@@ -9,9 +9,8 @@ gone. What may be replaced, the lock and signal handling are :mod:`mmdata.shards
 from __future__ import annotations
 
 import shutil
-import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ from mmdata.corpora.base import REPAIRS, SOURCE, Skip
 from mmdata.corpora.check import check_sample, check_value
 from mmdata.errors import BadInputError, SampleError, ShardIntegrityError
 from mmdata.shards.codec import encode
-from mmdata.shards.content import ContentAudit
+from mmdata.shards.engine import Admitted, ShardJob, write_shards
 from mmdata.shards.index import index_label, write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, write_json_atomic
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
                                    replace_dir, temp_path)
 from mmdata.shards.reconcile import check_ledger
-from mmdata.shards.tar import MAX_MEMBER_NAME, ShardSink, shard_keys
+from mmdata.shards.tar import MAX_MEMBER_NAME, shard_keys
 from mmdata.types import ROWS, KEY_PATTERN, Features, Sample, View, check_features, field_modality
 
 
@@ -63,7 +62,7 @@ class _Ledger:
 
 def _label_summary(labels: list[Any], features: Features, label: str) -> dict[str, Any]:
     classes = features[label].classes
-    if len(features[label].shape) >= 2:  # structured (boxes): see _index_rows
+    if len(features[label].shape) >= 2:  # structured (boxes): see engine.index_rows
         return {"label_summary": {"structured": list(features[label].shape)}}
     if classes is not None and labels and np.ndim(labels[0]) == 1:  # multi-hot rows: positives per class
         positives = np.asarray(labels, dtype=np.float64).sum(axis=0)
@@ -77,32 +76,6 @@ def _label_summary(labels: list[Any], features: Features, label: str) -> dict[st
     rounded = Counter(int(v) for v in np.round(values))
     return {"label_summary": {"min": float(values.min()), "max": float(values.max()),
                               "mean": float(values.mean()), "rounded_counts": dict(sorted(rounded.items()))}}
-
-
-def _length(value: Any) -> int:
-    """Length of the first axis; for image bytes kept as they came, the height read from the header alone."""
-    if isinstance(value, (bytes, bytearray)):
-        from mmdata.modalities.image import image_shape
-
-        return image_shape(bytes(value))[0]
-    return int(np.shape(value)[0])
-
-
-def _index_rows(key: str, shard: str, sample: Sample, features: Features, label: str, payloads: list[bytes],
-                offsets: list[int], rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Index rows of one stored sample: one row, or one per entry of its ``__rows__`` (a :class:`View`)."""
-    base: dict[str, Any] = {"key": key, "sample": key, "shard": shard}
-    for name, data, offset in zip(sorted(features), payloads, offsets):
-        base[f"offset_{name}"] = offset
-        base[f"size_{name}"] = len(data)
-        base[f"crc32_{name}"] = zlib.crc32(data)
-        if features[name].variable_axes:
-            base[f"length_{name}"] = _length(sample[name])
-    if rows is None:
-        return [{**base, "label": index_label(sample[label], features[label])}]
-    element = replace(features[label], shape=())  # a View row's label is one element of the stored label
-    return [{**base, "key": f"{key}/{row['id']}", "label": index_label(row["label"], element),
-             **{k: v for k, v in row.items() if k not in ("id", "label")}} for row in rows]
 
 
 def _check_rows(key: str, sample: Sample, rows: Any, view: View | None, features: Features, label: str) -> None:
@@ -169,7 +142,7 @@ def _label_name(features: Features) -> str:
 def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: Path, *, corpus: str, split: str,
                 max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
                 params: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-                view: View | None = None, wait: bool = False, ignored: int = 0) -> dict[str, Any]:
+                view: View | None = None, wait: bool = False, ignored: int = 0, processes: int = 1) -> dict[str, Any]:
     """Write one split as tar shards + index.parquet + manifest.json, atomically.
 
     Args:
@@ -184,6 +157,8 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         view: how stored samples expand into index rows (samples then carry ``__rows__``), or None.
         wait: when another run holds the output's lock, wait for it instead of failing.
         ignored: OS clutter files (``.DS_Store`` ...) found in the source folders, recorded in the report.
+        processes: processes that encode and write shards (:mod:`mmdata.shards.engine`); the bytes written are
+            the same for any number.
 
     Returns:
         The manifest written.
@@ -203,7 +178,7 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         try:
             manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
                                    max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
-                                   source=source or {}, view=view, ignored=ignored)
+                                   source=source or {}, view=view, ignored=ignored, processes=processes)
             replace_dir(tmp, split_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
@@ -211,26 +186,26 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
     return manifest
 
 
+def _admitted(items: Iterable[Sample | Skip], features: Features, ledger: _Ledger, where: str,
+              view: View | None) -> Iterator[Admitted]:
+    """The samples that pass admission (checks, unique keys), in source order; the ledger counts the rest."""
+    seen: dict[str, tuple[str, str]] = {}
+    for item in items:
+        admitted = _admit(item, features, seen, ledger, where, view)
+        if admitted is not None:
+            yield admitted
+
+
 def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *, corpus: str, split: str,
                 max_samples: int, max_bytes: int, max_skip_fraction: float, params: dict[str, Any],
-                source: dict[str, Any], view: View | None, ignored: int) -> dict[str, Any]:
+                source: dict[str, Any], view: View | None, ignored: int, processes: int) -> dict[str, Any]:
+    if max_samples < 1 or max_bytes < 1:
+        raise ValueError("max_samples and max_bytes must be positive")
     label, names = _label_name(features), sorted(features)
-    sink = ShardSink(tmp, f"{corpus}-{split}", max_samples, max_bytes)
-    ledger, seen, rows, audit = _Ledger(ignored=ignored), {}, [], ContentAudit(features)
-    where = str(source.get("release", corpus))
-    with sink, disk_full_names(lambda: sink.writing() or tmp):
-        for item in items:
-            admitted = _admit(item, features, seen, ledger, where, view)
-            if admitted is None:
-                continue
-            sample, views = admitted
-            key = sample["__key__"]
-            payloads = [encode(sample[name], features[name]) for name in names]
-            audit.add(key, sample, payloads)
-            members = [(f"{key}.{name}.{features[name].codec}", data) for name, data in zip(names, payloads)]
-            shard, offsets = sink.add(key, members)
-            rows += _index_rows(key, shard, sample, features, label, payloads, offsets, views)
-        shards = sink.close()
+    ledger = _Ledger(ignored=ignored)
+    job = ShardJob(tmp, f"{corpus}-{split}", features, label, max_samples, max_bytes, encode)
+    admitted = _admitted(items, features, ledger, str(source.get("release", corpus)), view)
+    shards, rows, audit = write_shards(admitted, job, processes)
     report = {**ledger.report(sum(s["samples"] for s in shards), f"{corpus}/{split}"), **audit.report()}
     _check_budget(report, max_skip_fraction, f"{corpus}/{split}")
     _reconcile(tmp, shards)
