@@ -97,7 +97,9 @@ def wds_variants(split_dir: Path) -> list[str]:
         axes.append([f"npy={k}" for k in NPY_OPTIONS])
     if codecs & set(IMAGE_EXTS):
         axes.append([f"img={k}" for k in IMAGE_OPTIONS])
-    return [" ".join(combo) for combo in itertools.product(*axes)] or ["default"]
+    if not axes:  # product() of no axes is one empty combination
+        return ["default"]
+    return [" ".join(combo) for combo in itertools.product(*axes)]
 
 
 def _handlers(variant: str) -> list[Callable]:

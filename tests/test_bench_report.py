@@ -1,0 +1,75 @@
+"""bench/report.py and the peer loaders: decoders given to webdataset decode exactly, rows adapt, failures show."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import peer_loaders as pl  # noqa: E402
+import report  # noqa: E402
+import report_rows as rr  # noqa: E402
+
+
+@pytest.mark.parametrize("array", [np.arange(12, dtype=np.float32).reshape(3, 4),
+                                   np.asfortranarray(np.arange(6, dtype=np.int16).reshape(2, 3)),
+                                   np.zeros((0, 5), np.uint8), np.float64(2.5)])
+def test_zero_copy_npy_handler_equals_np_load(array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    got = pl.npy_zero_copy("feat.npy", buf.getvalue())
+    np.testing.assert_array_equal(got, np.load(io.BytesIO(buf.getvalue())))
+    assert got.dtype == array.dtype and got.shape == np.shape(array)
+    assert pl.npy_zero_copy("label.cls", b"1") is None  # other members go to webdataset's own handlers
+
+
+@pytest.mark.parametrize("image", [np.random.default_rng(0).integers(0, 255, (6, 5, 3), dtype=np.uint8),
+                                   np.random.default_rng(1).integers(0, 60000, (6, 5), dtype=np.uint16)])
+def test_pil_and_cv2_handlers_agree_on_png(image: np.ndarray) -> None:
+    import cv2
+
+    bgr = image[:, :, ::-1] if image.ndim == 3 else image
+    data = cv2.imencode(".png", np.ascontiguousarray(bgr))[1].tobytes()
+    for handler in (pl.image_pil, pl.image_cv2):
+        np.testing.assert_array_equal(handler("image.png", data), image)
+
+
+def test_wds_variants_cover_each_codec_option(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"codecs": {"a": "npy", "b": "jpg", "c": "txt"}}')
+    assert len(pl.wds_variants(tmp_path)) == 4
+    (tmp_path / "manifest.json").write_text('{"codecs": {"c": "txt"}}')
+    assert pl.wds_variants(tmp_path) == ["default"]
+
+
+def test_a_failing_or_missing_section_is_reported_not_dropped() -> None:
+    def broken() -> list[dict]:
+        raise ValueError("boom")
+
+    rows, _ = report.run_section("write", broken)
+    assert rows[0]["status"].startswith("not measured: ValueError: boom")
+    rows, _ = report.run_section("write", lambda: report._call("no_such_bench_module"))
+    assert rows == [{"section": "write", "status": "not measured: module no_such_bench_module not found"}]
+    rows, _ = report.run_section("write", lambda: [])
+    assert "no rows" in rows[0]["status"]
+
+
+def test_generic_rows_take_the_first_ratio_and_judge_the_goal() -> None:
+    rows = rr.generic("write", [{"case": "2 processes", "speedup_ratio": 1.9, "goal": 1.8},
+                                {"case": "ceiling", "ceiling_ratio": 0.5}])
+    assert [(r["name"], r["ratio"], r["met"]) for r in rows] == [("2 processes", 1.9, True), ("ceiling", 0.5, None)]
+    assert rr.generic("write", [{"case": "x"}])[0]["status"].startswith("not measured")
+
+
+def test_report_writes_json_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = {"peers": lambda: [rr.row("peers", "avmnist", 2.0, 1.0, 2.0, "webdataset", 1.0)],
+            "write": lambda: [rr.missing("write", "module write_speed not found")]}
+    monkeypatch.setattr(report, "sections", lambda quick, work: fake)
+    assert report.main(["--out", str(tmp_path)]) == 0
+    saved = (tmp_path / "report.json").read_text()
+    assert '"cpu"' in saved and "not measured: module write_speed" in saved
+    assert (tmp_path / "report.png").stat().st_size > 0
