@@ -8,7 +8,6 @@ layout to fetch adjacent requested members with one ``pread``.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -44,11 +43,11 @@ class _HashingFile:
 
 @dataclass
 class _Shard:
-    """One shard being written: its tar stream and the keys it holds."""
+    """One shard being written: its file, the bytes written so far and the keys it holds."""
 
     path: Path
     file: _HashingFile
-    tar: tarfile.TarFile
+    offset: int = 0
     keys: list[str] = field(default_factory=list)
 
 
@@ -62,44 +61,89 @@ def _member_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-class ShardSink:
-    """Writes samples as tar members into numbered shards, rotating at ``max_samples`` or ``max_bytes``."""
+def _tarfile_header(name: str, size: int) -> bytes:
+    """The header tarfile writes for a member (GNU format): the reference :func:`member_header` must equal."""
+    return _member_info(name, size).tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
 
-    def __init__(self, directory: Path, prefix: str, max_samples: int, max_bytes: int) -> None:
+
+#: tarfile's header of an empty-named, empty member: every field but name, size and checksum is fixed.
+_TEMPLATE = _tarfile_header("", 0)
+_ZERO_SIZE = _TEMPLATE[124:136]
+#: Checksum of the template without its name, size and checksum fields (the checksum counts as 8 spaces).
+_BASE_SUM = sum(_TEMPLATE[:148]) + 8 * 32 + sum(_TEMPLATE[156:]) - sum(_TEMPLATE[:100]) - sum(_ZERO_SIZE)
+_MAX_OCTAL_SIZE = 8 ** 11  # sizes from 8 GiB on are base-256 coded (GNU): left to tarfile
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The 512-byte header of a member, byte-identical to ``tarfile``'s for :func:`_member_info` (GNU format).
+
+    Built from a cached template (name, size and checksum patched in): ~1 us against ~15 us for ``TarInfo.tobuf``,
+    which dominated writing. Rare forms (names over 100 bytes, sizes from 8 GiB) are left to tarfile.
+    """
+    raw = name.encode(tarfile.ENCODING, "surrogateescape")
+    if len(raw) > 100 or not 0 <= size < _MAX_OCTAL_SIZE:
+        return _tarfile_header(name, size)
+    size_field = b"%011o\0" % size
+    header = bytearray(_TEMPLATE)
+    header[:len(raw)] = raw
+    header[124:136] = size_field
+    header[148:155] = b"%06o\0" % (_BASE_SUM + sum(raw) + sum(size_field))
+    return bytes(header)
+
+
+def archive_end(offset: int) -> bytes:
+    """The zero blocks tarfile appends at close to an archive of ``offset`` bytes (2 blocks, then to a record)."""
+    end = offset + 2 * tarfile.BLOCKSIZE
+    return bytes(2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE)
+
+
+class ShardSink:
+    """Writes samples as tar members into numbered shards, rotating at ``max_samples`` or ``max_bytes``.
+
+    The bytes are those of ``tarfile`` in GNU format with :func:`_member_info`'s metadata; headers come from
+    :func:`member_header` and each sample is written (and hashed) as one buffer.
+    """
+
+    def __init__(self, directory: Path, prefix: str, max_samples: int, max_bytes: int, first: int = 0) -> None:
+        """``first``: the number of the first shard (a task of the engine writes shard ``first`` on)."""
         if max_samples < 1 or max_bytes < 1:
             raise ValueError("max_samples and max_bytes must be positive")
         self.directory, self.prefix = directory, prefix
-        self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.max_samples, self.max_bytes, self.first = max_samples, max_bytes, first
         self.current: _Shard | None = None
         self.done: list[dict[str, Any]] = []
 
     def _open(self) -> _Shard:
-        path = self.directory / f"{self.prefix}-{len(self.done):06d}.tar"
-        handle = _HashingFile(path.with_name(path.name + ".partial"))
-        tar = tarfile.TarFile(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT)
-        return _Shard(path, handle, tar)
+        path = self.directory / f"{self.prefix}-{self.first + len(self.done):06d}.tar"
+        return _Shard(path, _HashingFile(path.with_name(path.name + ".partial")))
+
+    def rotates(self, members: list[tuple[str, bytes]]) -> bool:
+        """Whether adding these members would start a new shard (the open one is full by count or bytes)."""
+        shard = self.current
+        size = sum(len(data) + 1024 for _, data in members)
+        return shard is not None and bool(shard.keys) and (
+            len(shard.keys) >= self.max_samples or shard.offset + size > self.max_bytes)
 
     def add(self, key: str, members: list[tuple[str, bytes]]) -> tuple[str, list[int]]:
         """Append one sample's members (consecutive, in the given order); return (shard name, data offsets)."""
-        size = sum(len(data) + 1024 for _, data in members)
-        shard = self.current
-        if shard is not None and shard.keys and (
-                len(shard.keys) >= self.max_samples or shard.tar.offset + size > self.max_bytes):
+        if self.rotates(members):
             self._finish()
-            shard = None
+        shard = self.current
         if shard is None:
             shard = self.current = self._open()
-        offsets = []
+        offsets, parts, offset = [], [], shard.offset
         for name, data in members:
-            shard.tar.addfile(_member_info(name, len(data)), io.BytesIO(data))
-            padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-            offsets.append(shard.tar.offset - padded)
+            parts += (member_header(name, len(data)), data, bytes(-len(data) % tarfile.BLOCKSIZE))
+            offsets.append(offset + tarfile.BLOCKSIZE)
+            offset += tarfile.BLOCKSIZE + len(data) + len(parts[-1])
+        shard.file.write(b"".join(parts))
+        shard.offset = offset
         shard.keys.append(key)
         return shard.path.name, offsets
 
     def _finish(self) -> None:
         shard = self.current
-        shard.tar.close()
+        shard.file.write(archive_end(shard.offset))
         shard.file.close()  # still ``current`` here, so a disk-full error names this file
         self.current = None
         os.replace(shard.path.with_name(shard.path.name + ".partial"), shard.path)
@@ -130,14 +174,53 @@ class ShardSink:
         return self.done
 
 
-def shard_keys(path: Path) -> list[str]:
-    """Sample keys of a tar shard in order, read back with tarfile (the reconciliation's independent view)."""
+def _tarfile_keys(path: Path) -> list[str]:
+    """Sample keys of a tar shard in order, listed by tarfile (any member form, any tar writer)."""
     keys: list[str] = []
     with tarfile.open(path, "r:") as tar:
         for member in tar:
             key = member.name.split(".", 1)[0]
             if not keys or keys[-1] != key:
                 keys.append(key)
+    return keys
+
+
+def _member_names(fd: int, length: int) -> list[bytes] | None:
+    """Member names read from the headers alone (payloads skipped), or None at anything but a plain member.
+
+    Each header's checksum is checked; the archive must end in zero blocks before ``length``.
+    """
+    names, offset = [], 0
+    while offset + tarfile.BLOCKSIZE <= length:
+        header = os.pread(fd, tarfile.BLOCKSIZE, offset)
+        if header == bytes(tarfile.BLOCKSIZE):
+            return names
+        try:
+            stored_sum, size = int(header[148:156].strip(b"\0 "), 8), int(header[124:136].strip(b"\0 "), 8)
+        except ValueError:
+            return None
+        if header[156:157] not in (b"0", b"\0") or stored_sum != sum(header) - sum(header[148:156]) + 256:
+            return None
+        names.append(header[:100].rstrip(b"\0"))
+        offset += tarfile.BLOCKSIZE + size + -size % tarfile.BLOCKSIZE
+    return None
+
+
+def shard_keys(path: Path) -> list[str]:
+    """Sample keys of a tar shard in order, read back from the file's headers (the reconciliation's view).
+
+    Reads the 512-byte headers only (one ``pread`` each, payloads skipped) and checks their checksums; any
+    other member form or a damaged header is listed by tarfile instead, whose answer this equals.
+    """
+    with open(path, "rb") as handle:
+        names = _member_names(handle.fileno(), os.fstat(handle.fileno()).st_size)
+    if names is None:
+        return _tarfile_keys(path)
+    keys: list[str] = []
+    for name in names:
+        key = name.split(b".", 1)[0].decode(tarfile.ENCODING, "surrogateescape")
+        if not keys or keys[-1] != key:
+            keys.append(key)
     return keys
 
 
