@@ -31,36 +31,51 @@ def gather(values: Mapping[str, Any], tuples: Tuples, *, placeholder: float = 0.
     Raises:
         KeyError: a modality of the tuples is missing from ``values``.
     """
+    missing = [name for name in tuples.modalities if name not in values]
+    if missing:
+        raise KeyError(f"gather: no values for modality {missing[0]!r}; given {sorted(values)}")
+    # Per-call work is done once for all modalities (one compare, one transpose to contiguous per-modality
+    # rows, one host-to-tensor wrap per device): at embedding sizes the Python/numpy overhead, not the copy, was
+    # the cost.
+    dropped = tuples.idx == DROPPED  # [n, k, M]
+    any_dropped = dropped.any(axis=(0, 1)) if dropped.any() else np.zeros(len(tuples.modalities), bool)  # [M]
+    safe = np.where(dropped, 0, tuples.idx) if any_dropped.any() else tuples.idx
+    flat = np.ascontiguousarray(safe.transpose(2, 0, 1)).reshape(len(tuples.modalities), -1)  # [M, n * k]
+    index: dict[torch.device, torch.Tensor] = {}
     out: dict[str, Any] = {}
     for m, name in enumerate(tuples.modalities):
-        if name not in values:
-            raise KeyError(f"gather: no values for modality {name!r}; given {sorted(values)}")
-        rows = tuples.idx[:, :, m]
-        dropped = rows == DROPPED
-        out[name] = _take(values[name], rows, dropped, placeholder)
-        if dropped.any():
-            out[f"{name}_dropped"] = torch.from_numpy(dropped)
+        value, rows_dropped = values[name], dropped[:, :, m] if any_dropped[m] else None
+        if isinstance(value, torch.Tensor):
+            if value.device not in index:
+                index[value.device] = torch.from_numpy(flat).to(value.device)
+            out[name] = _take_tensor(value, index[value.device][m], tuples.idx.shape[:2], rows_dropped, placeholder)
+        elif isinstance(value, np.ndarray):
+            out[name] = _take_array(value, safe[:, :, m], rows_dropped, placeholder)
+        else:
+            out[name] = _take_list(value, tuples.idx[:, :, m], placeholder)
+        if rows_dropped is not None:
+            out[f"{name}_dropped"] = torch.from_numpy(np.ascontiguousarray(rows_dropped))
     return out
 
 
-def _take(value: Any, rows: np.ndarray, dropped: np.ndarray, placeholder: float) -> Any:
-    """``value[rows]`` for ``rows [n, k]`` with dropped entries replaced by the placeholder."""
-    any_dropped = bool(dropped.any())
-    safe = np.where(dropped, 0, rows) if any_dropped else rows
-    if isinstance(value, torch.Tensor):
-        # index_select on the flat rows: ~20x faster on CPU than advanced indexing with a 2-D index tensor.
-        flat = torch.from_numpy(np.ascontiguousarray(safe).reshape(-1)).to(value.device)
-        taken = value.index_select(0, flat).reshape(*rows.shape, *value.shape[1:])
-        if any_dropped:
-            keep = torch.from_numpy(~dropped).to(value.device).reshape(*dropped.shape, *([1] * (value.dim() - 1)))
-            taken = torch.where(keep, taken, torch.full_like(taken, placeholder))
-        return taken
-    if isinstance(value, np.ndarray):
-        taken = np.take(value, safe, axis=0)
-        if any_dropped:
-            taken[dropped] = placeholder  # np.take returns a copy, so the input stays untouched
-        return taken
-    return _take_list(value, rows, placeholder)
+def _take_tensor(value: torch.Tensor, flat: torch.Tensor, shape: tuple[int, ...], dropped: np.ndarray | None,
+                 placeholder: float) -> torch.Tensor:
+    """``value[rows]`` as ``[n, k, ...]`` from the flat rows ``[n * k]``; dropped entries set to the placeholder."""
+    # index_select on the flat rows: ~20x faster on CPU than advanced indexing with a 2-D index tensor.
+    taken = value.index_select(0, flat).view(*shape, *value.shape[1:])
+    if dropped is not None:
+        # In place on the fresh copy (index_select's backward needs only the index): no full-size temporaries.
+        mask = torch.from_numpy(dropped).to(value.device).view(*shape, *([1] * (value.dim() - 1)))
+        taken = taken.masked_fill_(mask, placeholder)
+    return taken
+
+
+def _take_array(value: np.ndarray, safe: np.ndarray, dropped: np.ndarray | None, placeholder: float) -> np.ndarray:
+    """``value[rows]`` for numpy ``value``: ``[n, k, ...]``, dropped entries set to the placeholder."""
+    taken = np.take(value, safe, axis=0)
+    if dropped is not None:
+        taken[dropped] = placeholder  # np.take returns a copy, so the input stays untouched
+    return taken
 
 
 def _take_list(value: Sequence[Any], rows: np.ndarray, placeholder: Any) -> list[list[Any]]:
