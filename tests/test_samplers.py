@@ -20,6 +20,7 @@ from mmdata.samplers import (CONTEXT_OPTIONS, REGISTRY, SAMPLERS, NegativeReader
                              modality_dropout, negative_dataset, negative_types, same_label_pairs, sampler_options,
                              tuple_disturb, tuple_infonce)
 from mmdata.shards.codec import decode
+from mmdata.shards.collate import collate
 from mmdata.shards.read import SplitShards
 from mmdata.types import DROPPED, Tuples
 from tests.conftest import TOY_FEATURES, write_toy
@@ -267,6 +268,21 @@ def test_negative_dataset_random_access_equals_sequential_read(tmp_path):
     batch = reader.read_batch([3, 1, 4])
     lengths = [len(truth[keys[tuples.idx[r, 0, 1]]]["feat_audio"]) for r in (3, 1, 4)]
     assert batch["image"].shape == (3, 8, 8) and batch["feat_audio_lengths"].tolist() == lengths
+    reader.close()
+
+
+def test_negative_read_batch_equals_collated_rows(tmp_path):
+    """The batched read (one MemberReader.read_batch per modality) gives the per-row samples, collated."""
+    write_toy(tmp_path / "toy", n=40, max_samples=7)
+    fields = ("image", "feat_audio", "text")
+    tuples = marginal_permute(40, make_rng(3), modalities=fields, num_negatives=2)  # over index rows
+    reader = NegativeReader(tmp_path / "toy", tuples)
+    for rows, negative in (([3, 1, 4, 1, 39], 0), (list(range(40)), 1), ([7], 1)):
+        batch = reader.read_batch(rows, negative)
+        expected = collate([reader.read(r, negative) for r in rows], reader.shards.features, fields)
+        assert list(batch) == list(expected)
+        for key, value in expected.items():
+            assert torch.equal(batch[key], value) if isinstance(value, torch.Tensor) else batch[key] == value, key
     reader.close()
 
 
