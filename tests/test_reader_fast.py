@@ -119,13 +119,14 @@ def _member(directory: Path, row: int, field: str) -> tuple[Path, int]:
     return directory / index["shard"][row], int(index[f"offset_{field}"][row])
 
 
-@pytest.mark.parametrize("where, message", [(0, "checksum mismatch"), (-512, "header"), (-512 + 125, "header"),
-                                            (-512 + 150, "header")])
-def test_first_read_of_a_batch_names_the_corrupt_member(toy_split, where, message):
+@pytest.mark.parametrize("rows", [[2, 13, 30], list(range(40))])  # headers checked one by one, and with numpy
+@pytest.mark.parametrize("where, message", [(0, "checksum mismatch"), (-512, "header names"),
+                                            (-512 + 125, "header"), (-512 + 150, "header checksum")])
+def test_first_read_of_a_batch_names_the_corrupt_member(toy_split, where, message, rows):
     path, offset = _member(toy_split, 13, "feat_audio")
     _flip(path, offset + where)  # payload, name, size or checksum field
     with pytest.raises(ShardIntegrityError, match=rf"{path.name}.*toy/train/s0013 field feat_audio.*{message}"):
-        _reader(toy_split).read_batch([2, 13, 30])
+        _reader(toy_split).read_batch(rows)
 
 
 def test_a_shard_truncated_after_open_reads_short_and_is_named(toy_split):
@@ -185,3 +186,21 @@ def test_grey_and_depth_images_keep_their_channels():
     field = Field("uint16", (5, 7), "png")
     np.testing.assert_array_equal(decoder(field)(encode(depth, field)), depth)
 
+
+
+def test_npy_batch_decode_equals_one_by_one_or_declines():
+    from mmdata.shards.codec import _decode_npy, decode_npy_batch
+
+    field = Field("float32", (3, 2), "npy")
+    arrays = [np.arange(6, dtype=np.float32).reshape(3, 2) + i for i in range(5)]
+    payloads = [memoryview(encode(a, field)) for a in arrays]
+    batch = decode_npy_batch(payloads)
+    assert batch.shape == (5, 3, 2) and batch.dtype == np.float32 and not batch.flags.writeable
+    for row, payload in zip(batch, payloads):
+        np.testing.assert_array_equal(row, _decode_npy(payload))
+    other = memoryview(encode(np.zeros((2, 3), np.float32), Field("float32", (2, 3), "npy")))
+    assert decode_npy_batch(payloads + [other]) is None  # another header (same byte count): one by one
+    fortran = np.lib.format  # a Fortran-ordered payload is declined too
+    buf = __import__("io").BytesIO()
+    fortran.write_array(buf, np.asfortranarray(arrays[0]))
+    assert decode_npy_batch([buf.getvalue()] * 2) is None

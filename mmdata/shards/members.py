@@ -27,13 +27,18 @@ import numpy as np
 
 from mmdata.errors import CodecError, ShardIntegrityError
 from mmdata.shards import verified
-from mmdata.shards.codec import decoder
+from mmdata.shards.codec import decode_npy_batch, decoder
 from mmdata.types import Features, Sample, View
 
 BLOCK = verified.BLOCK
 #: Holes up to this many bytes between wanted ranges are read through: a ``pread`` call costs about what
 #: copying 16 KiB does.
 GAP = 16 << 10
+#: Headers are checked with numpy from this many unverified members of a field on (fewer: one at a time).
+VECTOR_FROM = 16
+#: Fixed-shape npy members up to this size are decoded a batch at a time (one join copy saves two array objects
+#: per member); larger ones are mapped where they lie (the copy would cost more than the objects).
+BATCH_DECODE_MAX = 16 << 10
 
 
 def header_problem(header: memoryview, member: bytes, size: int) -> str | None:
@@ -95,6 +100,9 @@ class MemberReader:
         self.crc = {n: np.asarray(index[f"crc32_{n}"], np.int64) for n in self.names}
         self.suffix = {n: f".{n}.{stored[n].codec}" for n in self.names}
         self.decode = {n: decoder(stored[n]) for n in self.names}
+        # Arrays of one shape per field (ndim >= 1: a 0-d value stays an array, not a numpy scalar row).
+        self.batched = {n: stored[n].codec == "npy" and len(stored[n].shape) > 0 and None not in stored[n].shape
+                        for n in self.names}
         self.fds: dict[int, int] = {}
 
     def _fd(self, code: int) -> int:
@@ -152,21 +160,33 @@ class MemberReader:
             values = [verified.cached(k) for k in keys]
         todo = np.array([i for i, v in enumerate(values) if v is None], dtype=np.int64)
         if len(todo):
-            payloads = self._payloads(units[todo], states)
-            for i, got in zip(todo.tolist(), payloads):
-                values[i] = self._decoded(int(units[i]), got, bool(shared[i]) or self.view is not None)
+            read_only = (shared[todo] | (self.view is not None)).tolist()
+            decoded = self._decoded(units[todo], self._payloads(units[todo], states), read_only)
+            for i, got in zip(todo.tolist(), decoded):
+                values[i] = got
                 if self.view is not None and states[codes[i]].settled:
-                    verified.remember(keys[i], values[i])
+                    verified.remember(keys[i], got)
         return values
 
-    def _decoded(self, row: int, payloads: dict[str, memoryview], read_only: bool) -> dict[str, Any]:
-        out = {}
-        for name, payload in payloads.items():
-            try:
-                value = self.decode[name](payload)
-            except CodecError as exc:
-                raise self._fail(row, name, str(exc)) from exc
-            out[name] = verified.read_only(value) if read_only else value
+    def _decoded(self, units: np.ndarray, payloads: list[dict[str, memoryview]],
+                 read_only: list[bool]) -> list[dict[str, Any]]:
+        """Decoded members, field by field: fixed-shape npy fields of a batch as one array (rows are views)."""
+        out: list[dict[str, Any]] = [{} for _ in payloads]
+        for name in self.names:  # sorted: the insertion order of read()
+            column = [p[name] for p in payloads]
+            small = self.batched[name] and len(column) > 1 and len(column[0]) <= BATCH_DECODE_MAX
+            batch = decode_npy_batch(column) if small else None
+            if batch is not None:  # rows of a read-only array: already safe to share
+                for values, row in zip(out, batch):
+                    values[name] = row
+                continue
+            decode = self.decode[name]
+            for k, payload in enumerate(column):
+                try:
+                    value = decode(payload)
+                except CodecError as exc:
+                    raise self._fail(int(units[k]), name, str(exc)) from exc
+                out[k][name] = verified.read_only(value) if read_only[k] else value
         return out
 
     def _payloads(self, units: np.ndarray, states: dict[int, verified.ShardState]) -> list[dict[str, memoryview]]:
@@ -212,6 +232,8 @@ class MemberReader:
                 k = int(order[members[0]])  # ranges are run-major: range k belongs to run k // units
                 raise self._fail(int(rows[k]), runs[k // (len(rows) // len(runs))][0], "shard ends early (truncated)")
             blocks.append(block)
+        if len(blocks) == len(s):  # nothing coalesced (shuffled rows of a large shard): each block is its range
+            return [blocks[k] for k in np.argsort(order).tolist()]
         out: list[memoryview] = [None] * len(s)  # type: ignore[list-item]
         lo = (s - g_start[group]).tolist()
         hi = (e - g_start[group]).tolist()
@@ -226,8 +248,12 @@ class MemberReader:
         rows = units[which]
         members = [(s + self.suffix[name]).encode() for s in self.samples[rows].tolist()]
         sizes = self.size[name][rows]
-        headers = np.frombuffer(b"".join(h for _, h in check), np.uint8).reshape(len(check), BLOCK)
-        for k in np.flatnonzero(verified.header_suspects(headers, members, sizes)).tolist():
+        if len(check) < VECTOR_FROM:  # numpy's fixed cost per call exceeds a few plain-Python checks
+            suspects = range(len(check))
+        else:
+            headers = np.frombuffer(b"".join(h for _, h in check), np.uint8).reshape(len(check), BLOCK)
+            suspects = np.flatnonzero(verified.header_suspects(headers, members, sizes)).tolist()
+        for k in suspects:
             problem = header_problem(check[k][1], members[k], int(sizes[k]))
             if problem is not None:
                 raise self._fail(int(rows[k]), name, problem)
