@@ -1,8 +1,9 @@
 """Reading shards: ``load(...)`` -> an iterable of torch batch dicts (design section 5, reliability D4/D7/D8).
 
-How an epoch is planned (partition, equalising ranks, batch order) is :mod:`mmdata.shards.plan`'s; batch
-``b`` of a rank is produced by DataLoader worker ``b % num_workers`` by random access through the member offsets in
-``index.parquet``, so the batch sequence is identical for any worker count.
+How an epoch is planned (partition, equalising ranks, batch order) is :mod:`mmdata.shards.plan`'s; the batches
+are read by random access through the member offsets in ``index.parquet``, in this process or in persistent
+DataLoader workers that each build whole batches (:mod:`mmdata.shards.stream`), so the batch sequence is identical
+for any worker count. ``Loader.close()`` (or ``with mmdata.load(...) as loader``) stops the workers.
 
 Resuming: the batch sequence is a function of (seed, epoch, batch index) alone, so a checkpoint needs only
 ``Loader.state_dict()`` (``{"epoch", "batch", "plan"}``, the same on every rank) and a new process continues
@@ -19,118 +20,28 @@ key and field). ``verify=True`` also re-hashes every shard against the manifest'
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mmdata.errors import ConfigError, ShardIntegrityError
-from mmdata.rng import make_rng
-from mmdata.shards.collate import collate
-from mmdata.shards.index import read_index
-from mmdata.shards.manifest import INDEX, manifest_features, read_manifest, sha256_file
+from mmdata.errors import ConfigError
 from mmdata.shards.plan import PARTITIONS, EpochPlan, class_histogram, plan_rank, restrict, subset_rows
+from mmdata.shards.split import DEFAULT_SHARDS_ROOT, SplitShards, resolve_split_dir  # noqa: F401 (re-exported)
+from mmdata.shards.stream import EpochStream, WorkerPool, pin
 from mmdata.shards.tar import MemberReader
-from mmdata.types import Features, Field, Sample, View
+from mmdata.types import Features, Sample
 
-DEFAULT_SHARDS_ROOT = Path("data/shards")
 Augment = Callable[[Sample, np.random.Generator], Sample]
 
 
-def resolve_split_dir(source: str | Path, split: str, shards_root: str | Path = DEFAULT_SHARDS_ROOT) -> Path:
-    """The split directory for a corpus name, a corpus shard directory or a split directory."""
-    path = Path(source)
-    for candidate in (path, path / split, Path(shards_root) / str(source) / split):
-        if (candidate / "manifest.json").exists():
-            return candidate
-    raise ShardIntegrityError(
-        f"no completed shards for {source!r} split {split!r} (looked in {path}, {path / split} and "
-        f"{Path(shards_root) / str(source) / split}); run `mmdata shard` or `dvc repro` first")
-
-
-@dataclass
-class SplitShards:
-    """A split on disk, checked against its manifest: schema, shard records and the index columns."""
-
-    directory: Path
-    manifest: dict[str, Any]
-    stored: Features  # the schema of the tar members
-    index: dict[str, np.ndarray]
-    shard_rows: list[np.ndarray]  # index rows of each shard, in manifest order
-    view: View | None = None
-
-    @property
-    def label(self) -> str:
-        """The label field's name."""
-        return self.manifest["label_field"]
-
-    @property
-    def features(self) -> Features:
-        """The schema of the samples a reader gets (the stored schema, or the viewed one under a View)."""
-        return self.view.features(self.stored, self.label) if self.view else self.stored
-
-    @classmethod
-    def open(cls, directory: str | Path, verify: bool = False) -> SplitShards:
-        """Open and check a split directory (see the module docstring for what is checked)."""
-        directory = Path(directory)
-        manifest = read_manifest(directory)
-        index = read_index(directory / INDEX)
-        names = [s["name"] for s in manifest["shards"]]
-        position = {name: i for i, name in enumerate(names)}
-        shard_of_row = np.array([position.get(s, -1) for s in index["shard"]], dtype=np.int64)
-        if (shard_of_row < 0).any() or len(shard_of_row) != manifest["rows"]:
-            raise ShardIntegrityError(f"{directory / INDEX}: {len(shard_of_row)} rows for {manifest['rows']} "
-                                      f"rows in the manifest, or rows naming unlisted shards")
-        shard_rows = [np.flatnonzero(shard_of_row == i) for i in range(len(names))]
-        for record, rows in zip(manifest["shards"], shard_rows):
-            _check_shard(directory / record["name"], record, len(rows), verify)
-        view = manifest.get("view")
-        view = View(view["kind"], tuple(view["fields"]), view["length"]) if view else None
-        return cls(directory, manifest, manifest_features(manifest), index, shard_rows, view)
-
-
-def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) -> None:
-    if not path.exists():
-        raise ShardIntegrityError(f"{path}: shard listed in the manifest is missing")
-    size = path.stat().st_size
-    if size != record["bytes"]:
-        raise ShardIntegrityError(f"{path}: {size} bytes, manifest says {record['bytes']} (truncated or altered)")
-    if rows != record["rows"]:
-        raise ShardIntegrityError(f"{path}: index has {rows} rows, manifest says {record['rows']}")
-    if verify and (digest := sha256_file(path)) != record["sha256"]:
-        raise ShardIntegrityError(f"{path}: sha256 {digest[:16]}..., the manifest says {record['sha256'][:16]}... "
-                                  f"(corrupted, or replaced by another run's shard)")
-
-
-class _EpochStream(IterableDataset):
-    """One rank's epoch: worker ``w`` of ``W`` yields batches ``w, w + W, ...`` of the plan."""
-
-    def __init__(self, shards: SplitShards, plan: list[np.ndarray], fields: Sequence[str], augment: Augment | None,
-                 seed: int, epoch: int) -> None:
-        self.shards, self.plan, self.fields = shards, plan, tuple(fields)
-        self.augment, self.seed, self.epoch = augment, seed, epoch
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        shards = self.shards
-        reader = MemberReader(shards.directory, shards.stored, shards.index, self.fields, view=shards.view,
-                              label=shards.label)
-        try:
-            for rows in self.plan[worker::workers]:
-                samples = [reader.read(int(r)) for r in rows]
-                if self.augment is not None:
-                    # Keyed by sample, not by worker: the same draw for any worker count (AUG-03).
-                    samples = [self.augment(s, make_rng(self.seed, "augment", self.epoch, s["__key__"]))
-                               for s in samples]
-                yield collate(samples, self.shards.features, self.fields)
-        finally:
-            reader.close()
+def _plan_batches(shard_rows: list[np.ndarray], settings: dict[str, Any], epoch: int) -> list[np.ndarray]:
+    """The rank's batches of ``epoch`` (module-level, so the partial a worker receives pickles)."""
+    return plan_rank(shard_rows, epoch=epoch, **settings).batches
 
 
 class Loader:
@@ -147,7 +58,8 @@ class Loader:
     def __init__(self, shards: SplitShards, *, fields: Sequence[str], batch_size: int, shuffle: bool, seed: int,
                  epoch: int, rank: int, world_size: int, num_workers: int, drop_last: bool,
                  augment: Augment | None, partition: str = "shard", drop_remainder: bool = False,
-                 rows: Sequence[int] | None = None) -> None:
+                 rows: Sequence[int] | None = None, persistent_workers: bool = True, prefetch_factor: int = 2,
+                 pin_memory: bool | None = None) -> None:
         unknown = sorted(set(fields) - set(shards.features))
         if unknown:
             raise ConfigError(f"unknown field(s) {unknown} for {shards.directory}; available: {sorted(shards.features)}")
@@ -158,6 +70,10 @@ class Loader:
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.drop_last, self.augment = drop_last, augment
         self.partition, self.drop_remainder = partition, drop_remainder
+        self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._producer: EpochStream | WorkerPool | None = None  # built at the first iteration (see _produce)
+        self._producer_key: tuple = ()
         self.position = self._start = 0  # _start: where the next iteration begins (set by load_state_dict)
         self.plan()  # fail now, not in the first training step, if ranks/batch settings are impossible
 
@@ -246,13 +162,50 @@ class Loader:
         return len(self.plan())
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        plan, start = self.plan(), self._start
+        plan, start, epoch = self.plan(), self._start, self.epoch
         self._start, self.position = 0, start  # a restored position applies to one iteration only
-        stream = _EpochStream(self.shards, plan[start:], self.fields, self.augment, self.seed, self.epoch)
-        if self.num_workers == 0:
-            return self._counted(iter(stream))
-        # batch_size=None: workers build whole batches (on 2 cores, per-sample transfer lost to no workers).
-        return self._counted(iter(DataLoader(stream, batch_size=None, num_workers=self.num_workers)))
+        producer = self._produce()
+        if isinstance(producer, WorkerPool):
+            return self._counted(producer.epoch(epoch, start, len(plan) - start))
+        batches = (producer.batch(epoch, rows) for rows in plan[start:])
+        return self._counted(map(pin, batches) if self.pin_memory else batches)
+
+    def _produce(self) -> EpochStream | WorkerPool:
+        """The stream (no workers) or worker pool for the current settings; rebuilt when they changed."""
+        settings = {"batch_size": self.batch_size, "seed": self.seed, "rank": self.rank,
+                    "world_size": self.world_size, "shuffle": self.shuffle, "drop_last": self.drop_last,
+                    "partition": self.partition, "drop_remainder": self.drop_remainder}
+        key = (settings, self.fields, self.augment, id(self.shard_rows), self.num_workers, self.persistent_workers,
+               self.prefetch_factor, self.pin_memory)
+        if self._producer is None or key != self._producer_key:
+            self.close()  # workers forked under other settings would plan other batches
+            s = self.shards
+            reader = functools.partial(MemberReader, s.directory, s.stored, s.index, self.fields, view=s.view,
+                                       label=s.label)
+            stream = EpochStream(functools.partial(_plan_batches, self.shard_rows, settings), reader, s.features,
+                                 self.fields, self.augment, self.seed)
+            self._producer, self._producer_key = stream, key
+            if self.num_workers:
+                self._producer = WorkerPool(stream, self.num_workers, prefetch_factor=self.prefetch_factor,
+                                            pin_memory=self.pin_memory, persistent=self.persistent_workers)
+        return self._producer
+
+    def close(self) -> None:
+        """Stop the worker processes and close the shard files (a later iteration reopens them)."""
+        producer, self._producer = getattr(self, "_producer", None), None
+        if producer is not None:
+            producer.close()
+            if isinstance(producer, WorkerPool):
+                producer.stream.close()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def _counted(self, batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Yield ``batches``, advancing :attr:`position` (what :meth:`state_dict` saves)."""
@@ -265,7 +218,8 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
          shuffle: bool | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
          num_workers: int = 0, drop_last: bool = False, augment: Augment | None = None, verify: bool = False,
          shards_root: str | Path = DEFAULT_SHARDS_ROOT, partition: str = "shard",
-         drop_remainder: bool = False, rows: Sequence[int] | None = None) -> Loader:
+         drop_remainder: bool = False, rows: Sequence[int] | None = None, persistent_workers: bool = True,
+         prefetch_factor: int = 2, pin_memory: bool | None = None) -> Loader:
     """Open a shard split for training or evaluation.
 
     Args:
@@ -278,7 +232,12 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
         seed, epoch: the shuffle and augmentation seeds (same values -> same batches, any worker count).
         rank, world_size: this process's share for distributed training (disjoint rows per rank, equal
             batch counts).
-        num_workers: DataLoader worker processes decoding batches.
+        num_workers: DataLoader worker processes decoding whole batches (0: in this process).
+        persistent_workers: keep the workers across epochs, prefetching the next epoch's first batches
+            (see :mod:`mmdata.shards.stream`); stop them with ``Loader.close()`` (or ``with``, or dropping it).
+        prefetch_factor: batches each worker prepares ahead.
+        pin_memory: put batches in pinned memory for fast asynchronous copies to a GPU; None: when CUDA is
+            available (``torch.cuda.is_available()``), the usual reason to load batches.
         drop_last: drop the last partial batch.
         augment: ``augment(sample, rng) -> sample`` applied per sample in the workers.
         verify: re-hash every shard against the manifest at open (slower; catches any corruption).
@@ -300,4 +259,5 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
     return Loader(shards, fields=list(shards.features) if fields is None else list(fields),
                   batch_size=batch_size, shuffle=(split == "train") if shuffle is None else shuffle, seed=seed,
                   epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers, drop_last=drop_last,
-                  augment=augment, partition=partition, drop_remainder=drop_remainder, rows=rows)
+                  augment=augment, partition=partition, drop_remainder=drop_remainder, rows=rows,
+                  persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, pin_memory=pin_memory)

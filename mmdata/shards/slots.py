@@ -1,0 +1,156 @@
+"""Passing batches from DataLoader workers through reused shared-memory slots (design section 5b).
+
+torch shares every tensor of every batch through a new shared-memory segment and file descriptor; on small
+batches that costs more than decoding them, and on large ones the fresh pages fault twice (worker and main).
+Here a worker writes a batch's tensors into one of its slots (one shared uint8 buffer each, :data:`ALIGN`-aligned
+per tensor) and sends a small message naming it; a slot's buffer travels once (again after it grows or the
+stream restarts). The main process hands out views of the slot, with no copy; it releases a slot back to its
+worker (a counter in shared memory) once the batch it held was delivered and no tensor viewing the slot is left
+in this process, so a batch kept (``list(loader)``) is never overwritten: its worker writes elsewhere, in a fresh
+buffer when all slots are held. With pinned memory the batch is copied out of the slot into pinned memory at once
+(DataLoader's pin thread) and the slot released.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Byte alignment of each tensor in a slot (any dtype may view it; cache-line aligned copies).
+ALIGN = 64
+# How many tensors and storage objects share a slot's storage when no batch views it: the registry's tensor and
+# the storage object made for the query. None when this torch lacks the count: batches are then copied out.
+_BASE_USERS = 2
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
+#: Main-process registry: (stream token, worker, slot) -> [buffer, seq delivered and not yet released (0: none)].
+_SLOTS: dict[tuple[int, int, int], list] = {}
+#: Main-process view of each stream's shared release counters, by stream token: int64 ``[workers, slots]``.
+_RELEASED: dict[int, np.ndarray] = {}
+
+
+def register(token: int, released: torch.Tensor) -> None:
+    """Make a stream's shared release counters (``[workers, slots]``) known to the main process."""
+    _RELEASED[token] = released.numpy()
+
+
+def forget(token: int) -> None:
+    """Drop the main process's references to a stream's slots (its workers stopped)."""
+    _RELEASED.pop(token, None)
+    for key in [key for key in _SLOTS if key[0] == token]:
+        del _SLOTS[key]
+
+
+def _release(token: int) -> None:
+    """Hand back every delivered slot of ``token`` that no tensor in this process views any longer."""
+    released = _RELEASED.get(token)
+    for (t, worker, k), entry in list(_SLOTS.items()):
+        buffer, seq = entry
+        if t == token and seq and released is not None and _use_count is not None \
+                and _use_count(buffer.untyped_storage()._cdata) <= _BASE_USERS:
+            released[worker, k], entry[1] = seq, 0
+
+
+class Slots:
+    """A worker's slots (in the worker process).
+
+    Args:
+        token, worker: the stream and worker they belong to.
+        released: this worker's row of the shared release counters, int64 ``[slots]``: slot ``k`` may be
+            rewritten when it equals the sequence number of the slot's last write.
+    """
+
+    def __init__(self, token: int, worker: int, released: np.ndarray) -> None:
+        self.token, self.worker, self.released = token, worker, released
+        count = len(released)
+        self.buffers = [torch.empty(0, dtype=torch.uint8)] * count
+        self.seq, self.sent, self.written = [0] * count, [False] * count, 0
+
+    def restart(self) -> None:
+        """Send every slot again: batches in flight at a restart are drained unseen, with any slot they carried."""
+        self.sent = [False] * len(self.buffers)
+
+    def _choose(self, nbytes: int) -> int:
+        free = [k for k in range(len(self.buffers)) if self.released[k] == self.seq[k]]
+        fits = [k for k in free if self.buffers[k].numel() >= nbytes]
+        if fits or free:
+            return (fits or free)[0]
+        return min(range(len(self.buffers)), key=self.seq.__getitem__)  # all held: replace the oldest's buffer
+
+    def write(self, batch: dict[str, Any]) -> Packed:
+        """``batch`` written into a free slot, as the small message naming it."""
+        packed = Packed(batch)
+        k = self._choose(packed.nbytes)
+        if self.released[k] != self.seq[k] or self.buffers[k].numel() < packed.nbytes:
+            # A fresh buffer; the main process keeps the old one for as long as a batch views it.
+            size = packed.nbytes + packed.nbytes // 4  # room to spare: variable-length batches vary
+            self.buffers[k], self.sent[k] = torch.empty(size, dtype=torch.uint8).share_memory_(), False
+        self.written += 1
+        self.seq[k] = self.written
+        packed.slot, packed.seq = (self.token, self.worker, k), self.written
+        for name, view in packed.views(self.buffers[k]).items():
+            np.copyto(view.numpy(), batch[name].numpy())  # numpy: torch's copy_ may hand off to threads
+        if not self.sent[k]:
+            packed.shared, self.sent[k] = self.buffers[k], True
+        return packed
+
+
+class Packed:
+    """A batch dict as sent from a worker: its tensors in a slot, the rest pickled.
+
+    Attributes:
+        layout: ``(name, dtype, shape, offset)`` per tensor; ``nbytes``: the bytes they take in the slot.
+        rest: the non-tensor values (``__key__``, str fields); ``order``: the batch's keys in order.
+        slot, seq: ``(stream token, worker, slot)`` the tensors are in, and the worker's write number.
+        shared: the slot's buffer when sent along; ``data``: the batch copied into pinned memory, when pinned.
+    """
+
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.layout, self.rest, self.order, self.nbytes = [], {}, list(batch), 0
+        self.slot, self.seq = (0, 0, 0), 0
+        self.shared: torch.Tensor | None = None
+        self.data: torch.Tensor | None = None
+        for name, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                self.layout.append((name, value.dtype, tuple(value.shape), self.nbytes))
+                self.nbytes += -(-value.numel() * value.element_size() // ALIGN) * ALIGN
+            else:
+                self.rest[name] = value
+
+    def views(self, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each tensor as a view of ``buffer`` (a slot, or :attr:`data`)."""
+        out = {}
+        for name, dtype, shape, at in self.layout:
+            size = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+            out[name] = buffer[at:at + size].view(dtype).view(shape)
+        return out
+
+    def _arrive(self) -> torch.Tensor:
+        """The slot's buffer, registered as delivered (in the main process)."""
+        if self.shared is not None:
+            _SLOTS[self.slot] = [self.shared, 0]
+            self.shared = None
+        entry = _SLOTS[self.slot]
+        entry[1] = self.seq
+        return entry[0]
+
+    def _copy(self, pinned: bool) -> None:
+        buffer = self._arrive()
+        self.data = torch.empty(self.nbytes, dtype=torch.uint8, pin_memory=pinned)
+        np.copyto(self.data.numpy(), buffer[:self.nbytes].numpy())
+
+    def pin_memory(self) -> Packed:
+        """Copy out of the slot into pinned memory (DataLoader's pin thread calls this); the slot is released."""
+        self._copy(pinned=True)
+        _release(self.slot[0])
+        return self
+
+    def unpack(self) -> dict[str, Any]:
+        """The batch dict: tensors view the slot (or the pinned copy); keys in the original order."""
+        if self.data is None:  # not pinned: the pin thread would have copied it out and released the slot
+            if _use_count is None:
+                self._copy(pinned=False)
+            _release(self.slot[0])  # earlier batches no longer viewed (before this one's views exist)
+        views = self.views(self.data if self.data is not None else self._arrive())
+        values = {**self.rest, **views}
+        return {name: values[name] for name in self.order}

@@ -1,0 +1,81 @@
+"""Opening a split: ``SplitShards.open`` checks the shards against the manifest and index (see
+:mod:`mmdata.shards.read` for the integrity guarantees); ``resolve_split_dir`` finds a split by corpus name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdata.errors import ShardIntegrityError
+from mmdata.shards.index import read_index
+from mmdata.shards.manifest import INDEX, manifest_features, read_manifest, sha256_file
+from mmdata.types import Features, View
+
+DEFAULT_SHARDS_ROOT = Path("data/shards")
+
+
+def resolve_split_dir(source: str | Path, split: str, shards_root: str | Path = DEFAULT_SHARDS_ROOT) -> Path:
+    """The split directory for a corpus name, a corpus shard directory or a split directory."""
+    path = Path(source)
+    for candidate in (path, path / split, Path(shards_root) / str(source) / split):
+        if (candidate / "manifest.json").exists():
+            return candidate
+    raise ShardIntegrityError(
+        f"no completed shards for {source!r} split {split!r} (looked in {path}, {path / split} and "
+        f"{Path(shards_root) / str(source) / split}); run `mmdata shard` or `dvc repro` first")
+
+
+@dataclass
+class SplitShards:
+    """A split on disk, checked against its manifest: schema, shard records and the index columns."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    stored: Features  # the schema of the tar members
+    index: dict[str, np.ndarray]
+    shard_rows: list[np.ndarray]  # index rows of each shard, in manifest order
+    view: View | None = None
+
+    @property
+    def label(self) -> str:
+        """The label field's name."""
+        return self.manifest["label_field"]
+
+    @property
+    def features(self) -> Features:
+        """The schema of the samples a reader gets (the stored schema, or the viewed one under a View)."""
+        return self.view.features(self.stored, self.label) if self.view else self.stored
+
+    @classmethod
+    def open(cls, directory: str | Path, verify: bool = False) -> SplitShards:
+        """Open and check a split directory (see the module docstring for what is checked)."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        index = read_index(directory / INDEX)
+        names = [s["name"] for s in manifest["shards"]]
+        position = {name: i for i, name in enumerate(names)}
+        shard_of_row = np.array([position.get(s, -1) for s in index["shard"]], dtype=np.int64)
+        if (shard_of_row < 0).any() or len(shard_of_row) != manifest["rows"]:
+            raise ShardIntegrityError(f"{directory / INDEX}: {len(shard_of_row)} rows for {manifest['rows']} "
+                                      f"rows in the manifest, or rows naming unlisted shards")
+        shard_rows = [np.flatnonzero(shard_of_row == i) for i in range(len(names))]
+        for record, rows in zip(manifest["shards"], shard_rows):
+            _check_shard(directory / record["name"], record, len(rows), verify)
+        view = manifest.get("view")
+        view = View(view["kind"], tuple(view["fields"]), view["length"]) if view else None
+        return cls(directory, manifest, manifest_features(manifest), index, shard_rows, view)
+
+
+def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) -> None:
+    if not path.exists():
+        raise ShardIntegrityError(f"{path}: shard listed in the manifest is missing")
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        raise ShardIntegrityError(f"{path}: {size} bytes, manifest says {record['bytes']} (truncated or altered)")
+    if rows != record["rows"]:
+        raise ShardIntegrityError(f"{path}: index has {rows} rows, manifest says {record['rows']}")
+    if verify and (digest := sha256_file(path)) != record["sha256"]:
+        raise ShardIntegrityError(f"{path}: sha256 {digest[:16]}..., the manifest says {record['sha256'][:16]}... "
+                                  f"(corrupted, or replaced by another run's shard)")

@@ -1,0 +1,139 @@
+"""Persistent DataLoader workers (mmdata.shards.stream / slots): the same batches as no workers across epochs,
+set_epoch, resumes, abandoned epochs and setting changes; kept batches are never overwritten; no process or
+descriptor growth over epochs; close() stops the workers."""
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mmdata
+
+OPTIONS = {"batch_size": 6, "seed": 3}
+
+
+def _jitter(sample, rng):
+    """A per-sample augmentation drawn from the loader's rng (keyed by seed, epoch and sample key)."""
+    return {**sample, "feat_audio": sample["feat_audio"] + np.float32(rng.standard_normal())}
+
+
+def _plain(batch: dict) -> dict:
+    """A batch with tensors as numpy copies (comparable after the loader moved on)."""
+    return {k: v.numpy().copy() if isinstance(v, torch.Tensor) else list(v) for k, v in batch.items()}
+
+
+def _same(left: list[dict], right: list[dict]) -> None:
+    assert len(left) == len(right)
+    for a, b in zip(left, right):
+        assert list(a) == list(b)  # same keys, same order
+        for name in a:
+            np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=name)
+
+
+def _epochs(loader, epochs) -> list[list[dict]]:
+    out = []
+    for epoch in epochs:
+        loader.set_epoch(epoch)
+        out.append([_plain(b) for b in loader])
+    return out
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_workers_give_the_batches_of_no_workers_over_epochs(toy_split, persistent):
+    """Epochs 0, 1, 2, then a jump back to 1 and a repeat of it, augmented: 2 workers == 0 workers."""
+    epochs = [0, 1, 2, 1, 1]
+    expected = _epochs(mmdata.load(toy_split, augment=_jitter, **OPTIONS), epochs)
+    with mmdata.load(toy_split, augment=_jitter, num_workers=2, persistent_workers=persistent, **OPTIONS) as loader:
+        got = _epochs(loader, epochs)
+    for e, g in zip(expected, got):
+        _same(e, g)
+
+
+def test_kept_batches_are_not_overwritten(toy_split):
+    """Batches held across the whole run keep their values (the workers' slots are reused only when free)."""
+    expected = [_plain(b) for b in mmdata.load(toy_split, **OPTIONS)]
+    with mmdata.load(toy_split, num_workers=2, prefetch_factor=1, **OPTIONS) as loader:
+        kept = list(loader)
+        loader.set_epoch(1)
+        list(loader)  # a second epoch through the same workers while the first epoch's batches are held
+        _same(expected, [_plain(b) for b in kept])
+
+
+def test_mid_epoch_resume_and_abandoned_epochs(toy_split):
+    """A state saved after 3 batches resumes with the same batches; an epoch left early restarts cleanly."""
+    full = [_plain(b) for b in mmdata.load(toy_split, epoch=1, **OPTIONS)]
+    with mmdata.load(toy_split, epoch=1, num_workers=2, **OPTIONS) as loader:
+        iterator = iter(loader)
+        for _ in range(3):
+            next(iterator)
+        state = loader.state_dict()
+        del iterator  # left mid-epoch: the workers' prefetched batches are drained at the next iteration
+        _same(full, [_plain(b) for b in loader])
+    with mmdata.load(toy_split, num_workers=2, **OPTIONS) as resumed:
+        resumed.load_state_dict(state)
+        resumed.set_epoch(1)
+        _same(full[3:], [_plain(b) for b in resumed])
+        resumed.set_epoch(2)
+        assert len(list(resumed)) == len(full)
+
+
+def test_changed_settings_restart_the_workers(toy_split):
+    """Setting a Loader attribute after its workers started takes effect (the workers are restarted)."""
+    with mmdata.load(toy_split, num_workers=2, **OPTIONS) as loader:
+        list(loader)
+        loader.batch_size = 4
+        _same([_plain(b) for b in mmdata.load(toy_split, seed=3, batch_size=4)], [_plain(b) for b in loader])
+
+
+def test_one_iteration_at_a_time(toy_split):
+    """A second iteration started before the first finished makes the first fail, never mix epochs."""
+    with mmdata.load(toy_split, num_workers=2, **OPTIONS) as loader:
+        first = iter(loader)
+        next(first)
+        second = iter(loader)
+        next(second)
+        with pytest.raises(RuntimeError, match="newer iteration"):
+            next(first)
+
+
+def _open_fds() -> int:
+    gc.collect()
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _settle(condition) -> None:
+    """Poll up to 15 s: worker teardown is asynchronous on a loaded machine."""
+    deadline = time.monotonic() + 15
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to count file descriptors")
+def test_no_process_or_descriptor_growth_and_close_stops_the_workers(toy_split):
+    """Over 8 epochs the workers stay the same 2 processes and descriptors stay within the slots' bound;
+    close() (and leaving ``with``) ends the workers and returns every descriptor."""
+    _settle(lambda: not multiprocessing.active_children())
+    before = _open_fds()
+    loader = mmdata.load(toy_split, num_workers=2, prefetch_factor=2, **OPTIONS)
+    list(loader)
+    workers = {p.pid for p in multiprocessing.active_children()}
+    after_first = _open_fds()
+    for epoch in range(1, 8):
+        loader.set_epoch(epoch)
+        list(loader)
+        assert {p.pid for p in multiprocessing.active_children()} == workers and len(workers) == 2
+        # A worker's slot buffers arrive once each (one descriptor per buffer): at most workers x (prefetch + 2).
+        assert _open_fds() <= after_first + 2 * 4
+    loader.close()
+    _settle(lambda: not multiprocessing.active_children() and _open_fds() <= before)
+    assert multiprocessing.active_children() == [] and _open_fds() <= before
+    with mmdata.load(toy_split, num_workers=2, **OPTIONS) as again:
+        list(again)
+    _settle(lambda: not multiprocessing.active_children() and _open_fds() <= before)
+    assert multiprocessing.active_children() == [] and _open_fds() <= before
