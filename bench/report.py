@@ -56,9 +56,9 @@ def sections(quick: bool, work: Path) -> dict[str, Callable[[], list[dict]]]:
         "codecs": lambda: rr.codecs(_call("codec_families", repeats=reps, work=work / "codecs")),
         "workers": lambda: rr.workers(_call("workers", batch_sizes=(32,) if quick else (32, 128), workers=(0, 2),
                                             epochs=3, repeats=reps)),
-        "write": lambda: rr.generic("write", _call("write_speed", samples=2000 if quick else 10000,
+        "write": lambda: rr.write(_call("write_speed", samples=2000 if quick else 10000,
                                                    processes=(1, 2), repeats=reps)),
-        "samplers": lambda: rr.generic("samplers", _call("samplers", batch_sizes=(32, 128, 256), repeats=reps)),
+        "samplers": lambda: rr.samplers(_call("samplers", batch_sizes=(32, 128, 256), repeats=reps)),
     }
 
 

@@ -80,6 +80,40 @@ def workers(rows: list[dict]) -> list[dict]:
     return out
 
 
+def write(rows: list[dict]) -> list[dict]:
+    """write_speed rows: each process count vs the encode ceiling per core, and 2 vs 1 process."""
+    ceiling = next((r for r in rows if r.get("what") == "encode_ceiling"), None)
+    if ceiling is None:
+        return generic("write", rows)
+    out = []
+    for r in rows:
+        if r.get("what") != "write_split":
+            continue
+        n, name = r["processes"], f"{r['corpus']} {r['samples']} samples, {r['processes']} proc"
+        same = "" if r.get("identical", True) else "OUTPUT BYTES DIFFER from 1 process; "
+        out.append(row("write", f"{name} / core", r["samples_per_s"] / n, ceiling["samples_per_s"],
+                       r["ratio_to_ceiling_per_core"], "encode ceiling (1 core)", 0.8, note=same.strip("; ")))
+        speedup = next((v for k, v in r.items() if k.startswith("speedup_vs_")), None)
+        if n > 1 and speedup is not None:
+            out.append(row("write", name, r["samples_per_s"], r["samples_per_s"] / speedup, speedup,
+                           "1 process", 1.8, note=same.strip("; ")))
+    return out
+
+
+def samplers(rows: list[dict]) -> list[dict]:
+    """samplers.py rows (seconds and ratio to the batch load): shown as load / cost, goal 20 (cost <= 5%)."""
+    out = []
+    for r in rows:
+        if r["name"].startswith("load batch") or not r["seconds"]:
+            continue
+        gather = "bytes" in r  # goal 5: gather is judged by the bytes it copies, not the 5% line
+        note = f"{r['gbps']:.2f} GB/s (clone {r.get('clone_gbps', 0):.2f})" if gather and "gbps" in r else ""
+        out.append(row("samplers", f"{r['name']} b{r['batch']}", 1e3 * r["seconds"], 1e3 * r["seconds"] / r["ratio"],
+                       1.0 / r["ratio"], "loading the batch (load ms / its ms)", None if gather else 20.0,
+                       unit="ms", note=note))
+    return out
+
+
 def generic(section: str, rows: list[dict]) -> list[dict]:
     """Rows of a benchmark without an adapter: the first ``*ratio*`` key is the ratio, strings name the case."""
     out = []

@@ -73,3 +73,19 @@ def test_report_writes_json_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyP
     saved = (tmp_path / "report.json").read_text()
     assert '"cpu"' in saved and "not measured: module write_speed" in saved
     assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_write_and_sampler_rows_are_oriented_higher_is_better() -> None:
+    rows = rr.write([{"what": "encode_ceiling", "samples_per_s": 100.0},
+                     {"what": "write_split", "corpus": "c", "samples": 10, "processes": 1, "samples_per_s": 90.0,
+                      "ratio_to_ceiling_per_core": 0.9, "speedup_vs_1": 1.0, "identical": True},
+                     {"what": "write_split", "corpus": "c", "samples": 10, "processes": 2, "samples_per_s": 150.0,
+                      "ratio_to_ceiling_per_core": 0.75, "speedup_vs_1": 1.67, "identical": True}])
+    assert [(r["ratio"], r["goal"], r["met"]) for r in rows] == [(0.9, 0.8, True), (0.75, 0.8, False),
+                                                                 (1.67, 1.8, False)]
+    rows = rr.samplers([{"name": "load batch (mmdata.load)", "batch": 32, "seconds": 0.01, "ratio": 1.0},
+                        {"name": "marginal_permute", "batch": 32, "seconds": 0.0002, "ratio": 0.02},
+                        {"name": "gather inputs", "batch": 32, "seconds": 0.005, "ratio": 0.5, "bytes": 10,
+                         "gbps": 1.0}])
+    assert [(r["name"], r["ratio"], r["met"]) for r in rows] == [("marginal_permute b32", 50.0, True),
+                                                                 ("gather inputs b32", 2.0, None)]
