@@ -134,3 +134,64 @@ def test_archive_end_equals_tarfile_close():
         tar.offset = offset
         tar.close()
         assert buffer.getvalue() == archive_end(offset), offset
+
+
+def _failing_samples(n: int) -> list:
+    """Toy samples with check failures (non-finite, label range), long texts (byte cuts), a duplicate of a
+    passing key, a duplicate of a failing key and a reader skip, mixed."""
+    from mmdata.corpora.base import Skip
+
+    items: list = []
+    for i, sample in enumerate(toy_samples(n)):
+        if i % 5 == 3:
+            sample["feat_audio"] = sample["feat_audio"] * np.float32("nan")
+        if i % 7 == 4:
+            sample["label"] = np.int64(9)
+        if i % 4 == 1:
+            sample["text"] = "x" * 2500
+        items.append(sample)
+    items.insert(20, dict(items[2]))  # duplicate of a passing sample
+    items.insert(30, {**items[3], "feat_audio": np.zeros((2, 3), np.float32)})  # same key as a failing one
+    items.insert(40, Skip("toy/train/r", "src", "reader_skip", "skipped by the reader"))
+    return items
+
+
+def test_checks_in_tasks_keep_boundaries_skips_in_source_order_and_first_copy_claims_the_key(tmp_path):
+    items, features = _failing_samples(90), TOY_FEATURES
+    runs = [write_split(items, features, tmp_path / f"p{p}" / "s", corpus="toy", split="train", max_samples=6,
+                        max_bytes=9000, max_skip_fraction=0.9, processes=p) for p in (1, 2, 3)]
+    assert runs[0] == runs[1] == runs[2]
+    assert _files(tmp_path / "p1") == _files(tmp_path / "p2") == _files(tmp_path / "p3")
+    # The shards are those of a sequential writer fed only the samples that pass.
+    keys = [k for s in runs[0]["shards"] for k in (s["first_key"], s["last_key"])]
+    passing = [s for i, s in enumerate(items) if isinstance(s, dict) and s["__key__"] != "toy/train/s0003"
+               and i != 20 and np.isfinite(s["feat_audio"]).all() and s["label"] < 3]
+    reference = write_split(passing, features, tmp_path / "ref" / "s", corpus="toy", split="train", max_samples=6,
+                            max_bytes=9000)
+    assert keys == [k for s in reference["shards"] for k in (s["first_key"], s["last_key"])]
+    assert [s["sha256"] for s in runs[0]["shards"]] == [s["sha256"] for s in reference["shards"]]
+    report = runs[0]["report"]
+    assert report["raw"] == report["written"] + report["skipped"] == len(items)
+    seen, expected = set(), []  # a sequential model: the skips in source order
+    for item in items:
+        key = item["__key__"] if isinstance(item, dict) else item.key
+        failing = isinstance(item, dict) and not (np.isfinite(item["feat_audio"]).all() and item["label"] < 3)
+        if not isinstance(item, dict) or key in seen or failing:
+            expected.append(key)
+        seen.add(key)
+    assert [s["key"] for s in report["skips"]] == expected
+    first, again = [s for s in report["skips"] if s["key"] == "toy/train/s0003"]
+    assert first["reason"] == "non_finite" and again["reason"] == "duplicate_key"
+    assert "then skipped: non_finite" in again["detail"]
+
+
+@pytest.mark.parametrize("max_bytes", [10 ** 9, 2500])
+def test_runs_of_failing_samples_longer_than_a_shard_and_at_the_end(tmp_path, max_bytes):
+    items = toy_samples(40)
+    for i in [*range(10, 26), *range(35, 40)]:
+        items[i]["label"] = np.int64(5)
+    runs = [write_split(items, TOY_FEATURES, tmp_path / f"p{p}" / "s", corpus="toy", split="train", max_samples=4,
+                        max_bytes=max_bytes, max_skip_fraction=0.9, processes=p) for p in (1, 2)]
+    assert runs[0] == runs[1] and _files(tmp_path / "p1") == _files(tmp_path / "p2")
+    assert runs[0]["samples"] == 19 and runs[0]["report"]["skipped_by_reason"] == {"label_range": 21}
+    assert [s["last_key"] for s in runs[0]["shards"]][-1] == "toy/train/s0034"

@@ -1,10 +1,16 @@
-"""Schema checks every sample passes before it is written (shape, dtype, finite values, label range)."""
+"""Schema checks every sample passes before it is written (shape, dtype, finite values, label range, view rows).
+
+The writer runs them inside its shard tasks (:mod:`mmdata.shards.task`), so they run on every writing process.
+"""
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from mmdata.errors import CodecError, SampleError
-from mmdata.types import Features, Field, Sample
+from mmdata.types import KEY_PATTERN, ROWS, Features, Field, Sample, View
 
 
 
@@ -70,3 +76,25 @@ def check_sample(sample: Sample, features: Features) -> None:
         raise SampleError("fields", f"missing fields {missing}, unexpected fields {extra}")
     for name, spec in features.items():
         check_value(name, sample[name], spec)
+
+
+def check_rows(key: str, sample: Sample, rows: Any, view: View | None, features: Features, label: str) -> None:
+    """Raise SampleError unless ``rows`` (a sample's ``__rows__``) fit the view: unique ids, valid labels,
+    picks/windows in range; ValueError for rows given to a corpus without a view (a reader bug)."""
+    if view is None:
+        if rows is not None:
+            raise ValueError(f"{key}: {ROWS} given but the corpus declares no View")
+        return
+    if not rows:
+        raise SampleError("no_rows", f"{key}: the sample expands into no rows")
+    ids = [str(row.get("id", "")) for row in rows]
+    if len(set(ids)) != len(ids) or not all(KEY_PATTERN.match(f"{key}/{i}") for i in ids):
+        raise SampleError("bad_row", f"{key}: row ids must be unique key parts, got {ids[:5]}")
+    extent = min(len(sample[name]) for name in view.fields)
+    for row in rows:
+        check_value(f"{label} (row {row['id']})", np.asarray(row.get("label")).astype(features[label].dtype),
+                    replace(features[label], shape=()))
+        value = int(row.get(view.param, -1))
+        top = extent - 1 if view.kind == "pick" else extent - view.length
+        if not 0 <= value <= top:
+            raise SampleError("bad_row", f"{key}/{row['id']}: {view.param} {value} outside 0..{top}")

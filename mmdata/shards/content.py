@@ -60,6 +60,19 @@ class ContentAudit:
             if value.size and bool((value == value.flat[0]).all()):
                 self._flags[f"degenerate_feature:{name}"] += 1
 
+    def merge(self, other: ContentAudit) -> None:
+        """Fold in the audit of samples written after this one's (a later shard task), as if one audit had
+        seen both in order: a digest first seen in ``other`` keeps its first key unless this audit saw it."""
+        for digest, first in other._first.items():
+            group = other._groups.get(digest, [first])
+            if digest not in self._first:
+                self._first[digest] = first
+                if len(group) > 1:
+                    self._groups[digest] = list(group)
+            else:
+                self._groups.setdefault(digest, [self._first[digest]]).extend(group)
+        self._flags.update(other._flags)
+
     def report(self) -> dict[str, Any]:
         """``duplicate_content`` (groups, samples, keys of the first :data:`MAX_LISTED` groups) and ``flags``."""
         groups = sorted(self._groups.values())

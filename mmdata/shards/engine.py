@@ -1,154 +1,84 @@
 """The writing engine: the admitted samples of a split cut into shard tasks, run in one process or several.
 
-A task writes exactly one shard: from a known first sample, it encodes, audits and appends samples until the
-shard is full (``max_samples``, or the next sample would pass ``max_bytes``), then closes it (``.partial`` ->
-``.tar``). Shard ``k`` therefore starts where shard ``k - 1`` ended, as in a sequential writer, and the output is
-byte-identical for any number of processes. The driver (the caller's process) plans where the next tasks start
-from sizes known before encoding (:func:`mmdata.shards.codec.encoded_size`: exact for npy, text and source image
-bytes) and runs them ahead; a task that ends elsewhere than planned (a compressed image shard cut by bytes)
-voids the tasks planned after it, which are waited for, deleted and run again from the true start. Results are
-merged in shard order. The same tasks (a start, their samples, a shard number) are what a distributed engine
-would schedule. With ``processes=1`` the tasks run inline, one after the other, in the driver.
+A task (:mod:`mmdata.shards.task`) writes exactly one shard: from a known first sample it checks, encodes,
+audits and appends samples until the shard is full (``max_samples`` written, or the next sample would pass
+``max_bytes``), then closes it (``.partial`` -> ``.tar``); a sample failing its schema check is a skip the task
+records. Shard ``k`` therefore starts where shard ``k - 1`` ended, as in a sequential writer, and the output is
+byte-identical for any number of processes. The driver (the caller's process) only admits samples (key pattern,
+name length, duplicate keys: :mod:`mmdata.shards.write`), plans where the next tasks start from sizes known
+before encoding (:func:`mmdata.shards.codec.encoded_size`: exact for npy, text and source image bytes) and the
+samples known to fail, and runs them ahead. A task that ends elsewhere than planned (a compressed image shard cut
+by bytes, a sample that failed its check) voids the tasks planned after it, which are waited for, deleted and run
+again from the true start; one that ran out of samples before its shard was full is run again with more. Results
+are merged in shard order; skips carry their raw position, so the merged skip list is in source order. The same
+tasks (a start, their samples, a shard number) are what a distributed engine would schedule. With
+``processes=1`` the tasks run inline, one after the other, in the driver.
 """
 from __future__ import annotations
 
 import multiprocessing
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from mmdata.corpora.base import Skip
 from mmdata.errors import ShardIntegrityError
-from mmdata.shards.codec import encode, encoded_size
+from mmdata.shards.codec import encoded_size
 from mmdata.shards.content import ContentAudit
-from mmdata.shards.index import index_label
-from mmdata.shards.publish import disk_full_names
-from mmdata.shards.tar import ShardSink
-from mmdata.types import Features, Sample
+from mmdata.shards.task import Admitted, ShardJob, Task, TaskResult, run_task
 
-#: An admitted sample and its view rows (or None).
-Admitted = tuple[Sample, "list[dict[str, Any]] | None"]
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """What every task of a split shares: where and how shards are written (``encoder``: codec.encode)."""
-
-    directory: Path
-    prefix: str
-    features: Features
-    label: str
-    max_samples: int
-    max_bytes: int
-    encoder: Callable[[Any, Any], bytes] = encode
+__all__ = ["Admitted", "ShardJob", "Task", "TaskResult", "Written", "planned_count", "run_task", "write_shards"]
 
 
 @dataclass
-class Task:
-    """Write shard ``index`` from the admitted sample at ``start``, taking samples from ``samples`` in order.
+class Written:
+    """What the tasks of a split wrote, merged in shard order: shard records (name, samples, bytes, sha256,
+    first/last key, keys), index rows, content audit, skips of failed checks (raw position, Skip; in source
+    order) and the repairs of the written samples."""
 
-    ``final``: no admitted sample follows ``samples``.
-    """
-
-    index: int
-    start: int
-    samples: list[Admitted]
-    final: bool
-
-
-@dataclass
-class TaskResult:
-    """What a task wrote: the shard record, its index rows and content audit; ``count`` samples taken."""
-
-    task: Task
-    count: int
-    complete: bool  # the shard was closed by the size rule or the stream's end, not by running out of samples
-    record: dict[str, Any]
+    records: list[dict[str, Any]]
     rows: list[dict[str, Any]]
     audit: ContentAudit
+    skips: list[tuple[int, Skip]] = field(default_factory=list)
+    repairs: Counter = field(default_factory=Counter)
+
+    def add(self, result: TaskResult) -> None:
+        if result.record is not None:
+            self.records.append(result.record)
+        self.rows += result.rows
+        self.audit.merge(result.audit)
+        self.skips += result.skips
+        self.repairs.update(result.repairs)
 
 
-def _length(value: Any) -> int:
-    """Length of the first axis; for image bytes kept as they came, the height read from the header alone."""
-    if isinstance(value, (bytes, bytearray)):
-        from mmdata.modalities.image import image_shape
+def planned_count(samples: list[Admitted], job: ShardJob, start: int = 0, failed: frozenset | set = frozenset()
+                  ) -> tuple[int, int, bool]:
+    """Where the task's shard, from admitted sample ``start``, will end: (samples it goes through, samples to give
+    it, whether that is known). ``failed``: admitted numbers known to fail their checks (skipped, no room taken).
 
-        return image_shape(bytes(value))[0]
-    return int(np.shape(value)[0])
-
-
-def index_rows(key: str, shard: str, sample: Sample, features: Features, label: str, payloads: list[bytes],
-               offsets: list[int], crcs: list[int], rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Index rows of one stored sample: one row, or one per entry of its ``__rows__`` (a :class:`View`)."""
-    base: dict[str, Any] = {"key": key, "sample": key, "shard": shard}
-    for name, data, offset, crc in zip(sorted(features), payloads, offsets, crcs):
-        base[f"offset_{name}"] = offset
-        base[f"size_{name}"] = len(data)
-        base[f"crc32_{name}"] = crc
-        if features[name].variable_axes:
-            base[f"length_{name}"] = _length(sample[name])
-    if rows is None:
-        return [{**base, "label": index_label(sample[label], features[label])}]
-    element = replace(features[label], shape=())  # a View row's label is one element of the stored label
-    return [{**base, "key": f"{key}/{row['id']}", "label": index_label(row["label"], element),
-             **{k: v for k, v in row.items() if k not in ("id", "label")}} for row in rows]
-
-
-def run_task(job: ShardJob, task: Task) -> TaskResult:
-    """Write one shard (see :class:`Task`); runs in a worker process or inline."""
-    import zlib
-
-    names = sorted(job.features)
-    sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=task.index)
-    audit, rows, count, cut = ContentAudit(job.features), [], 0, False
-    with sink, disk_full_names(lambda: sink.writing() or job.directory):
-        for sample, views in task.samples:
-            key = sample["__key__"]
-            payloads = [job.encoder(sample[name], job.features[name]) for name in names]
-            members = [(f"{key}.{name}.{job.features[name].codec}", data) for name, data in zip(names, payloads)]
-            if sink.rotates(members):
-                cut = True
-                break
-            shard, offsets = sink.add(key, members)
-            audit.add(key, sample, payloads)
-            crcs = [zlib.crc32(data) for data in payloads]
-            rows += index_rows(key, shard, sample, job.features, job.label, payloads, offsets, crcs, views)
-            count += 1
-        record = sink.close()[0]
-    complete = cut or count == job.max_samples or (task.final and count == len(task.samples))
-    return TaskResult(task, count, complete, record, rows, audit)
-
-
-def merge_audit(into: ContentAudit, part: ContentAudit) -> None:
-    """Fold a later task's audit into ``into``, as if one audit had seen both tasks' samples in order."""
-    # Uses ContentAudit's internals (first key per digest, groups, flags): a merge method belongs there.
-    for digest, first in part._first.items():
-        group = part._groups.get(digest, [first])
-        if digest not in into._first:
-            into._first[digest] = first
-            if len(group) > 1:
-                into._groups[digest] = list(group)
-        else:
-            into._groups.setdefault(digest, [into._first[digest]]).extend(group)
-    into._flags.update(part._flags)
-
-
-def planned_count(samples: list[Admitted], job: ShardJob) -> tuple[int, bool]:
-    """How many of ``samples`` the task's shard will take, and whether that is known (all sizes known)."""
-    names, offset = sorted(job.features), 0
-    for i, (sample, _) in enumerate(samples[:job.max_samples]):
-        sizes = [encoded_size(sample[name], job.features[name]) for name in names]
-        if None in sizes:
-            return min(len(samples), job.max_samples), False
-        if i and offset + sum(size + 1024 for size in sizes) > job.max_bytes:
-            return i, True
-        offset += sum(512 + size + -size % 512 for size in sizes)
-    return min(len(samples), job.max_samples), True
+    A shard cut by bytes is given its first sample that does not fit, so the task sees the cut itself; with a
+    size unknown before encoding the task is given every sample and the count is a guess by ``max_samples``.
+    """
+    names, offset, written, known, cut = sorted(job.features), 0, 0, True, None
+    for i, (_, sample, *_) in enumerate(samples):
+        if start + i in failed:
+            continue
+        if written == job.max_samples:
+            return (i, i, True) if known else (i, len(samples), False)
+        sizes = [encoded_size(sample[name], job.features[name]) for name in names] if known else []
+        known = known and None not in sizes
+        if known and written and offset + sum(size + 1024 for size in sizes) > job.max_bytes:
+            cut = i
+            break
+        if known:
+            offset += sum(512 + size + -size % 512 for size in sizes)
+        written += 1
+    if cut is not None:
+        return cut, cut + 1, True
+    return len(samples), len(samples), known
 
 
 class _Inline:
@@ -206,13 +136,8 @@ def _stop(executor: Any, failed: bool) -> None:
         process.join()
 
 
-def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], ContentAudit]:
-    """Write the admitted samples as shards with ``processes`` processes.
-
-    Returns:
-        The shard records (name, samples, bytes, sha256, first/last key, keys) in order, the index rows in
-        order, and the merged content audit.
+def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1) -> Written:
+    """Write the admitted samples (in source order) as shards with ``processes`` processes.
 
     Raises:
         ShardIntegrityError: a worker process died (killed, out of memory); any task's error is re-raised.
@@ -230,44 +155,55 @@ def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1
         _stop(executor, failed)
 
 
-def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int
-           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], ContentAudit]:
+def _window(buffer: _Buffer, plan: int, job: ShardJob, failed: set[int]) -> tuple[list[Admitted], bool]:
+    """The samples a task from ``plan`` may need: ``max_samples`` plus as many as are known to fail among them."""
+    size = job.max_samples
+    while True:
+        samples, final = buffer.window(plan, size)
+        need = job.max_samples + sum(1 for n in range(plan, plan + len(samples)) if n in failed) if failed else size
+        if final or len(samples) < size or need <= size:
+            return samples, final
+        size = need
+
+
+def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int) -> Written:
     """Plan, run and merge tasks in shard order (see the module docstring); ``ahead`` tasks in flight at most."""
-    records, rows, audit = [], [], ContentAudit(job.features)
+    written = Written([], [], ContentAudit(job.features))
     flight: deque[tuple[Task, Future]] = deque()
+    failed: set[int] = set()  # admitted numbers known to fail their checks (a check's verdict never changes)
     start, plan, unknown = 0, 0, False  # start: the true next start; plan: the next planned one
     while True:
         while len(flight) < ahead:
-            samples, final = buffer.window(plan, job.max_samples)
+            samples, final = _window(buffer, plan, job, failed)
             if not samples:
                 break
-            count, known = planned_count(samples, job)
-            # A known plan takes one sample more when cut by bytes, so the task sees the cut itself.
-            take = samples if unknown or not known else samples[:count + 1]
-            final = final and len(take) == len(samples)
-            task = Task(len(records) + len(flight), plan, take, final)
+            count, take, known = planned_count(samples, job, plan, failed)
+            take = len(samples) if unknown else take
+            task = Task(len(written.records) + len(flight), plan, samples[:take], final and take == len(samples))
             flight.append((task, executor.submit(run_task, job, task)))
             plan, unknown = plan + count, False
         if not flight:
-            return records, rows, audit
+            return written
         task, future = flight.popleft()
         result = future.result()
+        failed.update(result.failed)
         if task.start != start or not result.complete:
-            _void(job, result, flight)  # a task planned from a wrong start, or one short of samples
+            failed.update(_void(job, result, flight))  # planned from a wrong start, or short of samples
             plan, unknown = start, not result.complete
             continue
-        records.append(result.record)
-        rows += result.rows
-        merge_audit(audit, result.audit)
+        written.add(result)
         start += result.count
         buffer.drop(start)
         if not flight:
             plan = start
 
 
-def _void(job: ShardJob, result: TaskResult, flight: deque[tuple[Task, Future]]) -> None:
-    """Delete a voided task's shard and those of every task in flight after it (waited for first)."""
+def _void(job: ShardJob, result: TaskResult, flight: deque[tuple[Task, Future]]) -> list[int]:
+    """Delete a voided task's shard and those of every task in flight after it (waited for first); return the
+    samples they found failing (still true, whatever their start)."""
     voided = [result] + [future.result() for _, future in flight]
     flight.clear()
     for item in voided:
-        (job.directory / item.record["name"]).unlink(missing_ok=True)
+        if item.record is not None:
+            (job.directory / item.record["name"]).unlink(missing_ok=True)
+    return [number for item in voided for number in item.failed]

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from mmdata.corpora.base import REPAIRS, SOURCE, Skip
-from mmdata.corpora.check import check_sample, check_value
-from mmdata.errors import BadInputError, SampleError, ShardIntegrityError
+from mmdata.errors import BadInputError, ShardIntegrityError
 from mmdata.shards.codec import encode
-from mmdata.shards.engine import Admitted, ShardJob, write_shards
+from mmdata.shards.engine import Admitted, ShardJob, Written, write_shards
 from mmdata.shards.index import index_label, write_index
 from mmdata.shards.manifest import FORMAT, INDEX, MANIFEST, write_json_atomic
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
@@ -47,22 +46,46 @@ class _Ledger:
     """Counts that must reconcile: raw = written + skipped; plus the repairs applied."""
 
     raw: int = 0
-    skips: list[Skip] = field(default_factory=list)
+    skips: list[tuple[int, Skip]] = field(default_factory=list)  # (raw position, skip)
     repairs: Counter = field(default_factory=Counter)
     ignored: int = 0  # OS clutter (.DS_Store ...) in the source folders: outside raw = written + skipped
 
+    def skip(self, skip: Skip) -> None:
+        self.skips.append((self.raw - 1, skip))
+
+    def merge(self, written: Written) -> None:
+        """Take in the tasks' skips (failed checks) and repairs; the skip list comes out in source order."""
+        failed = {skip.key.lower(): skip for _, skip in written.skips}
+        self.skips = sorted(_claimed(self.skips, failed) + written.skips, key=lambda item: item[0])
+        self.repairs.update(written.repairs)
+
     def report(self, written: int, where: str) -> dict[str, Any]:
-        reasons = Counter(s.reason for s in self.skips)
-        report = {"raw": self.raw, "written": written, "skipped": len(self.skips), "ignored": self.ignored,
+        skips = [skip for _, skip in self.skips]
+        reasons = Counter(s.reason for s in skips)
+        report = {"raw": self.raw, "written": written, "skipped": len(skips), "ignored": self.ignored,
                   "skipped_by_reason": dict(sorted(reasons.items())), "repairs": dict(sorted(self.repairs.items())),
-                  "skips": [s.to_json() for s in self.skips]}
+                  "skips": [s.to_json() for s in skips]}
         check_ledger(report, where)  # a writer bug, never bad input: fail loudly, publish nothing
         return report
 
 
+def _claimed(skips: list[tuple[int, Skip]], failed: dict[str, Skip]) -> list[tuple[int, Skip]]:
+    """The driver's skips, a duplicate of a key whose first copy then failed its check saying so."""
+    if not failed:
+        return skips
+    out = []
+    for position, skip in skips:
+        first = failed.get(skip.key.lower()) if skip.reason.startswith("duplicate_key") else None
+        if first is not None:
+            detail = skip.detail.replace(" already written", " already claimed", 1)
+            skip = replace(skip, detail=f"{detail} (that sample was then skipped: {first.reason})")
+        out.append((position, skip))
+    return out
+
+
 def _label_summary(labels: list[Any], features: Features, label: str) -> dict[str, Any]:
     classes = features[label].classes
-    if len(features[label].shape) >= 2:  # structured (boxes): see engine.index_rows
+    if len(features[label].shape) >= 2:  # structured (boxes): see task.index_rows
         return {"label_summary": {"structured": list(features[label].shape)}}
     if classes is not None and labels and np.ndim(labels[0]) == 1:  # multi-hot rows: positives per class
         positives = np.asarray(labels, dtype=np.float64).sum(axis=0)
@@ -78,61 +101,36 @@ def _label_summary(labels: list[Any], features: Features, label: str) -> dict[st
                               "mean": float(values.mean()), "rounded_counts": dict(sorted(rounded.items()))}}
 
 
-def _check_rows(key: str, sample: Sample, rows: Any, view: View | None, features: Features, label: str) -> None:
-    """Raise SampleError unless ``rows`` fit the view: unique ids, valid labels, picks/windows in range."""
-    if view is None:
-        if rows is not None:
-            raise ValueError(f"{key}: {ROWS} given but the corpus declares no View")
-        return
-    if not rows:
-        raise SampleError("no_rows", f"{key}: the sample expands into no rows")
-    ids = [str(row.get("id", "")) for row in rows]
-    if len(set(ids)) != len(ids) or not all(KEY_PATTERN.match(f"{key}/{i}") for i in ids):
-        raise SampleError("bad_row", f"{key}: row ids must be unique key parts, got {ids[:5]}")
-    extent = min(len(sample[name]) for name in view.fields)
-    for row in rows:
-        check_value(f"{label} (row {row['id']})", np.asarray(row.get("label")).astype(features[label].dtype),
-                    replace(features[label], shape=()))
-        value = int(row.get(view.param, -1))
-        top = extent - 1 if view.kind == "pick" else extent - view.length
-        if not 0 <= value <= top:
-            raise SampleError("bad_row", f"{key}/{row['id']}: {view.param} {value} outside 0..{top}")
-
-
-def _admit(item: Sample | Skip, features: Features, seen: dict[str, tuple[str, str]], ledger: _Ledger, where: str,
-           view: View | None) -> tuple[Sample, list[dict[str, Any]] | None] | None:
-    """Count one raw item; return (clean sample, its view rows), or None after recording why it was skipped."""
+def _admit(item: Sample | Skip, features: Features, seen: dict[str, tuple[str, str]], ledger: _Ledger, where: str
+           ) -> Admitted | None:
+    """Count one raw item; return it admitted (see :data:`mmdata.shards.task.Admitted`), or None after recording
+    why it was skipped. Only the sequential checks run here (key, name length, duplicates); the schema checks run
+    in the shard tasks. The first copy of a key in source order claims it: a later copy is a ``duplicate_key``
+    skip even when the first copy then fails its checks (both are skips, each with its reason)."""
     ledger.raw += 1
     if isinstance(item, Skip):
-        ledger.skips.append(item)
+        ledger.skip(item)
         return None
     sample = dict(item)
     repairs, rows = sample.pop(REPAIRS, ()), sample.pop(ROWS, None)
     source = str(sample.pop(SOURCE, where))
     key = sample.get("__key__", "")
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
-        ledger.skips.append(Skip(str(key), source, "bad_key", f"key {key!r} does not match {KEY_PATTERN.pattern}"))
+        ledger.skip(Skip(str(key), source, "bad_key", f"key {key!r} does not match {KEY_PATTERN.pattern}"))
         return None
     longest = max(len(f".{n}.{f.codec}") for n, f in features.items())
     if len(key.encode()) + longest > MAX_MEMBER_NAME:
-        ledger.skips.append(Skip(key, source, "key_too_long",
+        ledger.skip(Skip(key, source, "key_too_long",
                                  f"member names of key {key} exceed {MAX_MEMBER_NAME} bytes"))
         return None
     # Keyed by the lower-case key: 'Clip' and 'clip' are one file where a shard is unpacked on macOS or Windows.
     if key.lower() in seen:
         first, first_source = seen[key.lower()]
         reason, which = ("duplicate_key", "") if first == key else ("duplicate_key_case", f" as {first}")
-        ledger.skips.append(Skip(key, source, reason, f"key {key} already written{which} from {first_source}"))
-        return None
-    try:
-        check_sample(sample, features)
-        _check_rows(key, sample, rows, view, features, _label_name(features))
-    except SampleError as exc:
-        ledger.skips.append(Skip(key, source, exc.reason, str(exc)))
+        ledger.skip(Skip(key, source, reason, f"key {key} already written{which} from {first_source}"))
         return None
     seen[key.lower()] = (key, source)
-    ledger.repairs.update(repairs)
-    return sample, rows
+    return ledger.raw - 1, sample, rows, repairs, source
 
 
 def _label_name(features: Features) -> str:
@@ -186,12 +184,11 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
     return manifest
 
 
-def _admitted(items: Iterable[Sample | Skip], features: Features, ledger: _Ledger, where: str,
-              view: View | None) -> Iterator[Admitted]:
-    """The samples that pass admission (checks, unique keys), in source order; the ledger counts the rest."""
+def _admitted(items: Iterable[Sample | Skip], features: Features, ledger: _Ledger, where: str) -> Iterator[Admitted]:
+    """The samples that pass admission (key, unique keys), in source order; the ledger counts the rest."""
     seen: dict[str, tuple[str, str]] = {}
     for item in items:
-        admitted = _admit(item, features, seen, ledger, where, view)
+        admitted = _admit(item, features, seen, ledger, where)
         if admitted is not None:
             yield admitted
 
@@ -203,10 +200,11 @@ def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *
         raise ValueError("max_samples and max_bytes must be positive")
     label, names = _label_name(features), sorted(features)
     ledger = _Ledger(ignored=ignored)
-    job = ShardJob(tmp, f"{corpus}-{split}", features, label, max_samples, max_bytes, encode)
-    admitted = _admitted(items, features, ledger, str(source.get("release", corpus)), view)
-    shards, rows, audit = write_shards(admitted, job, processes)
-    report = {**ledger.report(sum(s["samples"] for s in shards), f"{corpus}/{split}"), **audit.report()}
+    job = ShardJob(tmp, f"{corpus}-{split}", features, label, max_samples, max_bytes, encode, view)
+    written = write_shards(_admitted(items, features, ledger, str(source.get("release", corpus))), job, processes)
+    ledger.merge(written)
+    shards, rows = written.records, written.rows
+    report = {**ledger.report(sum(s["samples"] for s in shards), f"{corpus}/{split}"), **written.audit.report()}
     _check_budget(report, max_skip_fraction, f"{corpus}/{split}")
     _reconcile(tmp, shards)
     with disk_full_names(lambda: tmp / INDEX):
