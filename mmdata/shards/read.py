@@ -2,7 +2,7 @@
 
 How an epoch is planned (partition, equalising ranks, batch order) is :mod:`mmdata.shards.plan`'s; the batches
 are read by random access through the member offsets in ``index.parquet``, in this process or in persistent
-DataLoader workers that each build whole batches (:mod:`mmdata.shards.stream`), so the batch sequence is identical
+worker processes that each build whole batches (:mod:`mmdata.shards.pool`), so the batch sequence is identical
 for any worker count. ``Loader.close()`` (or ``with mmdata.load(...) as loader``) stops the workers.
 
 Resuming: the batch sequence is a function of (seed, epoch, batch index) alone, so a checkpoint needs only
@@ -32,7 +32,8 @@ import torch
 from mmdata.errors import ConfigError
 from mmdata.shards.plan import PARTITIONS, EpochPlan, class_histogram, plan_rank, restrict, subset_rows
 from mmdata.shards.split import DEFAULT_SHARDS_ROOT, SplitShards, resolve_split_dir  # noqa: F401 (re-exported)
-from mmdata.shards.stream import EpochStream, WorkerPool, pin
+from mmdata.shards.pool import WorkerPool
+from mmdata.shards.stream import EpochStream, pin
 from mmdata.shards.tar import MemberReader
 from mmdata.types import Features, Sample
 
@@ -71,7 +72,8 @@ class Loader:
         self.drop_last, self.augment = drop_last, augment
         self.partition, self.drop_remainder = partition, drop_remainder
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        # Pinning needs a GPU; None pins exactly when one is there to feed.
+        self.pin_memory = torch.cuda.is_available() and pin_memory is not False
         self._producer: EpochStream | WorkerPool | None = None  # built at the first iteration (see _produce)
         self._producer_key: tuple = ()
         self.position = self._start = 0  # _start: where the next iteration begins (set by load_state_dict)
@@ -205,7 +207,10 @@ class Loader:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit multiprocessing may be gone; daemons end anyway
+            pass
 
     def _counted(self, batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Yield ``batches``, advancing :attr:`position` (what :meth:`state_dict` saves)."""
@@ -232,12 +237,13 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
         seed, epoch: the shuffle and augmentation seeds (same values -> same batches, any worker count).
         rank, world_size: this process's share for distributed training (disjoint rows per rank, equal
             batch counts).
-        num_workers: DataLoader worker processes decoding whole batches (0: in this process).
+        num_workers: worker processes decoding whole batches (0: in this process).
         persistent_workers: keep the workers across epochs, prefetching the next epoch's first batches
             (see :mod:`mmdata.shards.stream`); stop them with ``Loader.close()`` (or ``with``, or dropping it).
         prefetch_factor: batches each worker prepares ahead.
-        pin_memory: put batches in pinned memory for fast asynchronous copies to a GPU; None: when CUDA is
-            available (``torch.cuda.is_available()``), the usual reason to load batches.
+        pin_memory: put batches in pinned memory for fast asynchronous copies to a GPU (``.to(device,
+            non_blocking=True)``); None (default) or True: when CUDA is available (``torch.cuda.is_available()``),
+            False: never.
         drop_last: drop the last partial batch.
         augment: ``augment(sample, rng) -> sample`` applied per sample in the workers.
         verify: re-hash every shard against the manifest at open (slower; catches any corruption).

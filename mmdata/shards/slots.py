@@ -1,4 +1,4 @@
-"""Passing batches from DataLoader workers through reused shared-memory slots (design section 5b).
+"""Passing batches from worker processes through reused shared-memory slots (design section 5b).
 
 torch shares every tensor of every batch through a new shared-memory segment and file descriptor; on small
 batches that costs more than decoding them, and on large ones the fresh pages fault twice (worker and main).
@@ -7,8 +7,8 @@ per tensor) and sends a small message naming it; a slot's buffer travels once (a
 stream restarts). The main process hands out views of the slot, with no copy; it releases a slot back to its
 worker (a counter in shared memory) once the batch it held was delivered and no tensor viewing the slot is left
 in this process, so a batch kept (``list(loader)``) is never overwritten: its worker writes elsewhere, in a fresh
-buffer when all slots are held. With pinned memory the batch is copied out of the slot into pinned memory at once
-(DataLoader's pin thread) and the slot released.
+buffer when all slots are held. With pinned memory the batch is copied out of the slot into pinned memory at once and the slot
+released.
 """
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def _release(token: int) -> None:
         if t == token and seq and released is not None and _use_count is not None \
                 and _use_count(buffer.untyped_storage()._cdata) <= _BASE_USERS:
             released[worker, k], entry[1] = seq, 0
+
+
+def release_stale(packed: Packed) -> None:
+    """Hand back the slot of a batch received but dropped (sent before a restart of the stream)."""
+    released = _RELEASED.get(packed.slot[0])
+    if released is not None:
+        released[packed.slot[1], packed.slot[2]] = packed.seq
 
 
 class Slots:
@@ -140,14 +147,14 @@ class Packed:
         np.copyto(self.data.numpy(), buffer[:self.nbytes].numpy())
 
     def pin_memory(self) -> Packed:
-        """Copy out of the slot into pinned memory (DataLoader's pin thread calls this); the slot is released."""
+        """Copy out of the slot into pinned memory; the slot is released."""
         self._copy(pinned=True)
         _release(self.slot[0])
         return self
 
     def unpack(self) -> dict[str, Any]:
         """The batch dict: tensors view the slot (or the pinned copy); keys in the original order."""
-        if self.data is None:  # not pinned: the pin thread would have copied it out and released the slot
+        if self.data is None:  # not pinned (pin_memory copied it out and released the slot)
             if _use_count is None:
                 self._copy(pinned=False)
             _release(self.slot[0])  # earlier batches no longer viewed (before this one's views exist)
