@@ -86,16 +86,25 @@ def _length(value: Any) -> int:
     return int(np.shape(value)[0])
 
 
+def columns(features: Features) -> list[tuple[str, str, str, str, str | None]]:
+    """Per field, in sorted order: (name, its offset, size and crc32 column names, its length column or None)."""
+    return [(name, f"offset_{name}", f"size_{name}", f"crc32_{name}",
+             f"length_{name}" if features[name].variable_axes else None) for name in sorted(features)]
+
+
 def index_rows(key: str, shard: str, sample: Sample, features: Features, label: str, payloads: list[bytes],
-               offsets: list[int], crcs: list[int], rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Index rows of one stored sample: one row, or one per entry of its ``__rows__`` (a :class:`View`)."""
+               offsets: list[int], crcs: list[int], rows: list[dict[str, Any]] | None,
+               fields: list[tuple[str, str, str, str, str | None]] | None = None) -> list[dict[str, Any]]:
+    """Index rows of one stored sample: one row, or one per entry of its ``__rows__`` (a :class:`View`).
+
+    ``fields``: :func:`columns` of ``features``, computed once per task by the caller.
+    """
     base: dict[str, Any] = {"key": key, "sample": key, "shard": shard}
-    for name, data, offset, crc in zip(sorted(features), payloads, offsets, crcs):
-        base[f"offset_{name}"] = offset
-        base[f"size_{name}"] = len(data)
-        base[f"crc32_{name}"] = crc
-        if features[name].variable_axes:
-            base[f"length_{name}"] = _length(sample[name])
+    for (name, offset_col, size_col, crc_col, length_col), data, offset, crc in zip(
+            fields or columns(features), payloads, offsets, crcs):
+        base[offset_col], base[size_col], base[crc_col] = offset, len(data), crc
+        if length_col is not None:
+            base[length_col] = _length(sample[name])
     if rows is None:
         return [{**base, "label": index_label(sample[label], features[label])}]
     element = replace(features[label], shape=())  # a View row's label is one element of the stored label
@@ -117,6 +126,7 @@ def run_task(job: ShardJob, task: Task) -> TaskResult:
     """Write one shard (see :class:`Task` and the module docstring); runs in a worker process or inline."""
     names = sorted(job.features)
     codecs = [f".{name}.{job.features[name].codec}" for name in names]
+    fields = columns(job.features)
     sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=task.index)
     result = TaskResult(task, 0, False, None, [], ContentAudit(job.features))
     written, cut = 0, False
@@ -139,7 +149,8 @@ def run_task(job: ShardJob, task: Task) -> TaskResult:
             shard, offsets = sink.add(key, members)
             result.audit.add(key, sample, payloads)
             crcs = [zlib.crc32(data) for data in payloads]
-            result.rows += index_rows(key, shard, sample, job.features, job.label, payloads, offsets, crcs, views)
+            result.rows += index_rows(key, shard, sample, job.features, job.label, payloads, offsets, crcs, views,
+                                      fields)
             result.repairs.update(repairs)
             written, result.count = written + 1, result.count + 1
         records = sink.close()
