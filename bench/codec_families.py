@@ -235,12 +235,12 @@ def measure_shared(work: Path, repeats: int) -> list[dict[str, Any]]:
     return out
 
 
-def measure(repeats: int = 3, work: Path | None = None) -> list[dict[str, Any]]:
-    """Rows for every codec family and the shared-decode sizes (see the module docstring)."""
+def measure(repeats: int = 3, work: Path | None = None, only: str = "") -> list[dict[str, Any]]:
+    """Rows for every codec family (whose name contains ``only``) and, unfiltered, the shared-decode sizes."""
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(work or tmp)
-        rows = [measure_family(f, base / "families", repeats) for f in FAMILIES]
-        return rows + measure_shared(base / "shared", repeats)
+        rows = [measure_family(f, base / "families", repeats) for f in FAMILIES if only in f.name]
+        return rows + ([] if only else measure_shared(base / "shared", repeats))
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
@@ -263,8 +263,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="keep the minis here (reused when present)")
+    parser.add_argument("--only", default="", help="only the families whose name contains this (no stocks rows)")
     args = parser.parse_args()
-    _print(measure(args.repeats, args.work))
+    _print(measure(args.repeats, args.work, args.only))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Collating decoded samples into one torch batch dict, padding variable-length fields (with lengths and masks)."""
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ def collate(samples: Sequence[Sample], features: Features, fields: Sequence[str]
         ``<field>_mask`` bool ``[B, T_max]`` (True = real step); str fields: list[str].
     """
     batch: dict[str, Any] = {"__key__": [s["__key__"] for s in samples]}
+    columns = getattr(samples, "columns", {})
     for name in fields:
         spec, values = features[name], [s[name] for s in samples]
         if spec.dtype == "str":
@@ -27,8 +29,18 @@ def collate(samples: Sequence[Sample], features: Features, fields: Sequence[str]
         elif spec.variable_axes:
             batch.update(_pad(name, [np.asarray(v, dtype=spec.dtype) for v in values]))
         else:
-            batch[name] = torch.from_numpy(np.stack([np.asarray(v, dtype=spec.dtype) for v in values]))
+            batch[name] = torch.from_numpy(_stacked(values, np.dtype(spec.dtype), columns.pop(name, None)))
     return batch
+
+
+def _stacked(values: list[Any], dtype: np.dtype, column: tuple[np.ndarray, list] | None) -> np.ndarray:
+    """``values`` stacked as ``dtype`` ``[B, *shape]``; the reader's batch array itself when ``values`` are its rows
+    (:class:`mmdata.shards.direct.Rows`: popped, so a second collate of the same samples copies)."""
+    if column is not None:
+        array, rows = column
+        if array.dtype == dtype and len(rows) == len(values) and all(map(operator.is_, values, rows)):
+            return array
+    return np.stack([np.asarray(v, dtype=dtype) for v in values])
 
 
 def _pad(name: str, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,8 @@
 The writer stores each sample's members consecutively in sorted field order, each behind its 512-byte header
 (:mod:`mmdata.shards.tar`). Per batch the reader gathers the byte ranges of the requested members with numpy
 over the index columns, sorts them by shard and offset, and reads neighbouring ranges (holes up to :data:`GAP`
-bytes included) with one ``pread``. ``pread`` and not ``mmap``: a shard truncated after open then reads short,
+bytes included) with one ``pread``; fixed-shape npy data goes straight into the batch array with ``preadv``
+(:mod:`mmdata.shards.direct`; one copy, the ceiling's). ``pread`` and not ``mmap``: a shard truncated after open then reads short,
 which is reported, where ``mmap`` would kill the process with SIGBUS.
 
 Integrity: every member's tar header (name, size, checksum; vectorised over the batch) and the payload's crc32
@@ -26,14 +27,13 @@ from typing import Any
 import numpy as np
 
 from mmdata.errors import CodecError, ShardIntegrityError
-from mmdata.shards import verified
+from mmdata.shards import direct, verified
 from mmdata.shards.codec import decode_npy_batch, decoder
+from mmdata.shards.direct import Rows
 from mmdata.types import Features, Sample, View
 
 BLOCK = verified.BLOCK
-#: Holes up to this many bytes between wanted ranges are read through: a ``pread`` call costs about what
-#: copying 16 KiB does.
-GAP = 16 << 10
+GAP = direct.GAP  # holes up to this many bytes are read through
 #: Headers are checked with numpy from this many unverified members of a field on (fewer: one at a time).
 VECTOR_FROM = 16
 #: Fixed-shape npy members up to this size are decoded a batch at a time (one join copy saves two array objects
@@ -101,6 +101,8 @@ class MemberReader:
         self.suffix = {n: f".{n}.{stored[n].codec}" for n in self.names}
         self.decode = {n: decoder(stored[n]) for n in self.names}
         # Arrays of one shape per field (ndim >= 1: a 0-d value stays an array, not a numpy scalar row).
+        # Fixed-shape npy fields read straight into the batch array (not under a View: its cuts make new arrays).
+        self.layouts = {n: lay for n in self.names if view is None and (lay := direct.layout(stored[n])) is not None}
         self.batched = {n: stored[n].codec == "npy" and len(stored[n].shape) > 0 and None not in stored[n].shape
                         for n in self.names}
         self.fds: dict[int, int] = {}
@@ -127,11 +129,15 @@ class MemberReader:
         """
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if not self.names or not len(rows):
-            return self._samples(rows, np.zeros(len(rows), np.int64), [{}])
+            return Rows(self._samples(rows, np.zeros(len(rows), np.int64), [{}]))
         unit = self.code[rows] << 44 | self.offset[self.names[0]][rows]  # offsets < 16 TiB
         _, first, inverse = np.unique(unit, return_index=True, return_inverse=True)
         shared = np.bincount(inverse.reshape(-1)) > 1
-        return self._samples(rows, inverse.reshape(-1), self._values(rows[first], shared))
+        columns: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+        slots = np.arange(len(first)) if shared.any() else first
+        values = self._values(rows[first], shared, slots, columns)
+        # Batch arrays are handed on only when each sample holds its own row (no padded repeats).
+        return Rows(self._samples(rows, inverse.reshape(-1), values), None if shared.any() else columns)
 
     def _samples(self, rows: np.ndarray, inverse: np.ndarray, values: list[dict[str, Any]]) -> list[Sample]:
         keys, units = self.keys[rows].tolist(), inverse.tolist()
@@ -147,8 +153,12 @@ class MemberReader:
             out.append(sample)
         return out
 
-    def _values(self, units: np.ndarray, shared: np.ndarray) -> list[dict[str, Any]]:
-        """Decoded members of each stored sample in ``units`` (index rows, one per stored sample)."""
+    def _values(self, units: np.ndarray, shared: np.ndarray, slots: np.ndarray,
+                columns: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> list[dict[str, Any]]:
+        """Decoded members of each stored sample in ``units`` (index rows, one per stored sample).
+
+        ``slots[i]``: the batch position of unit ``i``'s first row, its row in the batch arrays put in ``columns``.
+        """
         codes = self.code[units].tolist()
         states = {c: verified.shard_state(str(self.directory / self.shard_names[c]), self._fd(c)) for c in set(codes)}
         values: list[dict[str, Any] | None] = [None] * len(units)
@@ -161,27 +171,33 @@ class MemberReader:
         todo = np.array([i for i, v in enumerate(values) if v is None], dtype=np.int64)
         if len(todo):
             read_only = (shared[todo] | (self.view is not None)).tolist()
-            decoded = self._decoded(units[todo], self._payloads(units[todo], states), read_only)
+            payloads = self._payloads(units[todo], states, slots[todo], columns)
+            decoded = self._decoded(units[todo], payloads, read_only)
             for i, got in zip(todo.tolist(), decoded):
                 values[i] = got
                 if self.view is not None and states[codes[i]].settled:
                     verified.remember(keys[i], got)
         return values
 
-    def _decoded(self, units: np.ndarray, payloads: list[dict[str, memoryview]],
+    def _decoded(self, units: np.ndarray, payloads: list[dict[str, Any]],
                  read_only: list[bool]) -> list[dict[str, Any]]:
         """Decoded members, field by field: fixed-shape npy fields of a batch as one array (rows are views)."""
         out: list[dict[str, Any]] = [{} for _ in payloads]
         for name in self.names:  # sorted: the insertion order of read()
             column = [p[name] for p in payloads]
             small = self.batched[name] and len(column) > 1 and len(column[0]) <= BATCH_DECODE_MAX
-            batch = decode_npy_batch(column) if small else None
+            batch = decode_npy_batch(column) if small and name not in self.layouts else None
             if batch is not None:  # rows of a read-only array: already safe to share
                 for values, row in zip(out, batch):
                     values[name] = row
                 continue
-            decode = self.decode[name]
+            prefix, decode = self.layouts[name].prefix if name in self.layouts else None, self.decode[name]
             for k, payload in enumerate(column):
+                if type(payload) is tuple:  # (npy header, row of the batch array): decoded where it lies
+                    if payload[0] == prefix:
+                        out[k][name] = payload[1]
+                        continue
+                    payload = bytes(payload[0]) + payload[1].tobytes()  # another valid header: parse it
                 try:
                     value = decode(payload)
                 except CodecError as exc:
@@ -189,57 +205,59 @@ class MemberReader:
                 out[k][name] = verified.read_only(value) if read_only[k] else value
         return out
 
-    def _payloads(self, units: np.ndarray, states: dict[int, verified.ShardState]) -> list[dict[str, memoryview]]:
-        """The checked payload bytes of every requested member of ``units`` (one dict per unit)."""
+    def _cuts(self, name: str, units: np.ndarray, slots: np.ndarray, cuts: list[list[direct.Cut]],
+              columns: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> list[np.ndarray | None]:
+        """Send the data of field ``name``'s members of ``units`` to rows ``slots`` of a new batch array.
+
+        Members of another size than the field's layout (another npy header) are read as usual (None).
+        """
+        lay = self.layouts[name]
+        array = np.empty((len(units), *lay.shape), lay.dtype)
+        flat, rows = direct.rows_of(array)
+        columns[name] = (array, rows)
+        head, n = len(lay.prefix), lay.nbytes
+        fits = (self.size[name][units] == head + n).tolist()
+        data = (self.offset[name][units] + head).tolist()
+        mine: list[np.ndarray | None] = [None] * len(units)
+        for i, slot in enumerate(slots.tolist()):
+            if fits[i]:
+                cuts[i].append((data[i], n, flat[slot * n:(slot + 1) * n]))
+                mine[i] = rows[slot]
+        return mine
+
+    def _payloads(self, units: np.ndarray, states: dict[int, verified.ShardState], slots: np.ndarray,
+                  columns: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> list[dict[str, Any]]:
+        """The checked payload bytes of every requested member of ``units`` (one dict per unit); a member read
+        into a batch array (:mod:`mmdata.shards.direct`) as ``(npy header bytes, row)``."""
         n, runs = len(units), self.runs
         starts = np.concatenate([self.offset[run[0]][units] - BLOCK for run in runs])
         ends = np.concatenate([self.offset[run[-1]][units] + self.size[run[-1]][units] for run in runs])
-        ranges = self._fetch(np.tile(self.code[units], len(runs)), starts, ends, np.tile(units, len(runs)), runs)
+        cuts: list[list[direct.Cut]] = [[] for _ in range(len(starts))]
+        kept = {name: self._cuts(name, units, slots, cuts[r * n:(r + 1) * n], columns)
+                for r, run in enumerate(runs) for name in run if name in self.layouts}
+        ranges = direct.fetch(self._fd, np.tile(self.code[units], len(runs)), starts, ends, cuts,
+                              lambda k: self._fail(int(units[k % n]), runs[k // n][0], "shard ends early (truncated)"))
         codes = self.code[units].tolist()
-        payloads: list[dict[str, memoryview]] = [{} for _ in range(n)]
+        payloads: list[dict[str, Any]] = [{} for _ in range(n)]
         suspects: dict[str, list[tuple[int, memoryview]]] = {}
         for r, run in enumerate(runs):
-            blocks, base = ranges[r * n:(r + 1) * n], starts[r * n:(r + 1) * n]
+            blocks, base = ranges[r * n:(r + 1) * n], starts[r * n:(r + 1) * n].copy()  # + bytes cut out before
             for name in run:
                 offsets = self.offset[name][units]
                 rel, sizes, offsets = (offsets - base).tolist(), self.size[name][units].tolist(), offsets.tolist()
+                rows, head = kept.get(name, [None] * n), len(self.layouts[name].prefix) if name in kept else 0
                 check = suspects.setdefault(name, [])
                 for i in range(n):
                     block, at = blocks[i], rel[i]
-                    payloads[i][name] = block[at:at + sizes[i]]
+                    payloads[i][name] = block[at:at + sizes[i]] if rows[i] is None else (block[at:at + head], rows[i])
                     if offsets[i] not in states[codes[i]].verified:
                         check.append((i, block[at - BLOCK:at]))
+                if name in kept:
+                    base += np.array([row is not None for row in rows]) * self.layouts[name].nbytes
         for name, check in suspects.items():
             if check:
                 self._verify(name, units, payloads, check, states)
         return payloads
-
-    def _fetch(self, codes: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray,
-               runs: list[list[str]]) -> list[memoryview]:
-        """The bytes ``[starts[k], ends[k])`` of shard ``codes[k]`` for every k, neighbouring ranges read at once."""
-        order = np.lexsort((starts, codes))
-        s, e, c = starts[order], ends[order], codes[order]
-        new = np.ones(len(s), bool)
-        new[1:] = (c[1:] != c[:-1]) | (s[1:] > -(-e[:-1] // BLOCK) * BLOCK + GAP)
-        heads = np.flatnonzero(new)
-        group = np.cumsum(new) - 1
-        g_start, g_end = s[heads], np.maximum.reduceat(e, heads)
-        blocks = []
-        for g, (code, lo, hi) in enumerate(zip(c[heads].tolist(), g_start.tolist(), g_end.tolist())):
-            block = memoryview(os.pread(self._fd(code), hi - lo, lo))
-            if len(block) != hi - lo:
-                members = np.flatnonzero((group == g) & (e - lo > len(block)))
-                k = int(order[members[0]])  # ranges are run-major: range k belongs to run k // units
-                raise self._fail(int(rows[k]), runs[k // (len(rows) // len(runs))][0], "shard ends early (truncated)")
-            blocks.append(block)
-        if len(blocks) == len(s):  # nothing coalesced (shuffled rows of a large shard): each block is its range
-            return [blocks[k] for k in np.argsort(order).tolist()]
-        out: list[memoryview] = [None] * len(s)  # type: ignore[list-item]
-        lo = (s - g_start[group]).tolist()
-        hi = (e - g_start[group]).tolist()
-        for k, (g, a, b) in enumerate(zip(group.tolist(), lo, hi)):
-            out[order[k]] = blocks[g][a:b]
-        return out
 
     def _verify(self, name: str, units: np.ndarray, payloads: list[dict[str, memoryview]],
                 check: list[tuple[int, memoryview]], states: dict[int, verified.ShardState]) -> None:
@@ -259,7 +277,9 @@ class MemberReader:
                 raise self._fail(int(rows[k]), name, problem)
         crcs, offsets, codes = self.crc[name][rows].tolist(), self.offset[name][rows].tolist(), self.code[rows].tolist()
         for k, i in enumerate(which.tolist()):
-            if zlib.crc32(payloads[i][name]) != crcs[k]:
+            data = payloads[i][name]
+            crc = zlib.crc32(data[1], zlib.crc32(data[0])) if type(data) is tuple else zlib.crc32(data)
+            if crc != crcs[k]:
                 raise self._fail(int(rows[k]), name, "payload checksum mismatch (corrupted)")
         for offset, code in zip(offsets, codes):
             if states[code].settled:
