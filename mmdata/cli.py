@@ -47,7 +47,8 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 
     manifests = shard_corpus(args.corpus, args.root, args.out, reader=_parse_options(args.option),
                              max_samples=args.max_samples, max_bytes=args.max_bytes,
-                             max_skip_fraction=args.max_skip_fraction, progress=True, wait=args.wait)
+                             max_skip_fraction=args.max_skip_fraction, progress=True, wait=args.wait,
+                             processes=args.processes)
     for split, manifest in manifests.items():
         report = manifest["report"]
         print(f"{args.corpus}/{split}: raw {report['raw']} = written {report['written']} + skipped "
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=256 << 20)
     p.add_argument("--max-skip-fraction", type=float, default=0.05)
     p.add_argument("--wait", action="store_true", help="wait for another run writing the same --out to finish")
+    p.add_argument("--processes", type=int, default=1,
+                   help="processes writing shards (the output bytes are the same for any number)")
     p.set_defaults(run=_cmd_shard)
     p = sub.add_parser("inspect", parents=[common], help="summarise the manifests of a shard directory")
     p.add_argument("dir")

@@ -40,6 +40,14 @@ def _decoded(name: str, value: object, spec: Field) -> object:
     return value
 
 
+def _dtype_within(dtype: np.dtype, value_range: tuple[float, float]) -> bool:
+    """Whether every value of an integer dtype lies in ``value_range`` (uint8 in 0..255: no min/max needed)."""
+    if dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    return value_range[0] <= info.min and info.max <= value_range[1]
+
+
 def check_value(name: str, value: object, spec: Field) -> None:
     """Raise SampleError unless ``value`` matches ``spec`` (dtype, shape, finiteness, value range)."""
     if spec.dtype == "str":
@@ -56,7 +64,7 @@ def check_value(name: str, value: object, spec: Field) -> None:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.size(array) - np.isfinite(array).sum())
         raise SampleError("non_finite", f"field {name}: {bad} non-finite values")
-    if spec.value_range is not None and array.size:
+    if spec.value_range is not None and array.size and not _dtype_within(array.dtype, spec.value_range):
         low, high = spec.value_range
         if array.min() < low or array.max() > high:
             raise SampleError(
