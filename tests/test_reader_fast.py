@@ -274,3 +274,40 @@ def test_members_with_another_npy_header_are_parsed(toy_split):
     samples = reader.read_batch([4, 20, 33])
     batch = collate(samples, shards.features, ["image"])["image"].numpy()
     np.testing.assert_array_equal(batch, np.stack([written[s["__key__"]]["image"] for s in samples]))
+
+
+def test_the_fast_crc32_equals_zlibs():
+    import zlib
+
+    from mmdata.shards import crc
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, 100_003, dtype=np.uint8)
+    rows = data[:99_000].reshape(99, 1000)
+    rows.flags.writeable = False
+    for part in (b"", data.tobytes(), memoryview(data.tobytes())[7:50_001], rows[3], data[:1]):
+        for start in (0, 1, 0xFFFFFFFF, zlib.crc32(b"npy header")):
+            assert crc.crc32(part, start) == zlib.crc32(part, start)
+    assert crc.crc32(b"cd", crc.crc32(rows[5], crc.crc32(b"ab"))) == zlib.crc32(b"ab" + rows[5].tobytes() + b"cd")
+    try:
+        from isal.isal_zlib import crc32 as isal_crc32
+    except ImportError:
+        pytest.skip("isal not installed: the zlib fallback is the implementation")
+    assert crc.IMPLEMENTATION == "isal"
+    assert isal_crc32(data, 12345) == zlib.crc32(data, 12345)
+
+
+def test_without_isal_the_crc32_is_zlibs(monkeypatch):
+    import importlib
+    import sys
+    import zlib
+
+    from mmdata.shards import crc
+
+    monkeypatch.setitem(sys.modules, "isal.isal_zlib", None)  # as if the extra were not installed
+    try:
+        importlib.reload(crc)
+        assert crc.IMPLEMENTATION == "zlib" and crc.crc32 is zlib.crc32
+    finally:
+        monkeypatch.undo()
+        importlib.reload(crc)

@@ -84,48 +84,59 @@ def fetch(fd: Callable[[int], int], codes: np.ndarray, starts: np.ndarray, ends:
     new[1:] = (c[1:] != c[:-1]) | (s[1:] > -(-e[:-1] // BLOCK) * BLOCK + GAP)
     heads = np.flatnonzero(new).tolist() + [len(s)]
     out: list[memoryview] = [None] * len(s)  # type: ignore[list-item]
-    order_l = order.tolist()
+    order_l, c_l, starts_l, ends_l = order.tolist(), c.tolist(), starts.tolist(), ends.tolist()
     for h0, h1 in zip(heads, heads[1:]):
         ks = order_l[h0:h1]
-        _group(fd(int(c[h0])), ks, starts, ends, cuts, out, truncated)
+        hi = ends_l[ks[0]] if len(ks) == 1 else max(ends_l[k] for k in ks)
+        _group(fd(c_l[h0]), ks, starts_l, ends_l, hi, cuts, out, truncated)
     return out
 
 
-def _group(fd: int, ks: list[int], starts: np.ndarray, ends: np.ndarray, cuts: list[list[Cut]],
+def _group(fd: int, ks: list[int], starts: list[int], ends: list[int], hi: int, cuts: list[list[Cut]],
            out: list[memoryview], truncated: Callable[[int], Exception]) -> None:
-    """Read the neighbouring ranges ``ks`` (in shard order) with one ``pread``, or ``preadv`` when cuts exist."""
-    lo, hi = int(starts[ks[0]]), int(max(ends[k] for k in ks))
-    if not any(cuts[k] for k in ks):
+    """Read the neighbouring ranges ``ks`` (in shard order, up to ``hi``) with one ``pread``, or ``preadv`` into
+    a scratch buffer and the cuts' rows when there are cuts."""
+    lo = starts[ks[0]]
+    cut = [sum([n for _, n, _ in cuts[k]]) for k in ks]
+    if not any(cut):
         block = memoryview(os.pread(fd, hi - lo, lo))
         _check(lo + len(block), ks, ends, truncated)
         for k in ks:
             out[k] = block[starts[k] - lo:ends[k] - lo]
         return
-    scratch = memoryview(bytearray(hi - lo - sum(n for k in ks for _, n, _ in cuts[k])))
+    scratch = memoryview(bytearray(hi - lo - sum(cut)))
     iov, pos, sp = [], lo, 0  # pos: the shard offset reached; sp: the scratch bytes used
-    for k in ks:
-        at, start = sp + int(starts[k]) - pos, int(starts[k])
+    for k, n_cut in zip(ks, cut):
+        at = sp + starts[k] - pos
         for where, n, dest in cuts[k]:
             if where > pos:
                 iov.append(scratch[sp:sp + where - pos])
                 sp += where - pos
             iov.append(dest)
             pos = where + n
-        out[k] = scratch[at:at + int(ends[k]) - start - sum(n for _, n, _ in cuts[k])]
+        out[k] = scratch[at:at + ends[k] - starts[k] - n_cut]
     if hi > pos:
         iov.append(scratch[sp:sp + hi - pos])
-    got, offset = 0, lo
-    for i in range(0, len(iov), IOV_MAX):
-        chunk = iov[i:i + IOV_MAX]
-        want = sum(len(v) for v in chunk)
-        read = os.preadv(fd, chunk, offset)
-        got, offset = got + read, offset + read
-        if read < want:
-            break
+    if len(iov) <= IOV_MAX:
+        got = os.preadv(fd, iov, lo)
+    else:
+        got = _chunked(fd, iov, lo)
     _check(lo + got, ks, ends, truncated)
 
 
-def _check(reached: int, ks: list[int], ends: np.ndarray, truncated: Callable[[int], Exception]) -> None:
+def _chunked(fd: int, iov: list[memoryview], offset: int) -> int:
+    """``preadv`` of more than :data:`IOV_MAX` buffers, in calls of at most that many; the bytes read."""
+    got = 0
+    for i in range(0, len(iov), IOV_MAX):
+        chunk = iov[i:i + IOV_MAX]
+        read = os.preadv(fd, chunk, offset + got)
+        got += read
+        if read < sum(len(v) for v in chunk):
+            break
+    return got
+
+
+def _check(reached: int, ks: list[int], ends: list[int], truncated: Callable[[int], Exception]) -> None:
     """Raise ``truncated(k)`` for the first range ``k`` that ends past the shard offset ``reached``."""
     for k in ks:
         if ends[k] > reached:

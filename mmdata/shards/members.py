@@ -10,7 +10,7 @@ which is reported, where ``mmap`` would kill the process with SIGBUS.
 Integrity: every member's tar header (name, size, checksum; vectorised over the batch) and the payload's crc32
 from the index are checked before it is decoded; a failure raises :class:`ShardIntegrityError` naming shard,
 sample key and field. A member that passed is not re-hashed in the same process while its shard's stat is
-unchanged (:mod:`mmdata.shards.verified`): the crc32 (~4 GB/s) then no longer bounds the read.
+unchanged (:mod:`mmdata.shards.verified`): the crc32 (:mod:`mmdata.shards.crc`) then no longer bounds the read.
 
 Shared decodes: rows of one stored sample (a View's picks or windows) in a batch decode it once; under a View
 the decoded members also stay in a small per-process LRU, so a stock split costs O(days + windows), and shared
@@ -19,7 +19,6 @@ arrays are read-only so an in-place change cannot leak into other rows.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from mmdata.errors import CodecError, ShardIntegrityError
 from mmdata.shards import direct, verified
 from mmdata.shards.codec import decode_npy_batch, decoder
+from mmdata.shards.crc import crc32
 from mmdata.shards.direct import Rows
 from mmdata.types import Features, Sample, View
 
@@ -278,7 +278,7 @@ class MemberReader:
         crcs, offsets, codes = self.crc[name][rows].tolist(), self.offset[name][rows].tolist(), self.code[rows].tolist()
         for k, i in enumerate(which.tolist()):
             data = payloads[i][name]
-            crc = zlib.crc32(data[1], zlib.crc32(data[0])) if type(data) is tuple else zlib.crc32(data)
+            crc = crc32(data[1], crc32(data[0])) if type(data) is tuple else crc32(data)
             if crc != crcs[k]:
                 raise self._fail(int(rows[k]), name, "payload checksum mismatch (corrupted)")
         for offset, code in zip(offsets, codes):
