@@ -237,7 +237,7 @@ class MemberReader:
                 for r, run in enumerate(runs) for name in run if name in self.layouts}
         ranges = direct.fetch(self._fd, np.tile(self.code[units], len(runs)), starts, ends, cuts,
                               lambda k: self._fail(int(units[k % n]), runs[k // n][0], "shard ends early (truncated)"))
-        codes = self.code[units].tolist()
+        seen = [states[c].verified for c in self.code[units].tolist()]
         payloads: list[dict[str, Any]] = [{} for _ in range(n)]
         suspects: dict[str, list[tuple[int, memoryview]]] = {}
         for r, run in enumerate(runs):
@@ -245,15 +245,20 @@ class MemberReader:
             for name in run:
                 offsets = self.offset[name][units]
                 rel, sizes, offsets = (offsets - base).tolist(), self.size[name][units].tolist(), offsets.tolist()
-                rows, head = kept.get(name, [None] * n), len(self.layouts[name].prefix) if name in kept else 0
+                if name in kept:
+                    rows, head = kept[name], len(self.layouts[name].prefix)
+                    sizes = [size if row is None else head for size, row in zip(sizes, rows)]
+                    base += np.array([row is not None for row in rows]) * self.layouts[name].nbytes
                 check = suspects.setdefault(name, [])
-                for i in range(n):
-                    block, at = blocks[i], rel[i]
-                    payloads[i][name] = block[at:at + sizes[i]] if rows[i] is None else (block[at:at + head], rows[i])
-                    if offsets[i] not in states[codes[i]].verified:
+                for i, (payload, block, at, size, offset, done) in enumerate(zip(payloads, blocks, rel, sizes,
+                                                                                 offsets, seen)):
+                    payload[name] = block[at:at + size]
+                    if offset not in done:
                         check.append((i, block[at - BLOCK:at]))
                 if name in kept:
-                    base += np.array([row is not None for row in rows]) * self.layouts[name].nbytes
+                    for payload, row in zip(payloads, kept[name]):
+                        if row is not None:
+                            payload[name] = (payload[name], row)
         for name, check in suspects.items():
             if check:
                 self._verify(name, units, payloads, check, states)
