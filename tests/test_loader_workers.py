@@ -137,3 +137,29 @@ def test_no_process_or_descriptor_growth_and_close_stops_the_workers(toy_split):
         list(again)
     _settle(lambda: not multiprocessing.active_children() and _open_fds() <= before)
     assert multiprocessing.active_children() == [] and _open_fds() <= before
+
+
+def _fail_on(sample, rng):
+    """An augmentation that fails on one sample, as a bad input would."""
+    if sample["__key__"].endswith("s0013"):
+        raise ValueError(f"bad sample {sample['__key__']}")
+    return sample
+
+
+def test_a_worker_error_is_raised_in_the_main_process_and_the_loader_recovers(toy_split):
+    """An error in a worker re-raises here with its type and message; the next epoch starts fresh workers."""
+    with mmdata.load(toy_split, num_workers=2, shuffle=False, augment=_fail_on, **OPTIONS) as loader:
+        with pytest.raises(ValueError, match="bad sample toy/train/s0013"):
+            list(loader)
+        loader.augment = None
+        _same([_plain(b) for b in mmdata.load(toy_split, shuffle=False, **OPTIONS)], [_plain(b) for b in loader])
+
+
+def test_an_epoch_without_batches_then_real_epochs(toy_split):
+    """drop_last with a batch larger than the split: no batches, and the workers neither hang nor stall later."""
+    with mmdata.load(toy_split, num_workers=2, batch_size=64, drop_last=True) as loader:
+        assert list(loader) == [] and len(loader) == 0
+        loader.set_epoch(1)
+        assert list(loader) == []
+        loader.batch_size, loader.drop_last = 16, False
+        assert sum(len(b["__key__"]) for b in loader) == 40

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import select
 import signal
 from collections.abc import Iterator
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
@@ -37,8 +38,10 @@ def _produce(stream: EpochStream, slots: Slots, conn: Connection, worker: int, w
     """Run one generation of the stream until a new command arrives (returned) or the stream ends (None)."""
     _, generation, epoch, batch, step, credits = start
     slots.restart()
+    waiting = select.poll()  # registered once: Connection.poll builds a selector per call
+    waiting.register(conn.fileno(), select.POLLIN)
     for e, b, rows in stream.worker_items(worker, workers, epoch, batch, step):
-        while credits == 0 or conn.poll():
+        while credits == 0 or waiting.poll(0):
             message = conn.recv()  # blocks while the main process holds all our batches
             if message[0] != "credit":
                 return message
@@ -123,10 +126,10 @@ class WorkerPool:
         conn, process = self.conns[worker], self.processes[worker]
         while True:
             try:
-                if not conn.poll():
-                    wait([conn, process.sentinel])
-                message = conn.recv() if conn.poll() else None  # what it sent before dying is still read
-            except (EOFError, OSError):  # the pipe broke: the worker is gone
+                # Only the worker holds the other end (it was closed here after the fork): a dead worker is
+                # end-of-file, after whatever it sent before dying.
+                message = conn.recv()
+            except (EOFError, OSError):
                 message = None
             if message is None:
                 process.join(timeout=5)

@@ -95,8 +95,9 @@ class Slots:
         self.written += 1
         self.seq[k] = self.written
         packed.slot, packed.seq = (self.token, self.worker, k), self.written
-        for name, view in packed.views(self.buffers[k]).items():
-            np.copyto(view.numpy(), batch[name].numpy())  # numpy: torch's copy_ may hand off to threads
+        slot = self.buffers[k].numpy()  # numpy copies: torch's copy_ may hand small copies to its threads
+        for name, _, _, at, size in packed.layout:
+            slot[at:at + size] = batch[name].numpy().reshape(-1).view(np.uint8)
         if not self.sent[k]:
             packed.shared, self.sent[k] = self.buffers[k], True
         return packed
@@ -106,7 +107,7 @@ class Packed:
     """A batch dict as sent from a worker: its tensors in a slot, the rest pickled.
 
     Attributes:
-        layout: ``(name, dtype, shape, offset)`` per tensor; ``nbytes``: the bytes they take in the slot.
+        layout: ``(name, dtype, shape, offset, bytes)`` per tensor; ``nbytes``: what they take in the slot.
         rest: the non-tensor values (``__key__``, str fields); ``order``: the batch's keys in order.
         slot, seq: ``(stream token, worker, slot)`` the tensors are in, and the worker's write number.
         shared: the slot's buffer when sent along; ``data``: the batch copied into pinned memory, when pinned.
@@ -119,18 +120,15 @@ class Packed:
         self.data: torch.Tensor | None = None
         for name, value in batch.items():
             if isinstance(value, torch.Tensor):
-                self.layout.append((name, value.dtype, tuple(value.shape), self.nbytes))
-                self.nbytes += -(-value.numel() * value.element_size() // ALIGN) * ALIGN
+                size = value.numel() * value.element_size()
+                self.layout.append((name, value.dtype, tuple(value.shape), self.nbytes, size))
+                self.nbytes += -(-size // ALIGN) * ALIGN
             else:
                 self.rest[name] = value
 
     def views(self, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each tensor as a view of ``buffer`` (a slot, or :attr:`data`)."""
-        out = {}
-        for name, dtype, shape, at in self.layout:
-            size = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
-            out[name] = buffer[at:at + size].view(dtype).view(shape)
-        return out
+        return {name: buffer[at:at + size].view(dtype).view(shape) for name, dtype, shape, at, size in self.layout}
 
     def _arrive(self) -> torch.Tensor:
         """The slot's buffer, registered as delivered (in the main process)."""
