@@ -16,7 +16,7 @@ import mmdata.shards.write as write_module
 from mmdata.errors import ShardIntegrityError
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.codec import encode
-from mmdata.shards.tar import _tarfile_header, archive_end, member_header
+from mmdata.shards.tar import _tarfile_header, archive_end, member_header, shard_keys
 from mmdata.shards.write import write_split
 from mmdata.synth import SYNTHS
 from mmdata.types import Field
@@ -95,9 +95,12 @@ def test_a_killed_worker_fails_the_run_and_publishes_nothing(tmp_path, monkeypat
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
 
 
+def _wrong_keys(path: Path) -> list[str]:
+    return shard_keys(path)[:-1] + ["toy/train/other"]
+
+
 def test_the_post_write_check_catches_a_shard_whose_keys_differ(tmp_path, monkeypatch):
-    real = write_module.shard_keys
-    monkeypatch.setattr(write_module, "shard_keys", lambda path: real(path)[:-1] + ["toy/train/other"])
+    monkeypatch.setattr(write_module, "shard_keys", _wrong_keys)  # module level: a job sent to workers names it
     with pytest.raises(ShardIntegrityError, match="reconciliation failed"):
         write_split(toy_samples(20), TOY_FEATURES, tmp_path / "toy" / "train", corpus="toy", split="train",
                     max_samples=5, processes=2)

@@ -22,14 +22,13 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mmdata.corpora.base import Skip
 from mmdata.errors import ShardIntegrityError
 from mmdata.shards.codec import encoded_size
 from mmdata.shards.content import ContentAudit
-from mmdata.shards.handoff import scratch_folder, submit
+from mmdata.shards.handoff import Handoff, submit
 from mmdata.shards.task import Admitted, ShardJob, Task, TaskResult, run_task
 
 __all__ = ["Admitted", "ShardJob", "Task", "TaskResult", "Written", "planned_count", "run_task", "write_shards"]
@@ -147,18 +146,18 @@ def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     executor, failed = _executor(processes), True
-    scratch = scratch_folder() if processes > 1 else None
+    ahead = processes + 1 if processes > 1 else 1
+    handoff = Handoff(ahead + 1) if processes > 1 else None
     try:
-        written = _drive(executor, _Buffer(admitted), job, processes + 1 if processes > 1 else 1,
-                         Path(scratch.name) if scratch else None)
+        written = _drive(executor, _Buffer(admitted), job, ahead, handoff)
         failed = False
         return written
     except BrokenProcessPool as exc:
         raise ShardIntegrityError(f"{job.directory}: a shard-writing process died ({exc}); nothing published") from exc
     finally:
         _stop(executor, failed)
-        if scratch is not None:
-            scratch.cleanup()
+        if handoff is not None:
+            handoff.close()
 
 
 def _window(buffer: _Buffer, plan: int, job: ShardJob, failed: set[int]) -> tuple[list[Admitted], bool]:
@@ -172,9 +171,9 @@ def _window(buffer: _Buffer, plan: int, job: ShardJob, failed: set[int]) -> tupl
         size = need
 
 
-def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int, scratch: Path | None) -> Written:
-    """Plan, run and merge tasks in shard order (see the module docstring); ``ahead`` tasks in flight at most;
-    ``scratch``: the handoff folder for worker processes (:mod:`mmdata.shards.handoff`), None inline."""
+def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int, handoff: Handoff | None) -> Written:
+    """Plan, run and merge tasks in shard order (see the module docstring); ``ahead`` tasks in flight at most
+    (the handoff's slot reuse relies on it); ``handoff``: how tasks reach worker processes, None inline."""
     written = Written([], [], ContentAudit(job.features))
     flight: deque[tuple[Task, Future]] = deque()
     failed: set[int] = set()  # admitted numbers known to fail their checks (a check's verdict never changes)
@@ -187,7 +186,7 @@ def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int, scratch: P
             count, take, known = planned_count(samples, job, plan, failed)
             take = len(samples) if unknown else take
             task = Task(len(written.records) + len(flight), plan, samples[:take], final and take == len(samples))
-            flight.append((task, submit(executor, job, task, scratch)))
+            flight.append((task, submit(executor, job, task, handoff)))
             plan, unknown = plan + count, False
         if not flight:
             return written

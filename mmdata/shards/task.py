@@ -20,7 +20,7 @@ import numpy as np
 
 from mmdata.corpora.base import Skip
 from mmdata.corpora.check import check_rows, check_sample
-from mmdata.errors import SampleError
+from mmdata.errors import SampleError, ShardIntegrityError
 from mmdata.shards.codec import encode
 from mmdata.shards.content import ContentAudit
 from mmdata.shards.index import index_label
@@ -45,6 +45,8 @@ class ShardJob:
     max_bytes: int
     encoder: Callable[[Any, Any], bytes] = encode
     view: View | None = None
+    #: Lists a closed shard's keys from its file (tar.shard_keys): the post-write check each task runs on its shard.
+    keys_reader: Callable[[Path], list[str]] | None = None
 
 
 @dataclass
@@ -122,6 +124,16 @@ def _problem(job: ShardJob, key: str, sample: Sample, views: list[dict[str, Any]
     return None
 
 
+def _reconcile(job: ShardJob, record: dict[str, Any]) -> None:
+    """Read the closed shard's keys back from its file and compare them with what was written (writer counters
+    can lie); runs in the task, so the check is spread over the writing processes."""
+    path = job.directory / record["name"]
+    got = job.keys_reader(path)
+    if got != record["keys"]:
+        raise ShardIntegrityError(f"{path}: wrote {len(record['keys'])} samples, read back {len(got)} "
+                                  f"(reconciliation failed)")
+
+
 def run_task(job: ShardJob, task: Task) -> TaskResult:
     """Write one shard (see :class:`Task` and the module docstring); runs in a worker process or inline."""
     names = sorted(job.features)
@@ -155,5 +167,7 @@ def run_task(job: ShardJob, task: Task) -> TaskResult:
             written, result.count = written + 1, result.count + 1
         records = sink.close()
     result.record = records[0] if records else None
+    if result.record is not None and job.keys_reader is not None:
+        _reconcile(job, result.record)
     result.complete = cut or written == job.max_samples or (task.final and result.count == len(task.samples))
     return result
