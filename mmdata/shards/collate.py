@@ -40,6 +40,8 @@ def _stacked(values: list[Any], dtype: np.dtype, column: tuple[np.ndarray, list]
         array, rows = column
         if array.dtype == dtype and len(rows) == len(values) and all(map(operator.is_, values, rows)):
             return array
+    if values and not np.ndim(values[0]):  # ints, floats, 0-d arrays: one conversion instead of B arrays
+        return np.array(values, dtype=dtype).reshape(len(values))
     return np.stack([np.asarray(v, dtype=dtype) for v in values])
 
 
