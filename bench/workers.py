@@ -4,10 +4,13 @@ For each corpus (train split, all fields) and batch size, one Loader per worker 
 (``set_epoch`` between them, as a training loop does), more until the later ones took 0.3 s; the first epoch
 (worker start-up included) and the later ones (steady state) are reported separately. The worker counts run interleaved, their order rotated
 every repeat, and each figure is the median over repeats, so the ratio ``2 vs 0`` (workers=2 samples/s over
-workers=0 samples/s, > 1: workers pay) compares runs taken side by side on the same loaded machine.
+workers=0 samples/s, > 1: workers pay) compares runs taken side by side on the same loaded machine. Other jobs
+on a shared machine take cores too: each repeat also runs two independent 0-worker Loaders at once, and their
+summed samples/s over one's (``ceiling x0``) is the most any two-process split could gain at that moment.
 
     python bench/workers.py [--corpora avmnist mosi] [--batch-sizes 32 128] [--workers 0 1 2] [--epochs 3]
-                            [--repeats 3] [--steady-s 0.3] [--shards data/shards] [--json out.json]
+                            [--repeats 3] [--steady-s 0.3] [--ceiling-processes 2] [--shards data/shards]
+                            [--json out.json]
 
 The minis are read from ``data/shards/<corpus>`` (``dvc repro``); a missing one is synthesised and sharded into
 a temporary directory with the settings of params.yaml.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -61,6 +65,15 @@ def _epochs(shards: Path, batch_size: int, workers: int, epochs: int, steady_s: 
     return timings
 
 
+def _independent(shards: Path, batch_size: int, epochs: int, steady_s: float, processes: int = 2) -> float:
+    """Steady samples/s of ``processes`` independent 0-worker Loaders run at the same time, summed: what this
+    machine's free cores allow any ``processes``-way split of the work right now (the parallel ceiling)."""
+    context = multiprocessing.get_context("fork")
+    with context.Pool(processes) as pool:
+        runs = pool.starmap(_epochs, [(shards, batch_size, 0, epochs, steady_s)] * processes)
+    return sum(sum(s for s, _ in run[1:]) / sum(t for _, t in run[1:]) for run in runs)
+
+
 def _row(corpus: str, batch_size: int, workers: int, runs: list[list[tuple[int, float]]]) -> dict:
     first = [samples / seconds for (samples, seconds), *_ in runs]
     steady = [sum(s for s, _ in run[1:]) / sum(t for _, t in run[1:]) for run in runs if len(run) > 1]
@@ -71,17 +84,21 @@ def _row(corpus: str, batch_size: int, workers: int, runs: list[list[tuple[int, 
 
 def measure(batch_sizes: Sequence[int] = (32, 128), workers: Sequence[int] = (0, 2), epochs: int = 3,
             repeats: int = 3, corpora: Sequence[str] | None = None,
-            shards: str | Path = ROOT / "data" / "shards", steady_s: float = 0.3) -> list[dict]:
+            shards: str | Path = ROOT / "data" / "shards", steady_s: float = 0.3,
+            ceiling_processes: int = 2) -> list[dict]:
     """Samples/s per (corpus, batch size, workers), median of ``repeats`` interleaved runs.
 
     Each run reads at least ``epochs`` epochs and keeps going until its epochs after the first took
-    ``steady_s`` seconds (at most 200 epochs).
+    ``steady_s`` seconds (at most 200 epochs). On a shared machine other jobs take cores too, so every repeat
+    also runs ``ceiling_processes`` independent 0-worker Loaders at once (0: skip): their summed samples/s over
+    the workers=0 row's is the most any split of the work over that many processes could gain at that moment.
 
     Returns:
         One row per (corpus, batch_size, workers): ``first_sps`` (epoch 0, worker start-up included),
         ``steady_sps`` (epochs 1.., None when ``epochs == 1``), ``samples`` per epoch, ``epochs`` (median
-        count read), ``repeats``, and, for workers > 0,
-        ``first_ratio`` / ``steady_ratio``: samples/s over the workers=0 row's (needs 0 in ``workers``).
+        count read), ``repeats``; for workers > 0 ``first_ratio`` / ``steady_ratio``: samples/s over the
+        workers=0 row's (needs 0 in ``workers``); on the workers=0 row ``ceiling_sps`` and ``ceiling_ratio``
+        (the independent processes' summed steady samples/s, and that over ``steady_sps``).
     """
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="mmdata-workers-") as tmp:
@@ -89,11 +106,19 @@ def measure(batch_sizes: Sequence[int] = (32, 128), workers: Sequence[int] = (0,
             path = corpus_shards(corpus, Path(shards), Path(tmp))
             for batch_size in batch_sizes:
                 runs: dict[int, list] = {w: [] for w in workers}
+                ceiling = []
                 for repeat in range(repeats):
                     shift = repeat % len(workers)  # rotate who goes first: no count always meets a warm cache
                     for w in [*workers[shift:], *workers[:shift]]:
                         runs[w].append(_epochs(path, batch_size, w, epochs, steady_s))
-                rows += _with_ratios([_row(corpus, batch_size, w, runs[w]) for w in workers])
+                    if ceiling_processes:
+                        ceiling.append(_independent(path, batch_size, epochs, steady_s, ceiling_processes))
+                batch_rows = _with_ratios([_row(corpus, batch_size, w, runs[w]) for w in workers])
+                if ceiling and any(r["workers"] == 0 for r in batch_rows):
+                    base = next(r for r in batch_rows if r["workers"] == 0)
+                    base["ceiling_sps"] = statistics.median(ceiling)
+                    base["ceiling_ratio"] = base["ceiling_sps"] / base["steady_sps"] if base["steady_sps"] else None
+                rows += batch_rows
     return rows
 
 
@@ -108,14 +133,29 @@ def _with_ratios(rows: list[dict]) -> list[dict]:
 
 def _table(rows: list[dict]) -> str:
     lines = [f"{'corpus':<14} {'batch':>5} {'rows':>5} {'workers':>7} {'first s/s':>10} {'steady s/s':>10} "
-             f"{'first x0':>8} {'steady x0':>9}"]
+             f"{'first x0':>8} {'steady x0':>9} {'ceiling x0':>10}"]
     for r in rows:
         ratio = (f"{r['first_ratio']:8.2f} {r['steady_ratio'] or 0:9.2f}" if "first_ratio" in r
                  else f"{'':8} {'':9}")
         steady = f"{r['steady_sps']:10.0f}" if r["steady_sps"] else f"{'-':>10}"
+        ceiling = f" {r['ceiling_ratio']:10.2f}" if r.get("ceiling_ratio") else ""
         lines.append(f"{r['corpus']:<14} {r['batch_size']:>5} {r['samples']:>5} {r['workers']:>7} "
-                     f"{r['first_sps']:10.0f} {steady} {ratio}")
+                     f"{r['first_sps']:10.0f} {steady} {ratio}{ceiling}")
     return "\n".join(lines)
+
+
+def _summary(rows: list[dict]) -> str:
+    """Min and median of the steady 2-vs-0 ratio, and of the 2-process ceiling at the time."""
+    two = [r for r in rows if r["workers"] == 2 and r.get("steady_ratio")]
+    if not two:
+        return ""
+    line = (f"workers 2 vs 0, steady state: min {min(r['steady_ratio'] for r in two):.2f}, median "
+            f"{statistics.median(r['steady_ratio'] for r in two):.2f} over {len(two)} (corpus, batch) pairs")
+    ceilings = [r["ceiling_ratio"] for r in rows if r.get("ceiling_ratio")]
+    if ceilings:
+        line += (f"; two independent 0-worker processes at the same time (the machine's parallel ceiling): "
+                 f"min {min(ceilings):.2f}, median {statistics.median(ceilings):.2f}")
+    return line
 
 
 def main() -> None:
@@ -126,16 +166,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steady-s", type=float, default=0.3)
+    parser.add_argument("--ceiling-processes", type=int, default=2, help="0: skip the parallel ceiling")
     parser.add_argument("--shards", type=Path, default=ROOT / "data" / "shards")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rows = measure(args.batch_sizes, args.workers, args.epochs, args.repeats, args.corpora, args.shards,
-                   args.steady_s)
+                   args.steady_s, args.ceiling_processes)
     print(_table(rows))
-    steady = [r["steady_ratio"] for r in rows if r["workers"] == 2 and r.get("steady_ratio")]
-    if steady:
-        print(f"workers 2 vs 0, steady state: min {min(steady):.2f}, median {statistics.median(steady):.2f} "
-              f"over {len(steady)} (corpus, batch) pairs")
+    print(_summary(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
