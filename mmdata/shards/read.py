@@ -48,6 +48,10 @@ def _plan_batches(shard_rows: list[np.ndarray], settings: dict[str, Any], epoch:
 class Loader:
     """A re-iterable epoch of batch dicts for one rank; call :meth:`set_epoch` (or let the loop) per epoch.
 
+    With workers, one iteration runs at a time (starting another ends the first with an error), the workers
+    live until :meth:`close` (or the end of a ``with`` block, or the Loader's deletion), and the tensors of a
+    batch are views of a shared-memory slot that is reused only once no tensor viewing it is left.
+
     Attributes:
         shards: the opened split.
         fields: the fields decoded into each batch.
@@ -205,6 +209,10 @@ class Loader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings and position only: a copy starts its own workers."""
+        return {**self.__dict__, "_producer": None, "_producer_key": ()}
 
     def __del__(self) -> None:
         try:
