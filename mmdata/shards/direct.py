@@ -27,8 +27,9 @@ GAP = 16 << 10
 #: Buffers per ``preadv`` call (the kernel's limit is at least 1024 on Linux).
 IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
 
-#: A cut: the ``length`` bytes at shard offset ``start`` go to ``dest`` instead of the range's scratch buffer.
-Cut = tuple[int, int, memoryview]
+#: A cut: the ``length`` bytes at shard offset ``start`` go to ``dest`` (a C-contiguous writable array) instead
+#: of the range's scratch buffer.
+Cut = tuple[int, int, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,12 @@ def layout(field: Field) -> Layout | None:
     return Layout(dtype, shape, _npy_prefix(dtype, shape), nbytes)
 
 
-def rows_of(array: np.ndarray) -> tuple[memoryview, list[np.ndarray]]:
-    """The bytes of ``array`` ``[n, ...]`` (writable, C order) and its rows as read-only views.
-
-    Read-only: an in-place augment then fails as it does on any other decoded npy member.
-    """
-    rows = list(array)
-    for row in rows:
-        row.flags.writeable = False
-    return memoryview(array).cast("B"), rows
+def rows_of(array: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The rows of ``array`` ``[n, ...]`` (writable, C order): as writable views (read destinations) and as
+    read-only views (what samples hold: an in-place augment then fails as on any other decoded npy member)."""
+    frozen = array.view()
+    frozen.flags.writeable = False
+    return list(array), list(frozen)
 
 
 def fetch(fd: Callable[[int], int], codes: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -131,7 +129,7 @@ def _chunked(fd: int, iov: list[memoryview], offset: int) -> int:
         chunk = iov[i:i + IOV_MAX]
         read = os.preadv(fd, chunk, offset + got)
         got += read
-        if read < sum(len(v) for v in chunk):
+        if read < sum(memoryview(v).nbytes for v in chunk):
             break
     return got
 

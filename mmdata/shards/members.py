@@ -41,24 +41,6 @@ VECTOR_FROM = 16
 BATCH_DECODE_MAX = 16 << 10
 
 
-def header_problem(header: memoryview, member: bytes, size: int) -> str | None:
-    """What is wrong with a member's 512-byte ustar/GNU header, or None when name, size and checksum agree."""
-    if bytes(header[:100]).rstrip(b"\0") != member:
-        return f"header names {bytes(header[:100]).rstrip(bytes(1))!r}, expected {member!r}"
-    try:
-        stored_size = int(bytes(header[124:136]).strip(b"\0 ") or b"0", 8)
-        stored_sum = int(bytes(header[148:156]).strip(b"\0 ") or b"0", 8)
-    except ValueError:
-        return "unparsable size or checksum field"
-    # The checksum counts its own 8-byte field as spaces (POSIX ustar).
-    computed = int(np.frombuffer(header, np.uint8).sum()) - sum(header[148:156]) + 8 * 32
-    if stored_sum != computed:
-        return f"header checksum {stored_sum} != computed {computed}"
-    if stored_size != size:
-        return f"header says {stored_size} bytes, index says {size}"
-    return None
-
-
 def _runs(names: Sequence[str], order: list[str]) -> list[list[str]]:
     """``names`` grouped into runs of neighbours in the stored member order (each run is one byte range)."""
     runs: list[list[str]] = []
@@ -213,7 +195,7 @@ class MemberReader:
         """
         lay = self.layouts[name]
         array = np.empty((len(units), *lay.shape), lay.dtype)
-        flat, rows = direct.rows_of(array)
+        dests, rows = direct.rows_of(array)
         columns[name] = (array, rows)
         head, n = len(lay.prefix), lay.nbytes
         fits = (self.size[name][units] == head + n).tolist()
@@ -221,7 +203,7 @@ class MemberReader:
         mine: list[np.ndarray | None] = [None] * len(units)
         for i, slot in enumerate(slots.tolist()):
             if fits[i]:
-                cuts[i].append((data[i], n, flat[slot * n:(slot + 1) * n]))
+                cuts[i].append((data[i], n, dests[slot]))
                 mine[i] = rows[slot]
         return mine
 
@@ -259,29 +241,40 @@ class MemberReader:
                     for payload, row in zip(payloads, kept[name]):
                         if row is not None:
                             payload[name] = (payload[name], row)
-        for name, check in suspects.items():
-            if check:
-                self._verify(name, units, payloads, check, states)
+        fields = [(name, check) for name, check in suspects.items() if check]
+        if fields:
+            self._verify(units, payloads, fields, states)
         return payloads
 
-    def _verify(self, name: str, units: np.ndarray, payloads: list[dict[str, memoryview]],
-                check: list[tuple[int, memoryview]], states: dict[int, verified.ShardState]) -> None:
-        """Header and crc32 of the members of field ``name`` not yet verified in this process."""
-        which = np.array([i for i, _ in check], dtype=np.int64)
-        rows = units[which]
-        members = [(s + self.suffix[name]).encode() for s in self.samples[rows].tolist()]
-        sizes = self.size[name][rows]
-        if len(check) < VECTOR_FROM:  # numpy's fixed cost per call exceeds a few plain-Python checks
-            suspects = range(len(check))
+    def _verify(self, units: np.ndarray, payloads: list[dict[str, Any]],
+                fields: list[tuple[str, list[tuple[int, memoryview]]]], states: dict[int, verified.ShardState]) -> None:
+        """Tar headers (all fields at once) and crc32 of the members not yet verified in this process.
+
+        Args:
+            fields: per field, its unchecked members as (unit position, 512-byte tar header).
+        """
+        rows = [units[np.array([i for i, _ in check], dtype=np.int64)] for _, check in fields]
+        headers = [h for _, check in fields for _, h in check]
+        members = [(s + self.suffix[name]).encode() for (name, _), r in zip(fields, rows) for s in self.samples[r].tolist()]
+        sizes = np.concatenate([self.size[name][r] for (name, _), r in zip(fields, rows)])
+        if len(headers) < VECTOR_FROM:  # numpy's fixed cost per call exceeds a few plain-Python checks
+            suspects = range(len(headers))
         else:
-            headers = np.frombuffer(b"".join(h for _, h in check), np.uint8).reshape(len(check), BLOCK)
-            suspects = np.flatnonzero(verified.header_suspects(headers, members, sizes)).tolist()
+            table = np.frombuffer(b"".join(headers), np.uint8).reshape(len(headers), BLOCK)
+            suspects = np.flatnonzero(verified.header_suspects(table, members, sizes)).tolist()
         for k in suspects:
-            problem = header_problem(check[k][1], members[k], int(sizes[k]))
+            problem = verified.header_problem(headers[k], members[k], int(sizes[k]))
             if problem is not None:
-                raise self._fail(int(rows[k]), name, problem)
+                name = [name for (name, check) in fields for _ in check][k]
+                raise self._fail(int(np.concatenate(rows)[k]), name, problem)
+        for (name, check), r in zip(fields, rows):
+            self._crcs(name, r, check, payloads, states)
+
+    def _crcs(self, name: str, rows: np.ndarray, check: list[tuple[int, memoryview]], payloads: list[dict[str, Any]],
+              states: dict[int, verified.ShardState]) -> None:
+        """crc32 from the index of field ``name``'s members ``check`` (index rows ``rows``); passed ones recorded."""
         crcs, offsets, codes = self.crc[name][rows].tolist(), self.offset[name][rows].tolist(), self.code[rows].tolist()
-        for k, i in enumerate(which.tolist()):
+        for k, (i, _) in enumerate(check):
             data = payloads[i][name]
             crc = crc32(data[1], crc32(data[0])) if type(data) is tuple else crc32(data)
             if crc != crcs[k]:

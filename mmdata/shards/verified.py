@@ -92,7 +92,7 @@ def read_only(value: Any) -> Any:
 def header_suspects(headers: np.ndarray, names: list[bytes], sizes: np.ndarray) -> np.ndarray:
     """Which of ``n`` tar headers fail the writer's exact layout (name, 11-digit size, 6-digit checksum).
 
-    A vectorised check of what :func:`mmdata.shards.members.header_problem` checks one header at a time; a
+    A vectorised check of what :func:`header_problem` checks one header at a time; a
     flagged header is then checked by that function, which also accepts other valid ustar spellings.
 
     Args:
@@ -114,3 +114,21 @@ def header_suspects(headers: np.ndarray, names: list[bytes], sizes: np.ndarray) 
     # The checksum counts its own 8-byte field as spaces (POSIX ustar).
     computed = headers.sum(1, dtype=np.int64) - headers[:, 148:156].sum(1, dtype=np.int64) + 8 * 32
     return bad | (sum_digits @ (8 ** np.arange(5, -1, -1)) != computed)
+
+
+def header_problem(header: memoryview, member: bytes, size: int) -> str | None:
+    """What is wrong with a member's 512-byte ustar/GNU header, or None when name, size and checksum agree."""
+    if bytes(header[:100]).rstrip(b"\0") != member:
+        return f"header names {bytes(header[:100]).rstrip(bytes(1))!r}, expected {member!r}"
+    try:
+        stored_size = int(bytes(header[124:136]).strip(b"\0 ") or b"0", 8)
+        stored_sum = int(bytes(header[148:156]).strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        return "unparsable size or checksum field"
+    # The checksum counts its own 8-byte field as spaces (POSIX ustar).
+    computed = int(np.frombuffer(header, np.uint8).sum()) - sum(header[148:156]) + 8 * 32
+    if stored_sum != computed:
+        return f"header checksum {stored_sum} != computed {computed}"
+    if stored_size != size:
+        return f"header says {stored_size} bytes, index says {size}"
+    return None
