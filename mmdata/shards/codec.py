@@ -220,6 +220,8 @@ def encoded_size(value: Any, field: Field) -> int | None:
     compressed images, mp4 and arrow. The writing engine plans shard boundaries with it (a plan is checked).
     """
     codec = field.codec
+    if codec == "npy" and type(value) is np.ndarray and value.ndim and not value.dtype.hasobject:
+        return len(_npy_prefix(value.dtype, value.shape)) + value.nbytes  # the common case, without conversions
     if codec == "npy":
         array = np.asarray(value)
         shape = array.shape if array.ndim else np.ascontiguousarray(array).shape
