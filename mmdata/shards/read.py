@@ -247,8 +247,11 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
             batch counts).
         num_workers: worker processes decoding whole batches (0: in this process).
         persistent_workers: keep the workers across epochs, prefetching the next epoch's first batches
-            (see :mod:`mmdata.shards.stream`); stop them with ``Loader.close()`` (or ``with``, or dropping it).
-        prefetch_factor: batches each worker prepares ahead.
+            (see :mod:`mmdata.shards.pool`); stop them with ``Loader.close()`` (or ``with``, or dropping it).
+            A batch from workers is views of a shared-memory slot, reused once no tensor of it is left in this
+            process: hand a batch to another process only as a copy (``clone()``).
+        prefetch_factor: batches each worker prepares ahead; each worker keeps ``prefetch_factor + 2`` slots
+            of a batch's size.
         pin_memory: put batches in pinned memory for fast asynchronous copies to a GPU (``.to(device,
             non_blocking=True)``); None (default) or True: when CUDA is available (``torch.cuda.is_available()``),
             False: never.
