@@ -83,11 +83,36 @@ def fetch(fd: Callable[[int], int], codes: np.ndarray, starts: np.ndarray, ends:
     heads = np.flatnonzero(new).tolist() + [len(s)]
     out: list[memoryview] = [None] * len(s)  # type: ignore[list-item]
     order_l, c_l, starts_l, ends_l = order.tolist(), c.tolist(), starts.tolist(), ends.tolist()
+    fds = {code: fd(code) for code in set(c_l)}
     for h0, h1 in zip(heads, heads[1:]):
+        if h1 - h0 == 1:  # the common case under shuffling: a range alone, with the least Python per range
+            k = order_l[h0]
+            _alone(fds[c_l[h0]], k, starts_l[k], ends_l[k], cuts[k], out, truncated)
+            continue
         ks = order_l[h0:h1]
-        hi = ends_l[ks[0]] if len(ks) == 1 else max(ends_l[k] for k in ks)
-        _group(fd(c_l[h0]), ks, starts_l, ends_l, hi, cuts, out, truncated)
+        _group(fds[c_l[h0]], ks, starts_l, ends_l, max(ends_l[k] for k in ks), cuts, out, truncated)
     return out
+
+
+def _alone(fd: int, k: int, lo: int, hi: int, cut: list[Cut], out: list[memoryview],
+           truncated: Callable[[int], Exception]) -> None:
+    """Read range ``k``, ``[lo, hi)``, with one ``pread``, or ``preadv`` into a scratch buffer and its cuts' rows."""
+    if not cut:
+        out[k] = block = memoryview(os.pread(fd, hi - lo, lo))
+        if len(block) < hi - lo:
+            raise truncated(k)
+        return
+    scratch = memoryview(bytearray(hi - lo - sum([n for _, n, _ in cut])))
+    iov, pos, sp = [], lo, 0
+    for where, n, dest in cut:
+        iov.append(scratch[sp:sp + where - pos])  # a range starts with a tar header: never empty
+        iov.append(dest)
+        sp, pos = sp + where - pos, where + n
+    if hi > pos:
+        iov.append(scratch[sp:])
+    if (os.preadv(fd, iov, lo) if len(iov) <= IOV_MAX else _chunked(fd, iov, lo)) < hi - lo:
+        raise truncated(k)
+    out[k] = scratch
 
 
 def _group(fd: int, ks: list[int], starts: list[int], ends: list[int], hi: int, cuts: list[list[Cut]],
