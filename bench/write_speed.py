@@ -12,7 +12,8 @@ label per sample) generated in memory, so the source reader's cost is left out. 
 
 Printed per process count: samples/s (median), the ratios to both ceilings per core (``samples/s / processes /
 ceiling``), the speedup over 1 process, and whether every output file is byte-identical to the 1-process one;
-first, the machine's CPU count and load average at the start (others' work on a shared machine skews speedups).
+first, the machine's CPU count and load average at the start (others' work on a shared machine skews speedups),
+and per process count the CPU time of all its processes per sample (what the processes would cost on free cores).
 
     python bench/write_speed.py [--samples 12000] [--repeats 3] [--processes 1 2]
 """
@@ -64,10 +65,19 @@ def _np_save_all(items: list[dict]) -> float:
     return time.perf_counter() - start
 
 
-def _write(items: list[dict], out: Path, processes: int) -> float:
+def _cpu() -> float:
+    """CPU seconds of this process and its waited-for children (the writer's workers) so far."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _write(items: list[dict], out: Path, processes: int, cpu: list[float] | None = None) -> float:
+    """Wall seconds of one write_split; its CPU seconds (all processes) appended to ``cpu``."""
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
+    start, used = time.perf_counter(), _cpu()
     write_split(items, FEATURES, out, corpus="avmnist", split="train", max_samples=250, processes=processes)
+    if cpu is not None:
+        cpu.append(_cpu() - used)
     return time.perf_counter() - start
 
 
@@ -77,12 +87,13 @@ def _digests(directory: Path) -> dict[str, str]:
 
 def _times(items: list[dict], processes: Sequence[int], repeats: int, tmp: Path) -> dict[object, list[float]]:
     """Seconds per repeat of each measurement; the write order alternates (1, 2 then 2, 1 ...)."""
-    times: dict[object, list[float]] = {"encode_ceiling": [], "np_save_ceiling": [], **{p: [] for p in processes}}
+    times: dict[object, list[float]] = {"encode_ceiling": [], "np_save_ceiling": [], **{p: [] for p in processes},
+                                        **{f"cpu{p}": [] for p in processes}}
     for repeat in range(repeats):
         times["encode_ceiling"].append(_encode_all(items))
         times["np_save_ceiling"].append(_np_save_all(items))
         for count in (processes if repeat % 2 == 0 else processes[::-1]):
-            times[count].append(_write(items, tmp / f"p{count}" / "train", count))
+            times[count].append(_write(items, tmp / f"p{count}" / "train", count, times[f"cpu{count}"]))
     return times
 
 
@@ -103,7 +114,9 @@ def measure(samples: int = 12000, processes: Sequence[int] = (1, 2), repeats: in
         rows.append({**common, "what": "write_split", "processes": count, "samples_per_s": rate[count],
                      "ratio_to_ceiling_per_core": rate[count] / count / rate["encode_ceiling"],
                      "ratio_to_np_save_ceiling_per_core": rate[count] / count / rate["np_save_ceiling"],
-                     f"speedup_vs_{processes[0]}": rate[count] / rate[processes[0]], "identical": identical[count]})
+                     f"speedup_vs_{processes[0]}": rate[count] / rate[processes[0]], "identical": identical[count],
+                     # CPU of all processes per sample: with free cores, speedup ~ processes * cpu(1) / cpu(N)
+                     "cpu_us_per_sample": 1e6 * statistics.median(times[f"cpu{count}"]) / samples})
     return rows
 
 
@@ -120,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = "" if row["what"] != "write_split" else (
             f"  ratio/core: encode {row['ratio_to_ceiling_per_core']:.3f}, np.save "
             f"{row['ratio_to_np_save_ceiling_per_core']:.2f}  speedup {row[f'speedup_vs_{args.processes[0]}']:.2f}x"
-            f"  identical {row['identical']}")
+            f"  cpu {row['cpu_us_per_sample']:.0f} us/sample  identical {row['identical']}")
         print(f"{row['what']:15s} processes {row['processes']}  {row['samples_per_s']:9.0f} samples/s{extra}")
 
 
