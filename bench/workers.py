@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -47,19 +48,32 @@ def corpus_shards(name: str, shards: Path, workdir: Path) -> Path:
     return out
 
 
-def _epochs(shards: Path, batch_size: int, workers: int, epochs: int, steady_s: float) -> list[tuple[int, float]]:
-    """(samples, seconds) of each epoch of one Loader (train split, all fields, shuffled): ``epochs`` epochs,
-    more while the later ones took under ``steady_s`` in all (a mini's epoch can take 3 ms: one scheduler tick
-    would decide the figure), at most 200."""
+def _children_cpu() -> float:
+    """CPU seconds used so far by this process's live children (the Loader's workers); 0 without /proc."""
+    total = 0.0
+    for child in multiprocessing.active_children():
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _epochs(shards: Path, batch_size: int, workers: int, epochs: int, steady_s: float) -> list[tuple]:
+    """(samples, seconds, main CPU s, workers' CPU s) of each epoch of one Loader (train split, all fields,
+    shuffled): ``epochs`` epochs, more while the later ones took under ``steady_s`` in all (a mini's epoch can
+    take 3 ms: one scheduler tick would decide the figure), at most 200."""
     loader = mmdata.load(shards, "train", batch_size=batch_size, num_workers=workers, seed=0)
-    timings: list[tuple[int, float]] = []
+    timings: list[tuple] = []
     try:
-        while len(timings) < epochs or (sum(t for _, t in timings[1:]) < steady_s and len(timings) < 200):
+        while len(timings) < epochs or (sum(t[1] for t in timings[1:]) < steady_s and len(timings) < 200):
             loader.set_epoch(len(timings))
-            start, samples = time.perf_counter(), 0
+            start, cpu, children, samples = time.perf_counter(), time.process_time(), _children_cpu(), 0
             for batch in loader:
                 samples += len(batch["__key__"])
-            timings.append((samples, time.perf_counter() - start))
+            timings.append((samples, time.perf_counter() - start, time.process_time() - cpu,
+                            _children_cpu() - children))
     finally:
         getattr(loader, "close", lambda: None)()  # older Loaders had no close(): their workers end per epoch
     return timings
@@ -71,15 +85,20 @@ def _independent(shards: Path, batch_size: int, epochs: int, steady_s: float, pr
     context = multiprocessing.get_context("fork")
     with context.Pool(processes) as pool:
         runs = pool.starmap(_epochs, [(shards, batch_size, 0, epochs, steady_s)] * processes)
-    return sum(sum(s for s, _ in run[1:]) / sum(t for _, t in run[1:]) for run in runs)
+    return sum(sum(t[0] for t in run[1:]) / sum(t[1] for t in run[1:]) for run in runs)
 
 
-def _row(corpus: str, batch_size: int, workers: int, runs: list[list[tuple[int, float]]]) -> dict:
-    first = [samples / seconds for (samples, seconds), *_ in runs]
-    steady = [sum(s for s, _ in run[1:]) / sum(t for _, t in run[1:]) for run in runs if len(run) > 1]
-    return {"corpus": corpus, "batch_size": batch_size, "workers": workers, "samples": runs[0][0][0],
-            "first_sps": statistics.median(first), "steady_sps": statistics.median(steady) if steady else None,
-            "epochs": statistics.median(len(run) for run in runs), "repeats": len(runs)}
+def _row(corpus: str, batch_size: int, workers: int, runs: list[list[tuple]]) -> dict:
+    first = [run[0][0] / run[0][1] for run in runs]
+    later = [run[1:] for run in runs if len(run) > 1]
+    steady = [sum(t[0] for t in run) / sum(t[1] for t in run) for run in later]
+    row = {"corpus": corpus, "batch_size": batch_size, "workers": workers, "samples": runs[0][0][0],
+           "first_sps": statistics.median(first), "steady_sps": statistics.median(steady) if steady else None,
+           "epochs": statistics.median(len(run) for run in runs), "repeats": len(runs)}
+    if later:  # CPU microseconds per sample in the steady state, main process and workers apart
+        for key, column in (("main_cpu_us", 2), ("workers_cpu_us", 3)):
+            row[key] = statistics.median(1e6 * sum(t[column] for t in run) / sum(t[0] for t in run) for run in later)
+    return row
 
 
 def measure(batch_sizes: Sequence[int] = (32, 128), workers: Sequence[int] = (0, 2), epochs: int = 3,
@@ -122,25 +141,34 @@ def measure(batch_sizes: Sequence[int] = (32, 128), workers: Sequence[int] = (0,
     return rows
 
 
-def _with_ratios(rows: list[dict]) -> list[dict]:
+def _with_ratios(rows: list[dict], cores: int = 2) -> list[dict]:
+    """Ratios over the workers=0 row; ``free_cores_ratio``: the CPU per sample of workers=0 over the time per
+    sample the workers' CPU would take on ``cores`` free cores (no core faster than one process, every process
+    and the whole on ``cores``): what the worker count would reach if other jobs left the machine."""
     base = next((r for r in rows if r["workers"] == 0), None)
     for row in rows:
         if base is not None and row["workers"]:
             row["first_ratio"] = row["first_sps"] / base["first_sps"]
             row["steady_ratio"] = row["steady_sps"] / base["steady_sps"] if row["steady_sps"] else None
+            if row.get("workers_cpu_us") and base.get("main_cpu_us"):
+                total = row["main_cpu_us"] + row["workers_cpu_us"]
+                bound = max(total / cores, row["main_cpu_us"], row["workers_cpu_us"] / row["workers"])
+                row["free_cores_ratio"] = base["main_cpu_us"] / bound
     return rows
 
 
 def _table(rows: list[dict]) -> str:
     lines = [f"{'corpus':<14} {'batch':>5} {'rows':>5} {'workers':>7} {'first s/s':>10} {'steady s/s':>10} "
-             f"{'first x0':>8} {'steady x0':>9} {'ceiling x0':>10}"]
+             f"{'first x0':>8} {'steady x0':>9} {'free cores x0':>13} {'cpu us/sample':>13}"]
     for r in rows:
         ratio = (f"{r['first_ratio']:8.2f} {r['steady_ratio'] or 0:9.2f}" if "first_ratio" in r
                  else f"{'':8} {'':9}")
         steady = f"{r['steady_sps']:10.0f}" if r["steady_sps"] else f"{'-':>10}"
-        ceiling = f" {r['ceiling_ratio']:10.2f}" if r.get("ceiling_ratio") else ""
+        free = (f"{r['free_cores_ratio']:13.2f}" if r.get("free_cores_ratio") else
+                f"{'ceiling ' + format(r['ceiling_ratio'], '.2f'):>13}" if r.get("ceiling_ratio") else f"{'':13}")
+        cpu = (f"{r['main_cpu_us']:6.0f}+{r['workers_cpu_us']:<6.0f}" if "main_cpu_us" in r else "")
         lines.append(f"{r['corpus']:<14} {r['batch_size']:>5} {r['samples']:>5} {r['workers']:>7} "
-                     f"{r['first_sps']:10.0f} {steady} {ratio}{ceiling}")
+                     f"{r['first_sps']:10.0f} {steady} {ratio} {free} {cpu}")
     return "\n".join(lines)
 
 
@@ -151,6 +179,10 @@ def _summary(rows: list[dict]) -> str:
         return ""
     line = (f"workers 2 vs 0, steady state: min {min(r['steady_ratio'] for r in two):.2f}, median "
             f"{statistics.median(r['steady_ratio'] for r in two):.2f} over {len(two)} (corpus, batch) pairs")
+    free = [r["free_cores_ratio"] for r in two if r.get("free_cores_ratio")]
+    if free:
+        line += (f"; projected on 2 free cores from CPU time: min {min(free):.2f}, median "
+                 f"{statistics.median(free):.2f}")
     ceilings = [r["ceiling_ratio"] for r in rows if r.get("ceiling_ratio")]
     if ceilings:
         line += (f"; two independent 0-worker processes at the same time (the machine's parallel ceiling): "
