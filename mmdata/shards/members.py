@@ -74,6 +74,7 @@ class MemberReader:
         self.runs = _runs(self.names, sorted(stored))
         shards, code = np.unique(np.asarray(index["shard"]), return_inverse=True)
         self.shard_names, self.code = [str(s) for s in shards], code.astype(np.int64).reshape(-1)
+        self.paths = [str(self.directory / s) for s in self.shard_names]  # built once: pathlib costs ~5 us a join
         self.keys, self.samples = np.asarray(index["key"], object), np.asarray(index["sample"], object)
         self.labels = index["label"]
         self.param = np.asarray(index[view.param], np.int64) if view else None
@@ -142,12 +143,12 @@ class MemberReader:
         ``slots[i]``: the batch position of unit ``i``'s first row, its row in the batch arrays put in ``columns``.
         """
         codes = self.code[units].tolist()
-        states = {c: verified.shard_state(str(self.directory / self.shard_names[c]), self._fd(c)) for c in set(codes)}
+        states = {c: verified.shard_state(self.paths[c], self._fd(c)) for c in set(codes)}
         values: list[dict[str, Any] | None] = [None] * len(units)
         keys: list[tuple] = []
         if self.view is not None:
             first = self.offset[self.names[0]][units].tolist()
-            keys = [(str(self.directory / self.shard_names[c]), states[c].key, o, tuple(self.names))
+            keys = [(self.paths[c], states[c].key, o, tuple(self.names))
                     for c, o in zip(codes, first)]
             values = [verified.cached(k) for k in keys]
         todo = np.array([i for i, v in enumerate(values) if v is None], dtype=np.int64)
