@@ -4,8 +4,8 @@ The writer stores each sample's members consecutively in sorted field order, eac
 (:mod:`mmdata.shards.tar`). Per batch the reader gathers the byte ranges of the requested members with numpy
 over the index columns, sorts them by shard and offset, and reads neighbouring ranges (holes up to :data:`GAP`
 bytes included) with one ``pread``; fixed-shape npy data goes straight into the batch array with ``preadv``
-(:mod:`mmdata.shards.direct`; one copy, the ceiling's). ``pread`` and not ``mmap``: a shard truncated after open then reads short,
-which is reported, where ``mmap`` would kill the process with SIGBUS.
+(:mod:`mmdata.shards.direct`; one copy, the ceiling's). ``pread`` and not ``mmap``: a shard truncated after
+open then reads short, which is reported, where ``mmap`` would kill the process with SIGBUS.
 
 Integrity: every member's tar header (name, size, checksum; vectorised over the batch) and the payload's crc32
 from the index are checked before it is decoded; a failure raises :class:`ShardIntegrityError` naming shard,
@@ -256,7 +256,8 @@ class MemberReader:
         """
         rows = [units[np.array([i for i, _ in check], dtype=np.int64)] for _, check in fields]
         headers = [h for _, check in fields for _, h in check]
-        members = [(s + self.suffix[name]).encode() for (name, _), r in zip(fields, rows) for s in self.samples[r].tolist()]
+        members = [(s + self.suffix[name]).encode()
+                   for (name, _), r in zip(fields, rows) for s in self.samples[r].tolist()]
         sizes = np.concatenate([self.size[name][r] for (name, _), r in zip(fields, rows)])
         if len(headers) < VECTOR_FROM:  # numpy's fixed cost per call exceeds a few plain-Python checks
             suspects = range(len(headers))
