@@ -402,6 +402,19 @@ def test_gather_matches_loop_and_keeps_input():
     assert all(np.array_equal(np.asarray(values[k]), np.asarray(before[k])) for k in values)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint8, torch.float16, torch.int64])
+def test_gather_fills_dropped_entries_for_every_dtype(dtype):
+    """uint16 (depth maps) has no masked_fill kernel in torch: gather must still fill its dropped entries."""
+    mods = ("depth", "image")
+    tuples = drop_tuples(tuple_disturb(6, make_rng(0), modalities=mods, num_negatives=3, ratios=[1, 1, 1]),
+                         modality_dropout(6, make_rng(1), modalities=mods, p=1.0))
+    depth = torch.arange(6 * 4).reshape(6, 2, 2).to(dtype)
+    out = gather({"depth": depth, "image": torch.zeros(6)}, tuples, placeholder=7.0)["depth"]
+    rows = torch.from_numpy(tuples.idx[:, :, 0])
+    want = torch.where((rows == DROPPED).view(6, 3, 1, 1), torch.full_like(out, 7), depth[rows.clamp(min=0)])
+    assert out.dtype == dtype and (rows == DROPPED).any() and torch.equal(out, want)
+
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
 def test_tuple_infonce_matches_loop(similarity):
     g = torch.Generator().manual_seed(0)

@@ -58,6 +58,9 @@ def gather(values: Mapping[str, Any], tuples: Tuples, *, placeholder: float = 0.
     return out
 
 
+_NO_MASKED_FILL = (torch.uint16, torch.uint32, torch.uint64)
+
+
 def _take_tensor(value: torch.Tensor, flat: torch.Tensor, shape: tuple[int, ...], dropped: np.ndarray | None,
                  placeholder: float) -> torch.Tensor:
     """``value[rows]`` as ``[n, k, ...]`` from the flat rows ``[n * k]``; dropped entries set to the placeholder."""
@@ -66,6 +69,8 @@ def _take_tensor(value: torch.Tensor, flat: torch.Tensor, shape: tuple[int, ...]
     if dropped is not None:
         # In place on the fresh copy (index_select's backward needs only the index): no full-size temporaries.
         mask = torch.from_numpy(dropped).to(value.device).view(*shape, *([1] * (value.dim() - 1)))
+        if taken.dtype in _NO_MASKED_FILL:  # torch has no masked_fill kernel for them (uint16 depth maps)
+            return torch.where(mask, torch.full_like(taken, placeholder), taken)
         taken = taken.masked_fill_(mask, placeholder)
     return taken
 

@@ -125,18 +125,24 @@ def _open_fds() -> int:
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to count file descriptors")
 @pytest.mark.parametrize("workers, epochs", [(0, 20), (2, 6)])
 def test_shr_11_no_descriptor_or_process_leak_across_epochs(toy_split, workers, epochs):
-    """SHR-11: after one epoch, further epochs leave the open file descriptors and child processes where they
-    were (every shard handle is closed, every worker exits)."""
+    """SHR-11: after one epoch, further epochs keep the same worker processes (persistent) and the open file
+    descriptors within a fixed bound (each worker's shared-memory slots arrive once: at most workers x
+    (prefetch_factor + 2) descriptors); close() ends every worker and returns every descriptor."""
+    deadline = time.monotonic() + 15  # earlier tests' workers may still be exiting
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before = _open_fds()
     loader = mmdata.load(toy_split, batch_size=8, num_workers=workers)
     assert len(_keys(loader)) == 40
-    fds = _open_fds()
+    fds, children = _open_fds(), {p.pid for p in multiprocessing.active_children()}
+    assert len(children) == workers
     for epoch in range(1, epochs):
         loader.set_epoch(epoch)
         assert len(_keys(loader)) == 40
-    # Worker processes and their pipes are torn down asynchronously after an epoch ends: poll a bounded time
-    # for the counts to settle (a leak never does; under a loaded machine teardown takes a moment). The first
-    # epoch's pipes may still be closing when ``fds`` is taken, so fewer descriptors later is no leak; more is.
+        assert {p.pid for p in multiprocessing.active_children()} == children
+        assert _open_fds() <= fds + workers * 4  # prefetch_factor 2: 4 slots per worker
+    loader.close()
     deadline = time.monotonic() + 15
-    while (_open_fds() > fds or multiprocessing.active_children()) and time.monotonic() < deadline:
+    while (_open_fds() > before or multiprocessing.active_children()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _open_fds() <= fds and multiprocessing.active_children() == []
+    assert _open_fds() <= before and multiprocessing.active_children() == []
