@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mmdata.shards import verified  # noqa: E402
 from mmdata.shards.build import shard_corpus  # noqa: E402
@@ -48,6 +49,7 @@ from mmdata.shards.codec import decode_npy_batch, decoder  # noqa: E402
 from mmdata.shards.collate import collate  # noqa: E402
 from mmdata.shards.read import SplitShards  # noqa: E402
 from mmdata.shards.tar import MemberReader  # noqa: E402
+from common import settled  # noqa: E402
 from mmdata.synth import SYNTHS  # noqa: E402
 
 BATCH = 64
@@ -84,7 +86,7 @@ def build(family: Family, work: Path) -> SplitShards:
     if not (out / "train" / "manifest.json").exists():
         root = SYNTHS[family.corpus](work / family.corpus / "raw", seed=0, **family.synth)
         shard_corpus(family.corpus, root, out, reader=family.reader, max_samples=200, progress=False)
-    return SplitShards.open(out / "train")
+    return SplitShards.open(settled(out) / "train")
 
 
 def _batches(rows: int, seed: int = 0) -> list[np.ndarray]:

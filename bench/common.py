@@ -8,7 +8,23 @@ from pathlib import Path
 import torch
 
 from mmdata.shards.build import shard_corpus
+from mmdata.shards.verified import SETTLE_NS
 from mmdata.synth import SYNTHS
+
+
+def settled(directory: Path) -> Path:
+    """Wait until every file under ``directory`` is older than the reader's settle time; return ``directory``.
+
+    The reader records a shard as verified (and caches its shared decodes) only once the shard has not changed
+    for ``SETTLE_NS`` (2 s: time stamp granularity, see ``mmdata/shards/verified.py``). Shards written a moment
+    ago are therefore re-verified on every read, which no user sees after a real ``mmdata shard``: measuring
+    them would time that window, not the reader.
+    """
+    newest = max((p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()), default=0)
+    wait = (newest + SETTLE_NS - time.time_ns()) / 1e9 + 0.05
+    if wait > 0:
+        time.sleep(wait)
+    return directory
 
 
 def avmnist_shards(workdir: Path, train: int = 2000, test: int = 200) -> Path:

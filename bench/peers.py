@@ -46,6 +46,7 @@ import mmdata  # noqa: E402
 from mmdata.shards.build import shard_corpus  # noqa: E402
 from mmdata.synth import SYNTHS  # noqa: E402
 import peer_loaders as pl  # noqa: E402
+from common import settled  # noqa: E402
 import yaml  # noqa: E402
 
 CORPORA = ("avmnist", "crema_d", "hateful_memes", "mmimdb", "mosei", "mosi", "nyuv2", "snli_ve", "stocks", "sunrgbd")
@@ -72,7 +73,7 @@ def build_mini(name: str, work: Path, scale: float = 1.0) -> tuple[Path, Path]:
         root = SYNTHS[name](raw, **synth)
         shard_corpus(name, root, shards, reader={**cfg["reader"], **READER_EXTRA.get(name, {})}, progress=False,
                      **cfg["shard"])
-    return raw, shards
+    return raw, settled(shards)
 
 
 def batch_sums(batch: Any) -> tuple[int, np.ndarray]:

@@ -33,6 +33,8 @@ import mmdata
 from mmdata.shards.build import shard_corpus
 from mmdata.synth import SYNTHS
 
+from common import settled
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,7 @@ def corpus_shards(name: str, shards: Path, workdir: Path) -> Path:
     if not (out / "train" / "manifest.json").exists():
         root = SYNTHS[name](workdir / "raw" / name, **block.get("synth", {}))
         shard_corpus(name, root, out, reader=block.get("reader", {}), progress=False, **block.get("shard", {}))
-    return out
+    return settled(out)
 
 
 def _children_cpu() -> float:
