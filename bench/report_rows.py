@@ -108,8 +108,11 @@ def samplers(rows: list[dict]) -> list[dict]:
             continue
         gather = "bytes" in r  # goal 5: gather is judged by the bytes it copies, not the 5% line
         note = f"{r['gbps']:.2f} GB/s (clone {r.get('clone_gbps', 0):.2f})" if gather and "gbps" in r else ""
+        # Shown without the 5% goal: a second batch read from shards is a batch load itself, and the loss's
+        # backward is the training step's compute (the loss's forward keeps the goal).
+        informational = gather or r["name"].startswith(("read negative batch", "tuple_infonce fwd+bwd"))
         out.append(row("samplers", f"{r['name']} b{r['batch']}", 1e3 * r["seconds"], 1e3 * r["seconds"] / r["ratio"],
-                       1.0 / r["ratio"], "loading the batch (load ms / its ms)", None if gather else 20.0,
+                       1.0 / r["ratio"], "loading the batch (load ms / its ms)", None if informational else 20.0,
                        unit="ms", note=note))
     return out
 
