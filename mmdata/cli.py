@@ -1,4 +1,4 @@
-"""``mmdata`` command line: synth, shard, inspect, verify, preview.
+"""``mmdata`` command line: synth, shard, inspect, verify, preview, diff.
 
 Expected failures (every :class:`mmdata.errors.MmdataError`, OS errors such as a missing file, an interrupt) print
 one line naming the file and the fix and exit non-zero; the traceback shows only with ``--debug`` (or
@@ -105,6 +105,67 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair(p: dict[str, Any]) -> str:
+    return f"{p['old']} -> {p['new']}"
+
+
+def _keys_text(title: str, keys: list[str], limit: int, notes: dict[str, list[str]] | None = None) -> list[str]:
+    """``title (n):`` then at most ``limit`` keys (with the changed fields where known)."""
+    lines = [f"{title} ({len(keys)}):"] if keys else []
+    for key in keys[:limit]:
+        lines.append(f"  {key}" + (f"  ({', '.join(notes[key])})" if notes and key in notes else ""))
+    if len(keys) > limit:
+        lines.append(f"  ... and {len(keys) - limit} more (--limit)")
+    return lines
+
+
+def _diff_counts(result: dict[str, Any]) -> list[str]:
+    """The count lines of a diff report: per split, then classes, schema, params, source and skips."""
+    lines = [f"samples: +{len(result['added'])} added, -{len(result['removed'])} removed, "
+             f"~{len(result['changed'])} changed" + (" (payload bytes compared)" if result["exact"] else "")]
+    for split, s in result["splits"].items():
+        where = "" if all(s["present"].values()) else " (only in " + ("OLD)" if s["present"]["old"] else "NEW)")
+        lines.append(f"  {split}{where}: samples {_pair(s['samples'])}, rows {_pair(s['rows'])}, shards "
+                     f"{_pair(s['shards'])}; +{s['added']} -{s['removed']} ~{s['changed']}")
+    for part in ("classes", "schema", "params"):
+        lines += [f"{part} {split}: {path}: {_pair(p)}" for split, paths in result[part].items()
+                  for path, p in paths.items()]
+    src = result["source"]
+    if src["differ"]:
+        lines += [f"source: {path}: {_pair(p)}" for path, p in src["release"].items()]
+        lines.append(f"source: raw files {_pair(src['files'])}, +{len(src['files_added'])} "
+                     f"-{len(src['files_removed'])}, sha256 changed {len(src['sha256_changed'])}")
+    for split, sk in result["skips"].items():
+        reasons = ", ".join(f"{r} {_pair(p)}" for r, p in sk["skipped_by_reason"].items()) or "none"
+        lines.append(f"skips {split}: skipped {_pair(sk['counts']['skipped'])} (raw {_pair(sk['counts']['raw'])}); "
+                     f"by reason: {reasons}; skipped keys +{len(sk['keys_added'])} -{len(sk['keys_removed'])}")
+    return lines
+
+
+def diff_text(result: dict[str, Any], old: str, new: str, limit: int) -> str:
+    """The readable report of :func:`mmdata.shards.diff.diff`: counts first, then up to ``limit`` keys per list."""
+    lines = [f"mmdata diff {old} {new}: " + ("identical" if result["identical"] else "differ")]
+    lines += _diff_counts(result)
+    notes = {k: v for s in result["splits"].values() for k, v in s["changed_fields"].items()}
+    lines += _keys_text("added", result["added"], limit) + _keys_text("removed", result["removed"], limit)
+    lines += _keys_text("changed", result["changed"], limit, notes)
+    src = result["source"]
+    for name in ("files_added", "files_removed", "sha256_changed"):
+        lines += _keys_text(f"source {name.replace('_', ' ')}", src[name], limit)
+    for split, sk in result["skips"].items():
+        lines += _keys_text(f"skipped keys added in {split}", sk["keys_added"], limit)
+        lines += _keys_text(f"skipped keys removed in {split}", sk["keys_removed"], limit)
+    return "\n".join(lines)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from mmdata.shards.diff import diff
+
+    result = diff(args.old, args.new, exact=args.exact)
+    print(json.dumps(result, indent=1) if args.json else diff_text(result, args.old, args.new, args.limit))
+    return 0 if result["identical"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mmdata`` command."""
     parser = argparse.ArgumentParser(prog="mmdata", description="multimodal corpora -> checked WebDataset shards")
@@ -146,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--count", type=int, default=8)
     p.set_defaults(run=_cmd_preview)
+    p = sub.add_parser("diff", parents=[common],
+                       help="what changed between two shard outputs; exit 0 identical, 1 differ, 2 error")
+    p.add_argument("old", help="the OLD corpus shard folder or split folder")
+    p.add_argument("new", help="the NEW corpus shard folder or split folder")
+    p.add_argument("--json", action="store_true", help="the whole comparison as JSON (for scripts)")
+    p.add_argument("--limit", type=int, default=20, help="keys shown per list in the text report")
+    p.add_argument("--exact", action="store_true",
+                   help="also compare payload bytes where (size, crc32) agree (crc32 alone misses ~2^-32)")
+    p.set_defaults(run=_cmd_diff)
     return parser
 
 
