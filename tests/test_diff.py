@@ -43,6 +43,7 @@ def test_identical_outputs_exit_0_with_empty_lists(capsys, tmp_path, base):
     status, out, _ = _cli(capsys, "diff", base, again, "--json", "--exact")
     result = json.loads(out)
     assert status == 0 and result["identical"]
+    assert set(result) >= {"added", "removed", "changed", "splits", "classes", "schema", "params", "source", "skips"}
     assert result["added"] == result["removed"] == result["changed"] == []
     assert result["classes"] == result["schema"] == result["params"] == result["skips"] == {}
     assert result["splits"]["train"]["exact_checked"] == 12
