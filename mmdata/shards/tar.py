@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from mmdata.shards.verified import header_checksums
+
 #: Longest tar member name: the ustar name field. Longer names would need GNU long-name records between
 #: members, which would break the reader's one-``pread``-per-run layout assumption.
 MAX_MEMBER_NAME = 100
@@ -188,10 +190,6 @@ def _tarfile_keys(path: Path) -> list[str]:
     return keys
 
 
-#: Place values of the 6 octal digits of a checksum field as this writer (and tarfile) writes it: ``%06o\0 ``.
-_OCTAL6 = 8 ** np.arange(5, -1, -1)
-
-
 def _header_starts(view: mmap.mmap, length: int) -> list[int] | None:
     """Offsets of the member headers, walked by their size fields (payloads skipped), or None when the archive
     does not end in a zero block before ``length`` or a size field is not octal."""
@@ -214,10 +212,8 @@ def _checksums_hold(headers: np.ndarray) -> bool:
     Vectorised: one sum per header for all of them (the checksum field counts as 8 spaces); stored checksums
     in another form than ``%06o\0 `` are parsed one by one.
     """
-    computed = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * 32
-    digits = headers[:, 148:154].astype(np.int64) - ord("0")
-    plain = ((digits >= 0) & (digits <= 7)).all(axis=1) & (headers[:, 154] == 0) & (headers[:, 155] == 32)
-    stored = digits @ _OCTAL6
+    stored, computed, octal = header_checksums(headers)
+    plain = octal & (headers[:, 154] == 0) & (headers[:, 155] == 32)
     for row in np.flatnonzero(~plain):
         try:
             stored[row] = int(bytes(headers[row, 148:156]).strip(b"\0 "), 8)

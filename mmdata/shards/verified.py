@@ -107,13 +107,28 @@ def header_suspects(headers: np.ndarray, names: list[bytes], sizes: np.ndarray) 
     expected = np.array(names, dtype="S101").view(np.uint8).reshape(n, 101)
     bad = (expected[:, 100] != 0) | (headers[:, :100] != expected[:, :100]).any(1)
     size_digits = headers[:, 124:135].astype(np.int64) - 48
-    sum_digits = headers[:, 148:154].astype(np.int64) - 48
     bad |= ((size_digits < 0) | (size_digits > 7)).any(1) | (headers[:, 135] != 0)
-    bad |= ((sum_digits < 0) | (sum_digits > 7)).any(1)
     bad |= size_digits @ (8 ** np.arange(10, -1, -1)) != sizes
+    stored, computed, octal = header_checksums(headers)
+    return bad | ~octal | (stored != computed)
+
+
+def header_checksums(headers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stored and computed checksums of ``n`` tar headers at once (the reader's and the writer's checks).
+
+    Args:
+        headers: uint8 ``[n, 512]``.
+
+    Returns:
+        int64 ``[n]`` stored (the first 6 bytes of the checksum field read as octal digits, as this writer and
+        tarfile write it: ``%06o\0 ``), int64 ``[n]`` computed, and bool ``[n]`` whether those 6 bytes are octal
+        digits (where not, ``stored`` is meaningless and the header needs the one-by-one parse).
+    """
+    digits = headers[:, 148:154].astype(np.int64) - ord("0")
+    octal = ((digits >= 0) & (digits <= 7)).all(1)
     # The checksum counts its own 8-byte field as spaces (POSIX ustar).
     computed = headers.sum(1, dtype=np.int64) - headers[:, 148:156].sum(1, dtype=np.int64) + 8 * 32
-    return bad | (sum_digits @ (8 ** np.arange(5, -1, -1)) != computed)
+    return digits @ (8 ** np.arange(5, -1, -1)), computed, octal
 
 
 def header_problem(header: memoryview, member: bytes, size: int) -> str | None:
