@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
+# The tests also need the optional engines (Ray, S3); `make repro` does not, so it does not wait for them.
+TESTSTAMP := $(VENV)/.installed-test
 TORCH  := torch==2.13.0
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
@@ -25,10 +27,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,fast]'
 	touch $(STAMP)
 
+$(TESTSTAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,fast,ray,s3]'
+	touch $(TESTSTAMP)
+
 repro: setup
 	dvc repro
 
-test: setup
+test: setup $(TESTSTAMP)
 	python -m pytest -q
 
 # One table of every performance ratio (bench/README.md); BENCH_ARGS=--quick for a smoke run. The other

@@ -227,9 +227,18 @@ class Loader:
             yield batch
 
 
+def process_group_share(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``: both from the initialised ``torch.distributed`` process group when neither is
+    given (``torchrun``); otherwise the given values, a missing rank being 0 and a missing world size 1."""
+    distributed = torch.distributed
+    if rank is None and world_size is None and distributed.is_available() and distributed.is_initialized():
+        return distributed.get_rank(), distributed.get_world_size()
+    return (0 if rank is None else rank), (1 if world_size is None else world_size)
+
+
 def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | None = None, batch_size: int = 32,
-         shuffle: bool | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
-         num_workers: int = 0, drop_last: bool = False, augment: Augment | None = None, verify: bool = False,
+         shuffle: bool | None = None, seed: int = 0, epoch: int = 0, rank: int | None = None,
+         world_size: int | None = None, num_workers: int = 0, drop_last: bool = False, augment: Augment | None = None, verify: bool = False,
          shards_root: str | Path = DEFAULT_SHARDS_ROOT, partition: str = "shard",
          drop_remainder: bool = False, rows: Sequence[int] | None = None, persistent_workers: bool = True,
          prefetch_factor: int = 2, pin_memory: bool | None = None) -> Loader:
@@ -244,7 +253,8 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
         shuffle: epoch-seeded shuffle (default: True for "train", False otherwise).
         seed, epoch: the shuffle and augmentation seeds (same values -> same batches, any worker count).
         rank, world_size: this process's share for distributed training (disjoint rows per rank, equal
-            batch counts).
+            batch counts). Neither given: those of the initialised ``torch.distributed`` process group
+            (``torchrun``), else 0 and 1.
         num_workers: worker processes decoding whole batches (0: in this process).
         persistent_workers: keep the workers across epochs, prefetching the next epoch's first batches
             (see :mod:`mmdata.shards.pool`); stop them with ``Loader.close()`` (or ``with``, or dropping it).
@@ -273,6 +283,7 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
         ``state_dict()`` / ``load_state_dict()`` to resume mid-epoch, ``class_counts`` for the rank's classes.
     """
     shards = SplitShards.open(resolve_split_dir(source, split, shards_root), verify=verify)
+    rank, world_size = process_group_share(rank, world_size)
     return Loader(shards, fields=list(shards.features) if fields is None else list(fields),
                   batch_size=batch_size, shuffle=(split == "train") if shuffle is None else shuffle, seed=seed,
                   epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers, drop_last=drop_last,
