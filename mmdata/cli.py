@@ -158,11 +158,31 @@ def diff_text(result: dict[str, Any], old: str, new: str, limit: int) -> str:
     return "\n".join(lines)
 
 
-def _cmd_diff(args: argparse.Namespace) -> int:
-    from mmdata.shards.diff import diff
+def _diff_result(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
+    """The comparison and the names of its two sides: two folders, or one DVC-tracked folder at git revisions."""
+    from mmdata.errors import ConfigError
 
-    result = diff(args.old, args.new, exact=args.exact)
-    print(json.dumps(result, indent=1) if args.json else diff_text(result, args.old, args.new, args.limit))
+    if not args.rev:
+        if args.new is None:
+            raise ConfigError("mmdata diff needs OLD and NEW folders, or one folder and --rev REV [--rev REV]")
+        from mmdata.shards.diff import diff
+        return diff(args.old, args.new, exact=args.exact), args.old, args.new
+    if args.new is not None:
+        raise ConfigError(f"mmdata diff PATH --rev OLD [--rev NEW] compares one folder at git revisions; drop the "
+                          f"second folder {args.new!r} (or drop --rev to compare two folders)")
+    if len(args.rev) > 2:
+        raise ConfigError(f"mmdata diff takes at most two --rev (OLD, then NEW), got {len(args.rev)}: {args.rev}")
+    from mmdata.shards.revision import diff_revisions
+
+    new_rev = args.rev[1] if len(args.rev) == 2 else None
+    result = diff_revisions(args.old, args.rev[0], new_rev, repo=args.repo, exact=args.exact)
+    path = result["revisions"]["path"]
+    return result, f"{path}@{args.rev[0]}", f"{path}@{new_rev or 'workspace'}"
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    result, old, new = _diff_result(args)
+    print(json.dumps(result, indent=1) if args.json else diff_text(result, old, new, args.limit))
     return 0 if result["identical"] else 1
 
 
@@ -208,9 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=8)
     p.set_defaults(run=_cmd_preview)
     p = sub.add_parser("diff", parents=[common],
-                       help="what changed between two shard outputs; exit 0 identical, 1 differ, 2 error")
-    p.add_argument("old", help="the OLD corpus shard folder or split folder")
-    p.add_argument("new", help="the NEW corpus shard folder or split folder")
+                       help="what changed between two shard outputs, or one output at two git revisions "
+                            "(through DVC); exit 0 identical, 1 differ, 2 error")
+    p.add_argument("old", help="the OLD corpus shard folder or split folder; with --rev, the DVC-tracked folder "
+                               "(or corpus name: data/shards/<name>)")
+    p.add_argument("new", nargs="?", default=None, help="the NEW corpus shard folder or split folder (not with --rev)")
+    p.add_argument("--rev", action="append", default=[], metavar="REV",
+                   help="git revision of OLD; a second --rev is NEW's (default: the workspace). Read through DVC "
+                        "(cache or remote), the workspace untouched")
+    p.add_argument("--repo", default=None, help="a folder in the git + DVC repository for --rev (default: .)")
     p.add_argument("--json", action="store_true", help="the whole comparison as JSON (for scripts)")
     p.add_argument("--limit", type=int, default=20, help="keys shown per list in the text report")
     p.add_argument("--exact", action="store_true",

@@ -12,7 +12,8 @@ From the manifests it reports class-count changes (``class_counts`` / ``label_su
 (``features``, ``codecs``, ``label_field``), params changes (reader options, shard sizes), source fingerprint
 changes (release, number of raw files, files added, removed or with another sha256) and the skip reports side by
 side. Nothing is written; the shards are opened with :class:`mmdata.shards.split.SplitShards` (sizes and row
-counts checked against the manifest, no re-hash: that is ``mmdata verify``).
+counts checked against the manifest, no re-hash: that is ``mmdata verify``). Two git revisions of one
+DVC-tracked output are compared by :mod:`mmdata.shards.revision`, which hands the opened sides to :func:`diff_sides`.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ _KEY_LISTS = ("added", "removed", "changed")
 _PARTS = ("classes", "schema", "params", "skips")
 
 
-def _open_side(path: str | Path, side: str) -> dict[str, SplitShards]:
+def open_side(path: str | Path, side: str) -> dict[str, SplitShards]:
     """split name -> opened split, for a corpus folder or one split folder.
 
     Raises:
@@ -208,16 +209,25 @@ def diff(old: str | Path, new: str | Path, exact: bool = False) -> dict[str, Any
     """Compare two shard outputs (corpus folders, or split folders); see the module docstring.
 
     Returns:
+        :func:`diff_sides` of the two folders' splits.
+
+    Raises:
+        ShardIntegrityError: a side is missing, holds no finished split, or its index disagrees with its manifest.
+    """
+    return diff_sides(open_side(old, "OLD"), open_side(new, "NEW"), exact)
+
+
+def diff_sides(old: dict[str, SplitShards], new: dict[str, SplitShards], exact: bool = False) -> dict[str, Any]:
+    """Compare two opened shard outputs (split name -> split; each side holds at least one split).
+
+    Returns:
         A JSON-able dict: ``added`` / ``removed`` / ``changed`` (sorted ``<split>/<key>`` strings over all
         splits), ``splits`` (split -> :func:`diff_split` without its key lists), ``classes``, ``schema``,
         ``params``, ``skips`` (split -> that part of :func:`diff_split`), ``source`` (:func:`source_changes` of
         the first split of each side: one build records one fingerprint in every split), ``exact`` and
         ``identical``.
-
-    Raises:
-        ShardIntegrityError: a side is missing, holds no finished split, or its index disagrees with its manifest.
     """
-    sides = _open_side(old, "OLD"), _open_side(new, "NEW")
+    sides = old, new
     names = sorted(set(sides[0]) | set(sides[1]))
     per_split = {s: diff_split(sides[0].get(s), sides[1].get(s), exact) for s in names}
     out: dict[str, Any] = {k: [] for k in _KEY_LISTS}
