@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from methods.distributed import all_sum, data_parallel
 from mmdata.samplers.derange import batch_rng
 from mmdata.types import Tuples
 
@@ -48,10 +49,6 @@ def amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
     if amp not in _AMP_DTYPES:
         raise ValueError(f"amp must be a bool or one of {sorted(_AMP_DTYPES)}, got {amp!r}")
     return _AMP_DTYPES[amp]
-
-
-def _dtype_name(dtype: torch.dtype | None) -> str:
-    return "off" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -108,6 +105,7 @@ def _train_epoch(step: Step, model: nn.Module, batches: Iterable, opt: torch.opt
         # Accumulate on the device and read once per epoch: a .item() per batch would stall the GPU.
         total = total.to(loss.device) + loss.detach().double() * n
         count += n
+    total, count = all_sum(total, count)  # under DDP: the epoch's mean over every rank's samples
     return _finite_mean(total, count, desc), count
 
 
@@ -189,15 +187,17 @@ def train(step: Step, model: nn.Module, train_batches: Iterable, *, epochs: int,
     dev = resolve_device(device)
     dtype = amp_dtype(dev, amp)
     model.to(dev)
+    steps = (data_parallel(step, model, dev), step)  # (train, valid): DDP averages the training gradients
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     # Loss scaling is only needed (and only supported) for fp16 on CUDA; bf16 has fp32's exponent range.
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16 and dev.type == "cuda")
     ctx = lambda: _autocast(dev, dtype)  # noqa: E731 - a fresh context manager per batch
     hist: dict[str, Any] = {"epoch": [], "train_loss": [], "valid_loss": [], "seconds": [], "samples_per_s": [],
-                            "best_epoch": None, "device": str(dev), "amp": _dtype_name(dtype)}
+                            "best_epoch": None, "device": str(dev),
+                            "amp": "off" if dtype is None else str(dtype).removeprefix("torch.")}
     best_state = None
     for epoch in range(epochs):
-        rec = _fit_epoch(step, model, epoch, train_batches, valid_batches, opt, scaler, ctx, sampler, seed)
+        rec = _fit_epoch(steps, model, epoch, train_batches, valid_batches, opt, scaler, ctx, sampler, seed)
         for key, value in rec.items():
             hist[key].append(value)
         best = hist["best_epoch"]
@@ -213,20 +213,20 @@ def train(step: Step, model: nn.Module, train_batches: Iterable, *, epochs: int,
     return hist
 
 
-def _fit_epoch(step: Step, model: nn.Module, epoch: int, train_batches: Iterable,
+def _fit_epoch(steps: tuple[Step, Step], model: nn.Module, epoch: int, train_batches: Iterable,
                valid_batches: Iterable | None, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                ctx: Callable, sampler: TupleSampler | None, seed: int) -> dict[str, float]:
-    """One training epoch plus the optional validation pass; returns the history record of the epoch."""
+    """One training epoch plus the optional validation pass (``steps``: train, valid); returns the epoch's record."""
     if hasattr(train_batches, "set_epoch"):
         train_batches.set_epoch(epoch)
     start = time.perf_counter()
     first = _first_index(train_batches, epoch)
-    train_loss, n = _train_epoch(step, model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}",
+    train_loss, n = _train_epoch(steps[0], model, train_batches, opt, scaler, ctx, f"epoch {epoch + 1}",
                                  lambda b, i: batch_tuples(sampler, b, seed=seed, epoch=epoch, index=first + i))
     seconds = time.perf_counter() - start
     rec = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9)}
     if valid_batches is not None:
-        rec["valid_loss"] = _valid_loss(step, model, valid_batches, ctx, lambda b, i: batch_tuples(
+        rec["valid_loss"] = _valid_loss(steps[1], model, valid_batches, ctx, lambda b, i: batch_tuples(
             sampler, b, seed=seed, epoch=epoch, index=i, phase="valid"))
     return rec
 

@@ -6,6 +6,10 @@ than most mini runs train for. Within the stage the (run, seed) jobs train in pa
 with ``train.threads`` torch threads (see :func:`train_jobs`). Outputs: ``results/models/<corpus>/<run>/seed<s>.pt``,
 ``results/history/<corpus>.json`` (run -> seed -> per-epoch losses and the best epoch) and
 ``results/curves/<corpus>/<run>.csv`` (epoch, losses averaged over the seeds: ``dvc plots``).
+
+Data-parallel: ``torchrun --nproc_per_node N -m pipelines.train <corpus>`` (or ``train.nproc: N``: then this
+module launches torchrun) trains the (run, seed) jobs one after another, each on all N ranks with DDP
+(:mod:`methods.distributed`; ``train.batch_size`` is the global batch); rank 0 alone writes the outputs.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 
 import mmdata
-from methods import get_method
+from methods import distributed, get_method
 from methods.loop import fit, resolve_device, save_checkpoint
 from methods.parallel import available_cores, run_parallel
 from mmdata.errors import ConfigError, run_guarded
@@ -35,12 +39,15 @@ from pipelines.params import (check_keys, corpus_runs, curves_dir, experiment_pa
 #: History entries measured by the wall clock, left out of results/history (see :func:`train_run`).
 WALL_CLOCK = ("seconds", "samples_per_s")
 #: Keys of the ``train`` block (global defaults, overridable per experiment).
-TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "num_workers", "device", "amp", "seeds", "threads"}
+TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "num_workers", "device", "amp", "seeds", "threads",
+              "nproc"}
 
 
 def train_settings(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
     """A run's training settings: global ``train`` overridden by ``experiments.<corpus>.<run>.train``."""
-    settings = {**params.get("train", {}), **experiment_params(params, corpus, run).get("train", {})}
+    own = experiment_params(params, corpus, run).get("train", {})
+    check_keys(own, TRAIN_KEYS - {"nproc"}, f"experiments.{corpus}.{run}.train")  # nproc: the stage's, not a run's
+    settings = {**params.get("train", {}), **own}
     check_keys(settings, TRAIN_KEYS, f"train / experiments.{corpus}.{run}.train")
     return settings
 
@@ -59,11 +66,13 @@ def open_split(exp: dict[str, Any], split: str, settings: dict[str, Any], seed: 
     cached hashes (reliability TRN-07, DVC-04). ``rows`` restricts it to a subset (few-shot runs).
     """
     where = (str(shards_dir(exp["corpus"])), split)
-    shards = mmdata.load(where[0], split, fields=[], batch_size=1, verify=where not in _VERIFIED).shards
+    shards = mmdata.load(where[0], split, fields=[], batch_size=1, verify=where not in _VERIFIED, rank=0,
+                         world_size=1).shards
     _VERIFIED.add(where)
     fields = [*exp["fields"], shards.manifest["label_field"]]
-    return mmdata.load(shards_dir(exp["corpus"]), split, fields=fields, batch_size=settings["batch_size"],
-                       seed=seed, num_workers=settings.get("num_workers", 0), rows=rows, augment=augment)
+    # under DDP: this rank's share of the global batch (methods.distributed.share); else the batch as given
+    return mmdata.load(shards_dir(exp["corpus"]), split, fields=fields, seed=seed, rows=rows, augment=augment,
+                       num_workers=settings.get("num_workers", 0), **distributed.share(split, settings["batch_size"]))
 
 
 def run_sampler(exp: dict[str, Any]) -> Sampler | None:
@@ -180,10 +189,12 @@ def train_seed(params: dict[str, Any], corpus: str, run: str, seed: int) -> dict
                   weight_decay=settings.get("weight_decay", 0.0), device=settings.get("device", "auto"),
                   amp=settings.get("amp", False), seed=seed, valid_batches=valid,
                   unlabeled_batches=None if rows is None else train, sampler=run_sampler(exp),
-                  log=lambda line: print(f"train@{corpus}.{run}.seed{seed}: {line}", flush=True))
+                  log=lambda line: distributed.is_main() and print(f"train@{corpus}.{run}.seed{seed}: {line}",
+                                                                   flush=True))
     labeled_rows = train.shards.manifest["rows"] if rows is None else len(rows)
     meta = {"experiment": f"{corpus}.{run}", "seed": seed, "labeled_rows": labeled_rows, **exp}
-    save_checkpoint(model_path(corpus, run, seed), model, meta)
+    if distributed.is_main():  # the ranks hold the same weights (DDP); one writer, no torn file
+        save_checkpoint(model_path(corpus, run, seed), model, meta)
     # Wall-clock figures differ on every run (they are in the log lines above): the tracked history keeps what
     # the seed determines, so a re-run leaves git clean and DVC sees the same output.
     return _without_wall_clock(history)
@@ -223,6 +234,8 @@ def train_jobs(params: dict[str, Any], corpus: str, jobs: list[tuple[str, int]])
     mini run ends at a valid loss of 0.29 with one thread and 1.80 with two), so the numbers of a run do not
     depend on the machine's core count, on the pool size or on the suite around it.
     """
+    if distributed.active():  # each job uses every rank: one job at a time
+        return [train_job(params, corpus, run, seed) for run, seed in jobs]
     settings = [train_settings(params, corpus, run) for run, _ in jobs]
     threads = max(int(s.get("threads", 1)) for s in settings) if settings else 1
     on_cpu = all(resolve_device(s.get("device", "auto")).type == "cpu" for s in settings)
@@ -231,23 +244,55 @@ def train_jobs(params: dict[str, Any], corpus: str, jobs: list[tuple[str, int]])
     return run_parallel(train_job, [(params, corpus, run, seed) for run, seed in jobs], processes)
 
 
-def main(argv: list[str] | None = None) -> None:
+def relaunch(params: dict[str, Any], corpus: str) -> int:
+    """The torchrun processes to start this stage in: ``train.nproc`` (default 1; stage-wide, so a run's
+    ``train`` block may not set it) when above 1 and this process is not a torchrun worker already, else 0.
+
+    Raises:
+        ConfigError: ``train.nproc`` not an integer >= 1, or set under ``experiments.<corpus>.<run>.train``.
+    """
+    for run in corpus_runs(params, corpus):
+        train_settings(params, corpus, run)
+    nproc = params.get("train", {}).get("nproc", 1)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"train.nproc in params.yaml must be an integer >= 1, got {nproc!r}")
+    return nproc if nproc > 1 and not distributed.under_torchrun() else 0
+
+
+def main(argv: list[str] | None = None) -> int | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus")
     args = parser.parse_args(argv)
     params = load_params()
-    jobs = [(run, seed) for run in corpus_runs(params, args.corpus)
-            for seed in run_seeds(params, train_settings(params, args.corpus, run))]
+    nproc = relaunch(params, args.corpus)
+    if nproc:
+        return distributed.torchrun("pipelines.train", [args.corpus], nproc)
+    # under torchrun: join its process group; ranks leave together once rank 0's files are complete
+    with distributed.process_group(resolve_device(params.get("train", {}).get("device", "auto"))):
+        train_corpus(params, args.corpus)
+    return None
+
+
+def train_corpus(params: dict[str, Any], corpus: str) -> None:
+    """Train every (run, seed) job of ``corpus`` and write its histories and curves (rank 0 only under DDP)."""
+    jobs = [(run, seed) for run in corpus_runs(params, corpus)
+            for seed in run_seeds(params, train_settings(params, corpus, run))]
     histories: dict[str, dict[str, Any]] = {}
-    for (run, seed), history in zip(jobs, train_jobs(params, args.corpus, jobs)):
+    for (run, seed), history in zip(jobs, train_jobs(params, corpus, jobs)):
         histories.setdefault(run, {})[str(seed)] = history
-    curves = curves_dir(args.corpus)
+    if distributed.is_main():
+        write_histories(corpus, histories)
+
+
+def write_histories(corpus: str, histories: dict[str, dict[str, Any]]) -> None:
+    """``results/curves/<corpus>/<run>.csv`` per run, then ``results/history/<corpus>.json``."""
+    curves = curves_dir(corpus)
     curves.mkdir(parents=True, exist_ok=True)
     for stale in curves.glob("*.csv"):  # runs no longer configured (a suite switch) leave no curve behind
         stale.unlink()
     for run, runs in histories.items():
         (curves / f"{run}.csv").write_text(curves_csv(runs))
-    path = history_path(args.corpus)
+    path = history_path(corpus)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(histories, indent=1) + "\n")  # last: its presence means every run finished
 
