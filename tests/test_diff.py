@@ -1,8 +1,10 @@
-"""``mmdata diff``: samples added, removed and changed by key, manifest changes, exit codes, ``--exact``, Views."""
+"""``mmdata diff``: samples added, removed and changed by key, manifest changes, exit codes, ``--exact``, Views;
+and one DVC-tracked output at two git revisions (``--rev``, a throwaway git + DVC repo from tests/dvcrepo.py)."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import zlib
 from pathlib import Path
 
@@ -13,9 +15,11 @@ from mmdata.cli import main
 from mmdata.corpora.base import Skip
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.diff import diff
+from mmdata.shards.revision import diff_revisions
 from mmdata.shards.index import read_index
 from mmdata.synth import SYNTHS
 from mmdata.shards.write import write_split
+from tests import dvcrepo
 from tests.conftest import TOY_FEATURES, toy_samples
 
 
@@ -162,3 +166,61 @@ def test_view_split_compares_rows(tmp_path):
     sample = next(iter(gone)).rsplit("/", 1)[0]
     assert all(k.startswith(f"test/{sample}/") for k in result["changed"])  # its image's other rows
     assert result["source"]["sha256_changed"] == ["snli_ve_test.jsonl"]
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory) -> dict[str, Path]:
+    """A git + DVC repo with two commits of data/shards/avmnist (v2: more train rows, 25 samples per shard) and a
+    folder copy of each version's shards."""
+    root = tmp_path_factory.mktemp("versions")
+    repo = dvcrepo.init(root / "repo")
+    copies = {}
+    for name, options in (("v1", {}), ("v2", {"train": 60, "max_samples": 25})):
+        dvcrepo.version(repo, name, **options)
+        copies[name] = shutil.copytree(repo / dvcrepo.SHARDS, root / name)
+    return {"repo": repo, **copies}
+
+
+def _head(repo: Path) -> str:
+    return dvcrepo.run(repo, "git", "rev-parse", "HEAD").stdout.strip()
+
+
+@pytest.mark.slow
+def test_git_revisions_through_dvc_equal_the_folder_diff(capsys, versions):
+    repo, head = versions["repo"], _head(versions["repo"])
+    expected = diff(versions["v1"], versions["v2"])
+    result = diff_revisions(dvcrepo.SHARDS, "HEAD~1", "HEAD", repo=repo)
+    revisions = result.pop("revisions")
+    assert result == expected
+    assert revisions["path"] == dvcrepo.SHARDS and revisions["new"] == {"rev": "HEAD", "commit": head}
+    assert len(revisions["old"]["commit"]) == 40 and revisions["old"]["commit"] != head
+    assert result["params"]["train"] == {"max_samples": {"old": 20, "new": 25}}
+    assert result["splits"]["train"]["samples"] == {"old": 44, "new": 55} and result["splits"]["train"]["added"] == 11
+    assert result["splits"]["test"]["added"] == result["splits"]["test"]["changed"] == 0  # test rows unchanged
+    exact = diff_revisions(dvcrepo.SHARDS, "HEAD~1", repo=repo, exact=True)  # NEW: the workspace (v2)
+    assert exact.pop("revisions")["new"] == {"rev": "workspace", "commit": None}
+    assert exact == diff(versions["v1"], versions["v2"], exact=True)
+    status, out, _ = _cli(capsys, "diff", "avmnist", "--rev", "HEAD~1", "--repo", repo, "--json")  # a corpus name
+    assert status == 1 and {k: v for k, v in json.loads(out).items() if k != "revisions"} == expected
+    status, out, _ = _cli(capsys, "diff", dvcrepo.SHARDS, "--rev", "HEAD~1", "--rev", "HEAD~1", "--repo", repo)
+    assert status == 0 and out.splitlines()[0].endswith(f"{dvcrepo.SHARDS}@HEAD~1: identical")
+    assert dvcrepo.run(repo, "git", "status", "--porcelain").stdout == "" and _head(repo) == head
+    assert dvcrepo.tree_bytes(repo / dvcrepo.SHARDS) == dvcrepo.tree_bytes(versions["v2"])  # workspace untouched
+
+
+@pytest.mark.slow
+def test_revision_errors_exit_2_naming_them(capsys, tmp_path, versions):
+    repo = versions["repo"]
+    for extra, named in ((["--rev", "no-such-rev"], "unknown git revision 'no-such-rev'"),
+                         (["--rev", "HEAD"] * 3, "at most two --rev"),
+                         (["other/folder", "--rev", "HEAD"], "drop the second folder 'other/folder'")):
+        status, _, err = _cli(capsys, "diff", dvcrepo.SHARDS, *extra, "--repo", repo)
+        assert status == 2 and named in err
+    status, _, err = _cli(capsys, "diff", "data/shards/mosi", "--rev", "HEAD", "--repo", repo)
+    assert status == 2 and "data/shards/mosi at HEAD" in err and "no such folder" in err
+    status, _, err = _cli(capsys, "diff", dvcrepo.SHARDS, "--rev", "HEAD", "--repo", tmp_path)
+    assert status == 2 and "not inside a DVC repository" in err
+    clone = shutil.copytree(repo, tmp_path / "clone", symlinks=True)
+    shutil.rmtree(clone / ".dvc" / "cache")  # no cache and no remote: the old revision's files are nowhere
+    status, _, err = _cli(capsys, "diff", dvcrepo.SHARDS, "--rev", "HEAD~1", "--repo", clone)
+    assert status == 2 and f"{dvcrepo.SHARDS} at HEAD~1" in err and "dvc push" in err

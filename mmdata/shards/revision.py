@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +66,28 @@ def repo_path(path: str | Path, start: Path, root: Path) -> str:
     return relative.as_posix()
 
 
+@contextmanager
+def _fetching(where: str, what: str) -> Iterator[None]:
+    """Turn DVC's "not in the cache, on no remote" failures while reading ``what`` into one error naming it."""
+    from dvc_data.index.index import DataIndexError
+
+    try:
+        yield
+    except (FileNotFoundError, DataIndexError) as exc:
+        raise ShardIntegrityError(
+            f"{where}: {what} is neither in the DVC cache nor on a remote DVC can reach ({exc}); `dvc push` it "
+            f"from a clone that has it, or add the remote that holds it (`dvc remote add -d NAME URL`)") from exc
+
+
 def _split_names(fs: Any, path: str, where: str) -> list[str]:
     """Repo paths of the splits of ``path`` at one revision (itself when it is a split), sorted."""
-    if fs.isfile(f"{path}/{MANIFEST}"):
-        return [path]
-    if not fs.isdir(path):
-        raise ShardIntegrityError(f"{where}: no such folder in that revision (was the shard output committed "
-                                  f"there, under this path?)")
-    found = sorted(p.lstrip("/") for p in fs.ls(path, detail=False) if fs.isfile(f"{p}/{MANIFEST}"))
+    with _fetching(where, f"the listing of {path}"):
+        if fs.isfile(f"{path}/{MANIFEST}"):
+            return [path]
+        if not fs.isdir(path):
+            raise ShardIntegrityError(f"{where}: no such folder in that revision (was the shard output committed "
+                                      f"there, under this path?)")
+        found = sorted(p.lstrip("/") for p in fs.ls(path, detail=False) if fs.isfile(f"{p}/{MANIFEST}"))
     if not found:
         raise ShardIntegrityError(f"{where}: no split with a {MANIFEST} (not a shard directory, or unfinished)")
     return found
@@ -79,12 +95,8 @@ def _split_names(fs: Any, path: str, where: str) -> list[str]:
 
 def _copy(fs: Any, source: str, dest: Path, where: str) -> None:
     """Copy one tracked file of the revision to ``dest`` (from the DVC cache or the default remote)."""
-    try:
+    with _fetching(where, source):
         fs.get_file(source, str(dest))
-    except FileNotFoundError as exc:
-        raise ShardIntegrityError(
-            f"{where}: {source} is neither in the DVC cache nor on a remote DVC can reach ({exc}); `dvc push` it "
-            f"from a clone that has it, or add the remote that holds it (`dvc remote add -d NAME URL`)") from exc
 
 
 def _open_index_only(directory: Path) -> SplitShards:
