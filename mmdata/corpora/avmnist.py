@@ -115,13 +115,20 @@ def iter_samples(root: str | Path, split: str, *, mmap: bool = True) -> Iterator
         ConfigError: unknown split, missing root or file.
         ValueError: the three arrays disagree on rows, or an array has the wrong shape or dtype kind.
     """
+    return iter_part(root, split, 0, None, mmap=mmap)
+
+
+def iter_part(root: str | Path, split: str, start: int, stop: int | None, *, mmap: bool = True
+              ) -> Iterator[Sample | Skip]:
+    """Raw items ``start .. stop - 1`` of :func:`iter_samples` (``stop`` None: to the end); only their rows
+    are read (memory-mapped arrays)."""
     if split not in SOURCE_SPLIT:
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(SOURCE_SPLIT)}")
     source_split = SOURCE_SPLIT[split]
     arrays, paths = _load(root, source_split, mmap=mmap)
     spec_dtype = np.dtype(features(root)["audio_spec"].dtype)
     converters = {"image": _image, "audio_spec": functools.partial(_audio, dtype=spec_dtype), "label": _label}
-    for row in _split_rows(len(arrays["label"]), split):
+    for row in _split_rows(len(arrays["label"]), split)[start:stop]:
         key = make_key(NAME, split, f"{source_split}{row:05d}")
         yield _sample(arrays, paths, row, key, converters)
 
@@ -247,4 +254,5 @@ CORPUS = Corpus(
     sources=sources,
     describe=describe,
     count_raw=count_raw,
+    iter_part=iter_part,
 )

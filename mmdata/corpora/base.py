@@ -87,6 +87,11 @@ class Corpus:
             -> View | None`` when the view depends on reader options (a window length); see :meth:`view_for`.
         count_raw: ``count_raw(root, split, **options) -> RawCount``: the split's raw items enumerated without
             decoding media (``mmdata verify --source`` reconciles them with the shards), or None.
+        iter_part: ``iter_part(root, split, start, stop, **options) -> Iterator[Sample | Skip]``: raw items
+            ``start .. stop - 1`` of ``iter_samples`` (the same Samples and Skips, in the same order), reading
+            and decoding only those; or None. With ``count_raw`` (which enumerates the items) it lets each task of
+            a distributed writer read its own part of the source (``mmdata shard --engine ray``); without it the
+            writer's driver reads the source and ships the items (:mod:`mmdata.shards.ray_engine`).
     """
 
     name: str
@@ -98,6 +103,7 @@ class Corpus:
     describe: Callable[..., str]
     view: View | Callable[..., View | None] | None = None
     count_raw: Callable[..., RawCount] | None = None
+    iter_part: Callable[..., Iterator[Sample | Skip]] | None = None
 
     def view_for(self, root: str | Path, **options: Any) -> View | None:
         """The View of samples read from ``root`` with these reader options (``view`` itself unless callable)."""

@@ -274,13 +274,18 @@ def iter_samples(root: str | Path, split: str, *, split_by: str = "speaker", ogm
         ``{"__key__": "crema_d/<split>/<clip>", "audio_spec", "video", "label", "meta_actor", "meta_sentence",
         "meta_level"}`` or a Skip naming the file and the rule.
     """
-    opts = _options({"split_by": split_by, "ogmge_lists": ogmge_lists, "fps": fps, "image_size": image_size,
-                     "video_format": video_format, "sample_rate": sample_rate, "audio_feature": audio_feature,
-                     "max_seconds": max_seconds, "silence_db": silence_db, "decode_timeout": decode_timeout})
-    if split not in SPLITS:
-        raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    yield from iter_part(root, split, 0, None, **{
+        "split_by": split_by, "ogmge_lists": ogmge_lists, "fps": fps, "image_size": image_size,
+        "video_format": video_format, "sample_rate": sample_rate, "audio_feature": audio_feature,
+        "max_seconds": max_seconds, "silence_db": silence_db, "decode_timeout": decode_timeout})
+
+
+def iter_part(root: str | Path, split: str, start: int, stop: int | None, **options: object
+              ) -> Iterator[Sample | Skip]:
+    """Raw items ``start .. stop - 1`` of :func:`iter_samples` (None: to the end); only their clips are decoded."""
+    opts, split = _options(options), check_split(NAME, split, SPLITS)
     clips = _media(root)
-    for stem, listed in _assign(clips, opts)[split].items():
+    for stem, listed in list(_assign(clips, opts)[split].items())[start:stop]:
         key = make_key(NAME, split, stem)
         paths = clips.get(stem, {})
         try:
@@ -296,4 +301,4 @@ def count_raw(root: str | Path, split: str, **options: object) -> RawCount:
     return raw_count(len(clips), "clip", [Path(root) / "AudioWAV", Path(root) / "VideoFlash"])
 
 CORPUS = Corpus(name=NAME, splits=SPLITS, task="classification", features=features, iter_samples=iter_samples,
-                sources=sources, describe=describe, count_raw=count_raw)
+                sources=sources, describe=describe, count_raw=count_raw, iter_part=iter_part)

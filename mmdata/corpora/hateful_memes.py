@@ -191,33 +191,49 @@ def iter_samples(root: str | Path, split: str, *, phase: str | int = "auto",
     Raises:
         ConfigError: unknown split or option, missing root or JSONL files.
     """
+    yield from iter_part(root, split, 0, None, phase=phase, image_size=image_size)
+
+
+def iter_part(root: str | Path, split: str, start: int, stop: int | None, *, phase: str | int = "auto",
+              image_size: Any = DEFAULT_IMAGE_SIZE) -> Iterator[Sample | Skip]:
+    """Raw items ``start .. stop - 1`` of :func:`iter_samples` (None: to the end): the JSONL lines before
+    ``start`` are only parsed for their ids (duplicates), and only the part's images are read."""
     if split not in SPLITS:
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(SPLITS)}")
     size, (base, number) = _check(image_size), _base_and_phase(root, phase)
     earlier, seen = _earlier_ids(base, number, split), set()
-    for parts in PLANS[number][split]:
-        for stem, line, obj in _lines(base, *parts):
-            yield _one(base, obj, split, size, (stem, line), earlier, seen)
+    lines = (line for parts in PLANS[number][split] for line in _lines(base, *parts))
+    for index, (stem, line, obj) in enumerate(lines):
+        if stop is not None and index >= stop:
+            return
+        where = f"{base / stem}.jsonl:{line}"
+        claim = _claim(obj, split, stem, line, where, earlier, seen)
+        if index >= start:
+            yield claim if isinstance(claim, Skip) else _load(base, obj, claim, split, size, where)
 
 
-def _one(base: Path, obj: Any, split: str, size: image_io.Size | None, line: tuple[str, int],
-         earlier: dict[str, str], seen: set[str]) -> Sample | Skip:
-    """One line as a Sample or a Skip (bad line, duplicate id, bad field)."""
-    where = f"{base / line[0]}.jsonl:{line[1]}"
+def _claim(obj: Any, split: str, stem: str, line: int, where: str, earlier: dict[str, str], seen: set[str]
+           ) -> str | Skip:
+    """The line's meme id, now claimed in ``seen``; or a Skip (bad line, duplicate id)."""
     try:
         if isinstance(obj, SampleError):
             raise obj
         meme = _meme_id(obj)
     except SampleError as err:
-        return Skip(make_key(NAME, split, f"{line[0]}-line{line[1]}"), where, err.reason, str(err))
-    key = make_key(NAME, split, meme)
+        return Skip(make_key(NAME, split, f"{stem}-line{line}"), where, err.reason, str(err))
     if meme in seen or meme in earlier:
+        key = make_key(NAME, split, meme)
         return Skip(key, where, "duplicate_id", f"id {meme} already in the {earlier.get(meme, split)} split")
     seen.add(meme)
+    return meme
+
+
+def _load(base: Path, obj: Any, meme: str, split: str, size: image_io.Size | None, where: str) -> Sample | Skip:
+    """The claimed line as a Sample, or a Skip naming the bad field."""
     try:
         return _meme(base, obj, meme, split, size)
     except SampleError as err:
-        return Skip(key, where, err.reason, str(err))
+        return Skip(make_key(NAME, split, meme), where, err.reason, str(err))
 
 
 def count_raw(root: str | Path, split: str, *, phase: str | int = "auto",
@@ -235,4 +251,4 @@ def count_raw(root: str | Path, split: str, *, phase: str | int = "auto",
 
 
 CORPUS = Corpus(name=NAME, splits=SPLITS, task="classification", features=features, iter_samples=iter_samples,
-                sources=sources, describe=describe, count_raw=count_raw)
+                sources=sources, describe=describe, count_raw=count_raw, iter_part=iter_part)

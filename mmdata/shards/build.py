@@ -6,19 +6,25 @@ mmdata output of the same corpus, or an empty folder, is ever replaced), and the
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from mmdata.corpora import get_corpus
-from mmdata.corpora.base import Corpus, require_root
+from mmdata.corpora.base import Corpus, Skip, require_root
+from mmdata.errors import ConfigError
 from mmdata.shards.manifest import sha256_file
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
                                    replace_dir, temp_path)
 from mmdata.shards.reconcile import check_source_count
 from mmdata.shards.record import RECORD, write_corpus_record
-from mmdata.shards.write import write_split
+from mmdata.shards.write import Writer, write_split
+from mmdata.types import Sample
+
+ENGINES = ("local", "ray")
 
 
 def fingerprint(corpus: Corpus, root: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +38,8 @@ def fingerprint(corpus: Corpus, root: Path, options: dict[str, Any]) -> dict[str
 
 def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[str, Any] | None = None,
                  max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
-                 progress: bool | None = None, wait: bool = False, processes: int = 1) -> dict[str, dict[str, Any]]:
+                 progress: bool | None = None, wait: bool = False, processes: int | None = None,
+                 engine: str = "local", address: str | None = None) -> dict[str, dict[str, Any]]:
     """Read corpus ``name`` from ``root`` and write ``out/<split>/`` shards for every split.
 
     Args:
@@ -44,8 +51,14 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
         max_samples, max_bytes, max_skip_fraction: see :func:`mmdata.shards.write.write_split`.
         progress: show a progress bar (None: only on a terminal).
         wait: when another run holds the output's lock, wait for it instead of failing.
-        processes: processes writing shards (:mod:`mmdata.shards.engine`); not a param of the output, whose
-            bytes are the same for any number.
+        processes: processes writing shards (:mod:`mmdata.shards.engine`; None: 1); with ``engine`` "ray", the
+            CPUs of the local Ray instance started here (None: all). Not a param of the output, whose bytes are
+            the same for any number.
+        engine: "local" (this machine's processes) or "ray" (tasks on Ray: :mod:`mmdata.shards.ray_engine`,
+            the Ray session of this process if one is initialised, else one started here and shut down at the
+            end); not a param of the output, whose bytes are the same for both.
+        address: with ``engine`` "ray", the cluster to connect to (``ray.init(address=...)``); shard files are
+            written by the cluster's workers, so the output must be on storage they share with this machine.
 
     Returns:
         split -> manifest.
@@ -56,17 +69,42 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
     """
     corpus, options = get_corpus(name), dict(reader or {})
     corpus.check_options(options)
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown shard engine {engine!r}; valid: {', '.join(ENGINES)} (fix --engine, or "
+                          f"corpora.{name}.shard.engine in params.yaml)")
     root, out = require_root(root, name), Path(out)
     check_output(out, name, splits=corpus.splits, raw_root=root)  # fail before creating anything
     with interruptible(), output_lock(out, wait=wait):
         check_output(out, name, splits=corpus.splits, raw_root=root)  # again: another run may have finished
         remove_stale(out, corpus.splits)
-        return _shard_into(corpus, root, out, options, max_samples=max_samples, max_bytes=max_bytes,
-                           max_skip_fraction=max_skip_fraction, progress=progress, processes=processes)
+        with _session(engine, address, processes) as ray:
+            return _shard_into(corpus, root, out, options, max_samples=max_samples, max_bytes=max_bytes,
+                               max_skip_fraction=max_skip_fraction, progress=progress, processes=processes or 1,
+                               ray=ray)
+
+
+def _session(engine: str, address: str | None, processes: int | None) -> Any:
+    """A context giving the Ray module for the ray engine (a session connected for the run), None for local."""
+    if engine == "local":
+        return nullcontext(None)
+    from mmdata.shards.ray_engine import ray_session  # Ray is an optional extra: imported only when asked for
+
+    return ray_session(address, processes)
+
+
+def _split_items(corpus: Corpus, root: Path, split: str, options: dict[str, Any], max_samples: int, ray: Any
+                 ) -> tuple[Iterable[Sample | Skip], Writer | None]:
+    """The split's raw items and the writing engine: the reader's stream and the local one, or Ray's."""
+    if ray is None:
+        return corpus.iter_samples(root, split, **options), None
+    from mmdata.shards.ray_engine import RaySplit, SplitSource
+
+    run = RaySplit(ray, SplitSource(corpus, root, split, options), part_size=max_samples)
+    return run.items(), run.write
 
 
 def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], *, max_samples: int,
-                max_bytes: int, max_skip_fraction: float, progress: bool | None, processes: int
+                max_bytes: int, max_skip_fraction: float, progress: bool | None, processes: int, ray: Any
                 ) -> dict[str, dict[str, Any]]:
     """Write every split into ``<out>.tmp-<pid>`` and publish it as ``out`` (the caller holds the lock)."""
     name = corpus.name
@@ -78,14 +116,16 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
     manifests = {}
     try:
         for split in corpus.splits:
-            items = tqdm(corpus.iter_samples(root, split, **options), desc=f"{name}/{split}", unit="sample",
+            items, writer = _split_items(corpus, root, split, options, max_samples, ray)
+            items = tqdm(items, desc=f"{name}/{split}", unit="sample",
                          disable=None if progress is None else not progress)
             count = corpus.count_raw(root, split, **options) if corpus.count_raw else None
             manifests[split] = write_split(items, features, tmp / split, corpus=name, split=split,
                                            max_samples=max_samples, max_bytes=max_bytes,
                                            max_skip_fraction=max_skip_fraction, params=params, source=source,
                                            view=corpus.view_for(root, **options),
-                                           ignored=count.ignored if count else 0, processes=processes)
+                                           ignored=count.ignored if count else 0, processes=processes,
+                                           writer=writer)
             if count is not None:  # the reader and the release's own enumeration must agree, or nothing publishes
                 check_source_count(count, manifests[split], root, f"{name}/{split}")
         with disk_full_names(lambda: tmp / RECORD):

@@ -114,7 +114,7 @@ def index_rows(key: str, shard: str, sample: Sample, features: Features, label: 
              **{k: v for k, v in row.items() if k not in ("id", "label")}} for row in rows]
 
 
-def _problem(job: ShardJob, key: str, sample: Sample, views: list[dict[str, Any]] | None) -> SampleError | None:
+def sample_problem(job: ShardJob, key: str, sample: Sample, views: list[dict[str, Any]] | None) -> SampleError | None:
     """The schema check's verdict on one sample (None: it passes)."""
     try:
         check_sample(sample, job.features)
@@ -124,7 +124,7 @@ def _problem(job: ShardJob, key: str, sample: Sample, views: list[dict[str, Any]
     return None
 
 
-def _reconcile(job: ShardJob, record: dict[str, Any]) -> None:
+def reconcile_shard(job: ShardJob, record: dict[str, Any]) -> None:
     """Read the closed shard's keys back from its file and compare them with what was written (writer counters
     can lie); runs in the task, so the check is spread over the writing processes."""
     path = job.directory / record["name"]
@@ -147,7 +147,7 @@ def run_task(job: ShardJob, task: Task) -> TaskResult:
             if written == job.max_samples:
                 break  # full by count: the next shard starts here
             key = sample["__key__"]
-            problem = _problem(job, key, sample, views)
+            problem = sample_problem(job, key, sample, views)
             if problem is not None:
                 result.skips.append((position, Skip(key, source, problem.reason, str(problem))))
                 result.failed.append(number)
@@ -168,6 +168,6 @@ def run_task(job: ShardJob, task: Task) -> TaskResult:
         records = sink.close()
     result.record = records[0] if records else None
     if result.record is not None and job.keys_reader is not None:
-        _reconcile(job, result.record)
+        reconcile_shard(job, result.record)
     result.complete = cut or written == job.max_samples or (task.final and result.count == len(task.samples))
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from mmdata.shards.tar import MAX_MEMBER_NAME, shard_keys
 from mmdata.types import ROWS, KEY_PATTERN, Features, Sample, View, check_features, field_modality
 
 
+#: A writing engine: the admitted samples of a split (source order) and the job -> what its tasks wrote.
+Writer = Callable[[Iterator[Admitted], ShardJob], Written]
 
 
 @dataclass
@@ -132,7 +134,8 @@ def _label_name(features: Features) -> str:
 def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: Path, *, corpus: str, split: str,
                 max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
                 params: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-                view: View | None = None, wait: bool = False, ignored: int = 0, processes: int = 1) -> dict[str, Any]:
+                view: View | None = None, wait: bool = False, ignored: int = 0, processes: int = 1,
+                writer: Writer | None = None) -> dict[str, Any]:
     """Write one split as tar shards + index.parquet + manifest.json, atomically.
 
     Args:
@@ -149,6 +152,9 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         ignored: OS clutter files (``.DS_Store`` ...) found in the source folders, recorded in the report.
         processes: processes that encode and write shards (:mod:`mmdata.shards.engine`); the bytes written are
             the same for any number.
+        writer: the engine given the admitted samples and the job, when not the local one with ``processes``
+            (:meth:`mmdata.shards.ray_engine.RaySplit.write`, whose ``items`` are then its stream); the bytes
+            written are the same.
 
     Returns:
         The manifest written.
@@ -168,7 +174,8 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         try:
             manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
                                    max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
-                                   source=source or {}, view=view, ignored=ignored, processes=processes)
+                                   source=source or {}, view=view, ignored=ignored, processes=processes,
+                                   writer=writer)
             replace_dir(tmp, split_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
@@ -187,14 +194,16 @@ def _admitted(items: Iterable[Sample | Skip], features: Features, ledger: _Ledge
 
 def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *, corpus: str, split: str,
                 max_samples: int, max_bytes: int, max_skip_fraction: float, params: dict[str, Any],
-                source: dict[str, Any], view: View | None, ignored: int, processes: int) -> dict[str, Any]:
+                source: dict[str, Any], view: View | None, ignored: int, processes: int, writer: Writer | None
+                ) -> dict[str, Any]:
     if max_samples < 1 or max_bytes < 1:
         raise ValueError("max_samples and max_bytes must be positive")
     label, names = _label_name(features), sorted(features)
     ledger = _Ledger(ignored=ignored)
     # shard_keys looked up here, at call time: the post-write check (each task's, on its closed shard) reads it.
     job = ShardJob(tmp, f"{corpus}-{split}", features, label, max_samples, max_bytes, encode, view, shard_keys)
-    written = write_shards(_admitted(items, features, ledger, str(source.get("release", corpus))), job, processes)
+    admitted = _admitted(items, features, ledger, str(source.get("release", corpus)))
+    written = writer(admitted, job) if writer is not None else write_shards(admitted, job, processes)
     ledger.merge(written)
     shards, rows = written.records, written.rows
     report = {**ledger.report(sum(s["samples"] for s in shards), f"{corpus}/{split}"), **written.audit.report()}
