@@ -48,7 +48,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     manifests = shard_corpus(args.corpus, args.root, args.out, reader=_parse_options(args.option),
                              max_samples=args.max_samples, max_bytes=args.max_bytes,
                              max_skip_fraction=args.max_skip_fraction, progress=True, wait=args.wait,
-                             processes=args.processes)
+                             processes=args.processes, engine=args.engine, address=args.address)
     for split, manifest in manifests.items():
         report = manifest["report"]
         print(f"{args.corpus}/{split}: raw {report['raw']} = written {report['written']} + skipped "
@@ -208,8 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=256 << 20)
     p.add_argument("--max-skip-fraction", type=float, default=0.05)
     p.add_argument("--wait", action="store_true", help="wait for another run writing the same --out to finish")
-    p.add_argument("--processes", type=int, default=1,
-                   help="processes writing shards (the output bytes are the same for any number)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="processes writing shards (default 1; with --engine ray and no --address: the CPUs of the "
+                        "local Ray instance, default all); the output bytes are the same for any number")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="write on this machine's processes, or on Ray tasks (pip install 'mmdata[ray]'); "
+                        "the output bytes are the same")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: the Ray cluster to connect to (ray.init address); the output must "
+                        "be on storage its workers share")
     p.set_defaults(run=_cmd_shard)
     p = sub.add_parser("inspect", parents=[common], help="summarise the manifests of a shard directory")
     p.add_argument("dir")
