@@ -33,6 +33,7 @@ from mmdata.errors import ConfigError
 from mmdata.shards.plan import PARTITIONS, EpochPlan, class_histogram, plan_rank, restrict, subset_rows
 from mmdata.shards.split import DEFAULT_SHARDS_ROOT, SplitShards, resolve_split_dir  # noqa: F401 (re-exported)
 from mmdata.shards.pool import WorkerPool
+from mmdata.shards.remote import RemoteReader, open_split
 from mmdata.shards.stream import EpochStream, pin
 from mmdata.shards.tar import MemberReader
 from mmdata.types import Features, Sample
@@ -186,7 +187,8 @@ class Loader:
         if self._producer is None or key != self._producer_key:
             self.close()  # workers forked under other settings would plan other batches
             s = self.shards
-            reader = functools.partial(MemberReader, s.directory, s.stored, s.index, self.fields, view=s.view,
+            opener = MemberReader if s.remote is None else functools.partial(RemoteReader, s.remote)
+            reader = functools.partial(opener, s.directory, s.stored, s.index, self.fields, view=s.view,
                                        label=s.label)
             stream = EpochStream(functools.partial(_plan_batches, self.shard_rows, settings), reader, s.features,
                                  self.fields, self.augment, self.seed)
@@ -241,12 +243,14 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
          world_size: int | None = None, num_workers: int = 0, drop_last: bool = False, augment: Augment | None = None, verify: bool = False,
          shards_root: str | Path = DEFAULT_SHARDS_ROOT, partition: str = "shard",
          drop_remainder: bool = False, rows: Sequence[int] | None = None, persistent_workers: bool = True,
-         prefetch_factor: int = 2, pin_memory: bool | None = None) -> Loader:
+         prefetch_factor: int = 2, pin_memory: bool | None = None, cache_dir: str | Path | None = None,
+         cache_bytes: int | None = None, storage_options: dict[str, Any] | None = None) -> Loader:
     """Open a shard split for training or evaluation.
 
     Args:
         source: a corpus name (read from ``shards_root/<name>/<split>``), a corpus shard directory or a split
-            directory.
+            directory; or the URL of one (``s3://bucket/prefix/<corpus>``, any fsspec URL; see
+            :mod:`mmdata.shards.remote`).
         split: "train", "valid", "test".
         fields: fields to decode (default: all); only these members are read.
         batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
@@ -277,12 +281,17 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
             when shuffled).
         rows: read only these index rows (a few-shot subset from
             :func:`mmdata.samplers.label_fraction`); default all.
+        cache_dir, cache_bytes: a remote split's local shard cache and its bound in bytes (default
+            ``$MMDATA_CACHE`` or ``~/.cache/mmdata``, ``$MMDATA_CACHE_BYTES`` or 16 GiB; see
+            :mod:`mmdata.shards.cache`).
+        storage_options: keyword arguments of the remote's fsspec filesystem (endpoint, credentials).
 
     Returns:
         A :class:`Loader`: iterate for batch dicts (see :func:`collate`), ``len()`` for batches per rank,
         ``state_dict()`` / ``load_state_dict()`` to resume mid-epoch, ``class_counts`` for the rank's classes.
     """
-    shards = SplitShards.open(resolve_split_dir(source, split, shards_root), verify=verify)
+    shards = open_split(source, split, shards_root, verify=verify, cache_dir=cache_dir, cache_bytes=cache_bytes,
+                        storage_options=storage_options)
     rank, world_size = process_group_share(rank, world_size)
     return Loader(shards, fields=list(shards.features) if fields is None else list(fields),
                   batch_size=batch_size, shuffle=(split == "train") if shuffle is None else shuffle, seed=seed,

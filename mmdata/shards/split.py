@@ -1,7 +1,9 @@
 """Opening a split: ``SplitShards.open`` checks the shards against the manifest and index (see
-:mod:`mmdata.shards.read` for the integrity guarantees); ``resolve_split_dir`` finds a split by corpus name."""
+:mod:`mmdata.shards.read` for the integrity guarantees); ``resolve_split_dir`` finds a split by corpus name.
+A remote split (:mod:`mmdata.shards.remote`) goes through the same reconciliation, ``SplitShards.checked``."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,13 @@ def resolve_split_dir(source: str | Path, split: str, shards_root: str | Path = 
 class SplitShards:
     """A split on disk, checked against its manifest: schema, shard records and the index columns."""
 
-    directory: Path
+    directory: Path | str  # a str: the URL of a remote split
     manifest: dict[str, Any]
     stored: Features  # the schema of the tar members
     index: dict[str, np.ndarray]
     shard_rows: list[np.ndarray]  # index rows of each shard, in manifest order
     view: View | None = None
+    remote: Any = None  # a remote split's fetch settings (mmdata.shards.remote.RemoteSplit), else None
 
     @property
     def label(self) -> str:
@@ -54,19 +57,32 @@ class SplitShards:
         directory = Path(directory)
         manifest = read_manifest(directory)
         index = read_index(directory / INDEX)
+        return cls.checked(directory, manifest, index,
+                           lambda record, rows: _check_shard(directory / record["name"], record, rows, verify))
+
+    @classmethod
+    def checked(cls, directory: Path | str, manifest: dict[str, Any], index: dict[str, np.ndarray],
+                check_shard: Callable[[dict[str, Any], int], None], remote: Any = None) -> SplitShards:
+        """A split from its manifest and index, the index's rows reconciled with the manifest's shards and
+        ``check_shard(record, index rows of the shard)`` called for every shard record (it raises).
+
+        Args:
+            directory: the split directory, or the split's URL for a remote split.
+            remote: a remote split's fetch settings (:class:`mmdata.shards.remote.RemoteSplit`), else None.
+        """
         names = [s["name"] for s in manifest["shards"]]
         position = {name: i for i, name in enumerate(names)}
         shard_of_row = np.array([position.get(s, -1) for s in index["shard"]], dtype=np.int64)
         if (shard_of_row < 0).any() or len(shard_of_row) != manifest["rows"]:
-            raise ShardIntegrityError(f"{directory / INDEX}: {len(shard_of_row)} rows for {manifest['rows']} "
+            where = f"{directory}/{INDEX}" if isinstance(directory, str) else directory / INDEX
+            raise ShardIntegrityError(f"{where}: {len(shard_of_row)} rows for {manifest['rows']} "
                                       f"rows in the manifest, or rows naming unlisted shards")
         shard_rows = [np.flatnonzero(shard_of_row == i) for i in range(len(names))]
         for record, rows in zip(manifest["shards"], shard_rows):
-            _check_shard(directory / record["name"], record, len(rows), verify)
+            check_shard(record, len(rows))
         view = manifest.get("view")
         view = View(view["kind"], tuple(view["fields"]), view["length"]) if view else None
-        return cls(directory, manifest, manifest_features(manifest), index, shard_rows, view)
-
+        return cls(directory, manifest, manifest_features(manifest), index, shard_rows, view, remote)
 
 def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) -> None:
     if not path.exists():
