@@ -1,0 +1,153 @@
+"""Shard writing on Ray (issue 15.2): ``engine="ray"`` writes the local engine's bytes (every file of the output,
+manifest included) on corpora of different kinds, skips and duplicates merged exactly; a task whose worker is
+killed is retried, or the run fails with nothing published; ``mmdata shard --engine ray`` parses and runs."""
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mmdata.cli import build_parser, main
+from mmdata.errors import ConfigError, ShardIntegrityError
+from mmdata.shards.build import shard_corpus
+from mmdata.shards.parts import FAULTS_ENV
+from mmdata.shards.write import write_split
+from tests.conftest import TOY_FEATURES, toy_samples
+
+ray = pytest.importorskip("ray")
+from mmdata.shards.ray_engine import RaySplit, import_ray  # noqa: E402 - after the skip: it needs Ray
+
+PARAMS = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["corpora"]
+RAW = Path(__file__).parents[1] / "data" / "raw"
+#: Seconds one test may run before the process is stopped with a traceback (a hung Ray task must not hang CI).
+LIMIT = 150
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory):
+    """The fault folder the Ray workers read (set before ``ray.init``, so they inherit it); Ray with 2 CPUs."""
+    folder = tmp_path_factory.mktemp("faults")
+    os.environ[FAULTS_ENV] = str(folder)
+    for attempt in (1, 2):  # Ray gives its node 30 s to start: on a box loaded by other jobs, try once more
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+    yield folder
+    ray.shutdown()
+    del os.environ[FAULTS_ENV]
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    faulthandler.dump_traceback_later(LIMIT, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under ``directory``."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
+    return shard_corpus(corpus, RAW / corpus, out, reader=PARAMS[corpus]["reader"], max_samples=max_samples,
+                        progress=False, engine=engine)
+
+
+@pytest.mark.parametrize("corpus, max_samples", [("avmnist", 90), ("hateful_memes", 40), ("crema_d", 30),
+                                                 ("mosi", 25)])
+def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_samples):
+    """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), all read part by
+    part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
+    local, remote = _shard(corpus, tmp_path / "local" / corpus, "local", max_samples), \
+        _shard(corpus, tmp_path / "ray" / corpus, "ray", max_samples)
+    assert local == remote
+    assert max(len(m["shards"]) for m in local.values()) >= 3
+    files = _files(tmp_path / "local" / corpus)
+    assert files == _files(tmp_path / "ray" / corpus) and len(files) > 10
+    if corpus == "crema_d":
+        assert local["train"]["report"]["skipped"] >= 5  # the synth's broken clips: same skips, same order
+    assert not [p for p in (tmp_path / "ray").iterdir() if p.name != corpus]  # no temporary folder or lock left
+
+
+def _toy_items() -> list:
+    """Toy samples with what admission refuses (a duplicate key, a bad key) and what the checks refuse (a wrong
+    shape; a duplicate of it), plus long texts, so shards are cut by bytes as well as by count."""
+    samples = toy_samples(70)
+    for i in range(0, 70, 6):
+        samples[i]["text"] = "x" * (2500 + 90 * i)
+    samples[9]["image"] = np.zeros((3, 3), np.uint8)  # fails its check in the task
+    samples[20] = {**samples[9]}  # a duplicate of a sample that then fails its check
+    samples[33] = {**samples[12]}  # a plain duplicate
+    samples[41]["__key__"] = "toy/train/Bad Key"
+    return samples
+
+
+def test_skips_duplicates_and_byte_cuts_merge_exactly(faults, tmp_path):
+    """The fallback path on hand-made items: skip list, repairs, audit and shards equal the local engine's."""
+    kwargs = {"corpus": "toy", "split": "train", "max_samples": 8, "max_bytes": 14_000, "max_skip_fraction": 0.2}
+    local = write_split(_toy_items(), TOY_FEATURES, tmp_path / "local" / "train", **kwargs)
+    run = RaySplit(ray, _toy_items(), part_size=7)
+    remote = write_split(run.items(), TOY_FEATURES, tmp_path / "ray" / "train", writer=run.write, **kwargs)
+    assert local == remote
+    assert {s["reason"] for s in local["report"]["skips"]} >= {"duplicate_key", "bad_key", "shape"}
+    assert len({s["samples"] for s in local["shards"]}) > 1  # cut by bytes and by count
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+
+
+def test_a_killed_task_is_retried_and_the_bytes_are_unchanged(faults, tmp_path):
+    """The worker of a reading task (part 1) and of a writing task (shard 2) exit mid-run once each."""
+    for task in ("part1", "shard2"):
+        (faults / f"avmnist-train-{task}").write_text("1")
+    remote = _shard("avmnist", tmp_path / "ray" / "avmnist", "ray", 90)
+    assert [(faults / f"avmnist-train-{task}").read_text() for task in ("part1", "shard2")] == ["0", "0"]
+    local = _shard("avmnist", tmp_path / "local" / "avmnist", "local", 90)
+    assert local == remote
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+
+
+def test_a_task_that_keeps_dying_fails_the_run_with_nothing_published(faults, tmp_path):
+    """Every try of shard 1's writing task is killed: the run fails and neither output nor temp folder remain,
+    and an earlier output in its place is left as it was."""
+    out = tmp_path / "out" / "avmnist"
+    _shard("avmnist", out, "local", 90)
+    before = _files(out)
+    (faults / "avmnist-valid-shard1").write_text("99")
+    with pytest.raises(ShardIntegrityError, match="avmnist/valid: a Ray task .* nothing published"):
+        _shard("avmnist", out, "ray", 40)
+    (faults / "avmnist-valid-shard1").unlink()
+    assert _files(out) == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["avmnist"]  # no tmp, no lock
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_cli_engine_ray(faults, tmp_path, capsys):
+    args = build_parser().parse_args(["shard", "avmnist", "--root", "r", "--out", "o", "--engine", "ray",
+                                      "--address", "auto", "--processes", "3"])
+    assert (args.engine, args.address, args.processes) == ("ray", "auto", 3)
+    assert build_parser().parse_args(["shard", "avmnist", "--root", "r", "--out", "o"]).engine == "local"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["shard", "avmnist", "--root", "r", "--out", "o", "--engine", "spark"])
+    outs = [tmp_path / engine / "avmnist" for engine in ("local", "ray")]
+    for engine, out in zip(("local", "ray"), outs):
+        assert main(["shard", "avmnist", "--root", str(RAW / "avmnist"), "--out", str(out), "--max-samples", "200",
+                     "--engine", engine]) == 0
+    assert _files(outs[0]) == _files(outs[1])
+    assert ray.is_initialized()  # the CLI used this process's session and did not shut it down
+
+
+def test_unknown_engine_and_missing_ray_are_config_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="unknown shard engine 'spark'.*local, ray"):
+        shard_corpus("avmnist", RAW / "avmnist", tmp_path / "o", engine="spark")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'mmdata\[ray\]'"):
+        import_ray()
