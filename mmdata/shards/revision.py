@@ -147,15 +147,18 @@ def revision_side(root: Path, rev: str, path: str, dest: Path, payloads: bool = 
 
     fs = DVCFileSystem(str(root), rev=rev)
     try:
-        commit = fs.repo.scm.resolve_rev(rev)
-    except SCMError as exc:
-        raise ConfigError(f"{root}: unknown git revision {rev!r} ({exc})") from exc
-    where = f"{path} at {rev} ({commit[:10]}) in {root}"
-    splits = {}
-    for number, split in enumerate(_split_names(fs, path, where)):
-        opened = _fetch_split(fs, split, dest / str(number), payloads, where)
-        splits[opened.manifest["split"]] = opened
-    return splits, commit
+        try:
+            commit = fs.repo.scm.resolve_rev(rev)
+        except SCMError as exc:
+            raise ConfigError(f"{root}: unknown git revision {rev!r} ({exc})") from exc
+        where = f"{path} at {rev} ({commit[:10]}) in {root}"
+        splits = {}
+        for number, split in enumerate(_split_names(fs, path, where)):
+            opened = _fetch_split(fs, split, dest / str(number), payloads, where)
+            splits[opened.manifest["split"]] = opened
+        return splits, commit
+    finally:
+        fs.close()  # the repo DVC opened for the revision (git objects, index databases)
 
 
 def diff_revisions(path: str | Path, old_rev: str, new_rev: str | None = None, repo: str | Path | None = None,
