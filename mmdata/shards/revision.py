@@ -20,14 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mmdata.errors import ConfigError, ShardIntegrityError
 from mmdata.shards.diff import diff_sides, open_side
 from mmdata.shards.index import read_index
-from mmdata.shards.manifest import INDEX, MANIFEST, manifest_features, read_manifest
+from mmdata.shards.manifest import INDEX, MANIFEST, read_manifest
 from mmdata.shards.split import DEFAULT_SHARDS_ROOT, SplitShards
-from mmdata.types import View
 
 WORKSPACE = "workspace"
 
@@ -100,23 +97,15 @@ def _copy(fs: Any, source: str, dest: Path, where: str) -> None:
 
 
 def _open_index_only(directory: Path) -> SplitShards:
-    """A split from its manifest and index alone (no tars): rows reconciled with the manifest.
+    """A split from its manifest and index alone (no tars): the index rows reconciled with the manifest.
 
     Raises:
         ShardIntegrityError: the index's row count or shard names disagree with the manifest.
     """
-    manifest = read_manifest(directory)
-    index = read_index(directory / INDEX)
-    names = [s["name"] for s in manifest["shards"]]
-    position = {name: i for i, name in enumerate(names)}
-    shard_of_row = np.array([position.get(s, -1) for s in index["shard"]], dtype=np.int64)
-    if (shard_of_row < 0).any() or len(shard_of_row) != manifest["rows"]:
-        raise ShardIntegrityError(f"{directory / INDEX}: {len(shard_of_row)} rows for {manifest['rows']} rows in "
-                                  f"the manifest, or rows naming unlisted shards")
-    view = manifest.get("view")
-    view = View(view["kind"], tuple(view["fields"]), view["length"]) if view else None
-    return SplitShards(directory, manifest, manifest_features(manifest), index,
-                       [np.flatnonzero(shard_of_row == i) for i in range(len(names))], view)
+    def no_tar_to_check(record: dict[str, Any], rows: int) -> None:
+        """The tars stay in the cache or on the remote; their sizes and hashes are ``--exact``'s and verify's."""
+
+    return SplitShards.checked(directory, read_manifest(directory), read_index(directory / INDEX), no_tar_to_check)
 
 
 def _fetch_split(fs: Any, split: str, dest: Path, payloads: bool, where: str) -> SplitShards:
