@@ -163,3 +163,44 @@ def test_an_epoch_without_batches_then_real_epochs(toy_split):
         assert list(loader) == []
         loader.batch_size, loader.drop_last = 16, False
         assert sum(len(b["__key__"]) for b in loader) == 40
+
+
+def _slot_write(slots, released, batch_of):
+    """Collate one batch the way a worker does (into a free slot's arena) and hand the slot straight back."""
+    arena = slots.arena()
+    batch = batch_of(arena.empty if arena is not None else np.empty)
+    packed = slots.write(batch, arena)
+    buffer = slots.buffers[packed.slot[2]]
+    views = packed.views(buffer)
+    released[packed.slot[2]] = packed.seq
+    return batch, packed, buffer, views
+
+
+def test_a_worker_collates_into_its_slot_and_falls_back_to_copying(toy_split):
+    """After the first batch sized the slots, stacked arrays are written where the main process views them (no
+    second copy); a batch outgrowing the slot is copied into a fresh buffer with the same values."""
+    from mmdata.shards.collate import collate
+    from mmdata.shards.slots import Slots
+    loader = mmdata.load(toy_split, "train", batch_size=4, shuffle=False)
+    features, fields = loader.shards.features, list(loader.fields)
+    reader = loader._produce().reader()
+    # Plain sample dicts (not the reader's batch arrays, which the direct npy path hands on): stacked by collate.
+    batches = [[dict(s) for s in reader.read_batch(rows.tolist())] for rows in loader.plan()[:3]]
+    batches.append(batches[0] * 3)  # 3x the batch: does not fit the slot the arena offers
+    released = np.zeros(3, dtype=np.int64)
+    slots = Slots(7, 0, released)
+    in_place = []
+    for samples in batches:
+        batch, packed, buffer, views = _slot_write(slots, released, lambda empty: collate(samples, features, fields,
+                                                                                            empty))
+        expected = collate(samples, features, fields)
+        assert set(views) == {k for k, v in expected.items() if isinstance(v, torch.Tensor)}
+        for name, tensor in views.items():
+            assert torch.equal(tensor, expected[name])
+        in_place.append({name: batch[name].data_ptr() == buffer.data_ptr() + at
+                         for name, _, _, at, _ in packed.layout})
+    stacked = [name for name, spec in features.items() if name in fields and not spec.variable_axes
+               and spec.dtype != "str" and spec.shape]
+    assert stacked and not any(in_place[0].values())  # the first batch has no slot to go to yet
+    assert all(in_place[1][name] and in_place[2][name] for name in stacked)
+    assert not any(in_place[3].values())  # outgrew the slot: copied, into a fresh buffer

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
 import torch
 from torch._utils import ExceptionWrapper
 
@@ -47,7 +48,9 @@ def _produce(stream: EpochStream, slots: Slots, conn: Connection, worker: int, w
                 return message
             credits += message[1] == generation
         try:
-            conn.send(("batch", generation, e, b, slots.write(stream.batch(e, rows))))
+            arena = slots.arena()  # collate straight into a free slot: no second copy of the batch
+            batch = stream.batch(e, rows, arena.empty if arena is not None else np.empty)
+            conn.send(("batch", generation, e, b, slots.write(batch, arena)))
         except Exception:  # noqa: BLE001 - any error in a batch is the main process's to raise
             conn.send(("error", generation, e, b, ExceptionWrapper(where=f"in DataLoader worker {worker}")))
             return None

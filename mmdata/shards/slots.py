@@ -84,11 +84,28 @@ class Slots:
             return (fits or free)[0]
         return min(range(len(self.buffers)), key=self.seq.__getitem__)  # all held: replace the oldest's buffer
 
-    def write(self, batch: dict[str, Any]) -> Packed:
-        """``batch`` written into a free slot, as the small message naming it."""
+    def arena(self) -> Arena | None:
+        """The largest free slot as an :class:`Arena` to collate the next batch straight into, or None (all held,
+        or none written yet: the first batch is copied and sizes the slots)."""
+        free = [k for k in range(len(self.buffers)) if self.released[k] == self.seq[k] and self.buffers[k].numel()]
+        if not free:
+            return None
+        k = max(free, key=lambda k: self.buffers[k].numel())
+        return Arena(k, self.buffers[k])
+
+    def write(self, batch: dict[str, Any], arena: Arena | None = None) -> Packed:
+        """``batch`` written into a free slot, as the small message naming it. Tensors ``arena`` allocated (the
+        batch was collated into that slot) stay where they are; the rest are copied in after them."""
         packed = Packed(batch)
-        k = self._choose(packed.nbytes)
-        if self.released[k] != self.seq[k] or self.buffers[k].numel() < packed.nbytes:
+        in_place = arena is not None and packed.place(arena)
+        if in_place:
+            k = arena.slot
+        else:
+            packed.place(None)
+            k = self._choose(packed.nbytes)
+        # Repacking into the arena's own buffer could overwrite a tensor before it is copied: take a fresh one.
+        repack = arena is not None and not in_place and k == arena.slot
+        if self.released[k] != self.seq[k] or self.buffers[k].numel() < packed.nbytes or repack:
             # A fresh buffer; the main process keeps the old one for as long as a batch views it.
             size = packed.nbytes + packed.nbytes // 4  # room to spare: variable-length batches vary
             self.buffers[k], self.sent[k] = torch.empty(size, dtype=torch.uint8).share_memory_(), False
@@ -97,10 +114,32 @@ class Slots:
         packed.slot, packed.seq = (self.token, self.worker, k), self.written
         slot = self.buffers[k].numpy()  # numpy copies: torch's copy_ may hand small copies to its threads
         for name, _, _, at, size in packed.layout:
-            slot[at:at + size] = batch[name].numpy().reshape(-1).view(np.uint8)
+            if batch[name].data_ptr() != self.buffers[k].data_ptr() + at:  # not collated in place
+                slot[at:at + size] = batch[name].numpy().reshape(-1).view(np.uint8)
         if not self.sent[k]:
             packed.shared, self.sent[k] = self.buffers[k], True
         return packed
+
+
+class Arena:
+    """Bump allocation of a batch's arrays in a free slot (``empty(shape, dtype)``, :data:`ALIGN`-aligned), so
+    collate writes a worker's batch where the main process will view it: no copy into the slot afterwards.
+
+    Args:
+        slot: the slot's number; buffer: its uint8 shared buffer. An array that does not fit is a plain
+            ``np.empty`` (copied in by :meth:`Slots.write`).
+    """
+
+    def __init__(self, slot: int, buffer: torch.Tensor) -> None:
+        self.slot, self.buffer, self.used = slot, buffer, 0
+        self.bytes = buffer.numpy()
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if self.used + size > len(self.bytes):
+            return np.empty(shape, dtype)
+        at, self.used = self.used, self.used + -(-size // ALIGN) * ALIGN
+        return self.bytes[at:at + size].view(dtype).reshape(shape)
 
 
 class Packed:
@@ -118,13 +157,28 @@ class Packed:
         self.slot, self.seq = (0, 0, 0), 0
         self.shared: torch.Tensor | None = None
         self.data: torch.Tensor | None = None
+        self.tensors: dict[str, torch.Tensor] = {}
         for name, value in batch.items():
             if isinstance(value, torch.Tensor):
-                size = value.numel() * value.element_size()
-                self.layout.append((name, value.dtype, tuple(value.shape), self.nbytes, size))
-                self.nbytes += -(-size // ALIGN) * ALIGN
+                self.tensors[name] = value
             else:
                 self.rest[name] = value
+
+    def place(self, arena: Arena | None) -> bool:
+        """Lay the tensors out: where ``arena`` allocated them, the others after its used part (or everything
+        packed from 0 without an arena). False when that does not fit the arena's slot."""
+        start = arena.buffer.data_ptr() if arena is not None else 0
+        self.layout, self.nbytes = [], arena.used if arena is not None else 0
+        for name, value in self.tensors.items():
+            size = value.numel() * value.element_size()
+            at = value.data_ptr() - start
+            if arena is None or not (value.is_contiguous() and 0 <= at and at + size <= arena.used):
+                at, self.nbytes = self.nbytes, self.nbytes + -(-size // ALIGN) * ALIGN
+            self.layout.append((name, value.dtype, tuple(value.shape), at, size))
+        return arena is not None and self.nbytes <= len(arena.bytes)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "tensors": {}}  # the layout describes them; the slot carries them
 
     def views(self, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each tensor as a view of ``buffer`` (a slot, or :attr:`data`)."""

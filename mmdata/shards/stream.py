@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mmdata.rng import make_rng
-from mmdata.shards.collate import collate
+from mmdata.shards.collate import Empty, collate
 from mmdata.types import Features
 
 Augment = Callable[[dict, np.random.Generator], dict]
@@ -51,8 +51,9 @@ class EpochStream:
             self._reader.close()
             self._reader = None
 
-    def batch(self, epoch: int, rows: np.ndarray) -> dict[str, Any]:
-        """Read, augment and collate the samples of ``rows`` (a batch of ``epoch``)."""
+    def batch(self, epoch: int, rows: np.ndarray, empty: Empty = np.empty) -> dict[str, Any]:
+        """Read, augment and collate the samples of ``rows`` (a batch of ``epoch``); ``empty`` allocates the
+        batch arrays (see :func:`mmdata.shards.collate.collate`)."""
         reader = self.reader()
         if hasattr(reader, "read_batch"):  # decodes a member shared by several rows once
             samples = reader.read_batch([int(r) for r in rows])
@@ -61,7 +62,7 @@ class EpochStream:
         if self.augment is not None:
             # Keyed by sample, not by worker: the same draw for any worker count (AUG-03).
             samples = [self.augment(s, make_rng(self.seed, "augment", epoch, s["__key__"])) for s in samples]
-        return collate(samples, self.features, self.fields)
+        return collate(samples, self.features, self.fields, empty)
 
     def items(self, epoch: int, start: int, step: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """(epoch, batch, rows) from ``epoch`` batch ``start`` on, then epochs ``epoch + step, ...``.
