@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 import yaml
 
 from mmdata.cli import build_parser, main
+from mmdata.corpora import get_corpus
+from mmdata.corpora.base import Skip
 from mmdata.errors import ConfigError, ShardIntegrityError
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.parts import FAULTS_ENV
@@ -151,3 +154,32 @@ def test_unknown_engine_and_missing_ray_are_config_errors(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"pip install 'mmdata\[ray\]'"):
         import_ray()
+
+
+def _same(one: list, other: list) -> bool:
+    """Equal item by item: Skips equal, Samples with the same keys and equal values."""
+    def equal(a, b) -> bool:
+        if isinstance(a, Skip) or isinstance(b, Skip):
+            return a == b
+        return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k]
+                                            for k in a)
+    return len(one) == len(other) and all(equal(a, b) for a, b in zip(one, other))
+
+
+def test_iter_part_gives_the_items_of_iter_samples(tmp_path):
+    """Parts of 7 raw items, concatenated, are iter_samples' items: with a duplicate id and broken lines in
+    Hateful Memes' train.jsonl (a part's duplicates are found from the lines before it)."""
+    root = shutil.copytree(RAW / "hateful_memes", tmp_path / "hateful_memes")
+    lines = (root / "train.jsonl").read_text().splitlines()
+    (root / "train.jsonl").write_text("\n".join([*lines[:5], lines[2], "{broken", '{"text": "no id"}', *lines[5:40]])
+                                      + "\n")
+    reasons = {}
+    for name, where in (("hateful_memes", root), ("avmnist", RAW / "avmnist")):
+        corpus, options = get_corpus(name), PARAMS[name]["reader"]
+        whole = list(corpus.iter_samples(where, "train", **options))
+        count = corpus.count_raw(where, "train", **options).raw
+        parts = [item for start in range(0, count, 7)
+                 for item in corpus.iter_part(where, "train", start, min(start + 7, count), **options)]
+        assert len(whole) == count and _same(whole, parts)
+        reasons[name] = sorted(item.reason for item in whole if isinstance(item, Skip))
+    assert reasons == {"hateful_memes": ["bad_json", "duplicate_id", "missing_key"], "avmnist": []}

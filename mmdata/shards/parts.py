@@ -87,8 +87,10 @@ def prepare_items(job: ShardJob, items: list[Sample | Skip], part: int) -> tuple
     names, fields = sorted(job.features), columns(job.features)
     metas, prepared = [], []
     for item in items:
-        meta, ready = ((item, None, None, None), None) if isinstance(item, Skip) else _prepare(job, item, names,
-                                                                                               fields)
+        if isinstance(item, Skip):  # the reader's own skip: the driver counts it, nothing to encode
+            meta, ready = (item, None, None, None), None
+        else:
+            meta, ready = _prepare(job, item, names, fields)
         metas.append(meta)
         prepared.append(ready)
     return metas, prepared
