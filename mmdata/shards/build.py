@@ -57,8 +57,9 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
         engine: "local" (this machine's processes) or "ray" (tasks on Ray: :mod:`mmdata.shards.ray_engine`,
             the Ray session of this process if one is initialised, else one started here and shut down at the
             end); not a param of the output, whose bytes are the same for both.
-        address: with ``engine`` "ray", the cluster to connect to (``ray.init(address=...)``); shard files are
-            written by the cluster's workers, so the output must be on storage they share with this machine.
+        address: with ``engine`` "ray", the cluster to connect to (``ray.init(address=...)``); raw files are
+            read and shards written by the cluster's workers, so the raw root and the output must be on storage
+            they share with this machine, at the same paths.
 
     Returns:
         split -> manifest.
