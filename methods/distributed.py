@@ -57,6 +57,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def on_main(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` on rank 0 (or in one process); a no-op on the other ranks (their log lines would repeat it)."""
+    return lambda *args: fn(*args) if is_main() else None
+
+
 def init(device: torch.device) -> torch.device:
     """Join torchrun's process group (``env://``): nccl with one GPU per local rank on CUDA, gloo on CPU.
 
@@ -109,6 +114,21 @@ def share(split: str, batch_size: int) -> dict[str, Any]:
         raise ConfigError(f"train.batch_size in params.yaml is the global batch ({batch_size}); it must divide by "
                           f"the {ranks} ranks (train.nproc / torchrun --nproc_per_node)")
     return {"batch_size": batch_size // ranks, "partition": "sample"}
+
+
+#: Methods that cannot train data-parallel yet, and why.
+SINGLE_PROCESS = {"mdm": "its critic takes optimiser steps inside the training step, which DDP cannot average"}
+
+
+def check_method(method: str, where: str) -> None:
+    """Raise :class:`ConfigError` when ``method`` cannot train under DDP and a process group is active.
+
+    Args:
+        method: a ``methods.METHODS`` name; where: the params.yaml block naming it.
+    """
+    if active() and method in SINGLE_PROCESS:
+        raise ConfigError(f"{where}: method {method!r} cannot train on {world_size()} ranks: "
+                          f"{SINGLE_PROCESS[method]}; train it with train.nproc: 1 (without torchrun)")
 
 
 class _Step(nn.Module):

@@ -45,9 +45,7 @@ TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "num_workers", "devi
 
 def train_settings(params: dict[str, Any], corpus: str, run: str) -> dict[str, Any]:
     """A run's training settings: global ``train`` overridden by ``experiments.<corpus>.<run>.train``."""
-    own = experiment_params(params, corpus, run).get("train", {})
-    check_keys(own, TRAIN_KEYS - {"nproc"}, f"experiments.{corpus}.{run}.train")  # nproc: the stage's, not a run's
-    settings = {**params.get("train", {}), **own}
+    settings = {**params.get("train", {}), **experiment_params(params, corpus, run).get("train", {})}
     check_keys(settings, TRAIN_KEYS, f"train / experiments.{corpus}.{run}.train")
     return settings
 
@@ -148,6 +146,7 @@ def few_shot_rows(exp: dict[str, Any], loader: Loader, seed: int) -> np.ndarray 
 
 def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn.Module]:
     """(method module, freshly initialised model) for a run block; model keys are checked."""
+    distributed.check_method(exp["method"], f"experiments.{exp['corpus']}.*")
     method = get_method(exp["method"])
     options = exp.get("model", {})
     check_keys(options, keyword_options(method.build_model) - {"fields"}, f"experiments.*.model ({exp['method']})")
@@ -189,8 +188,7 @@ def train_seed(params: dict[str, Any], corpus: str, run: str, seed: int) -> dict
                   weight_decay=settings.get("weight_decay", 0.0), device=settings.get("device", "auto"),
                   amp=settings.get("amp", False), seed=seed, valid_batches=valid,
                   unlabeled_batches=None if rows is None else train, sampler=run_sampler(exp),
-                  log=lambda line: distributed.is_main() and print(f"train@{corpus}.{run}.seed{seed}: {line}",
-                                                                   flush=True))
+                  log=distributed.on_main(lambda line: print(f"train@{corpus}.{run}.seed{seed}: {line}", flush=True)))
     labeled_rows = train.shards.manifest["rows"] if rows is None else len(rows)
     meta = {"experiment": f"{corpus}.{run}", "seed": seed, "labeled_rows": labeled_rows, **exp}
     if distributed.is_main():  # the ranks hold the same weights (DDP); one writer, no torn file
@@ -230,11 +228,11 @@ def train_jobs(params: dict[str, Any], corpus: str, jobs: list[tuple[str, int]])
     """The histories of (run, seed) ``jobs``, in order: on CPU in ``cores // threads`` processes at once
     (:func:`methods.parallel.run_parallel`), else (a GPU, or one job) one after another in this process.
 
-    Why a fixed thread count: torch's CPU reductions depend on it (a NYUv2
-    mini run ends at a valid loss of 0.29 with one thread and 1.80 with two), so the numbers of a run do not
-    depend on the machine's core count, on the pool size or on the suite around it.
+    Why a fixed thread count: torch's CPU reductions depend on it (a NYUv2 mini run ends at a valid loss of 0.29
+    with one thread and 1.80 with two), so a run's numbers do not depend on the core count, pool size or suite.
+    Under DDP each job uses every rank: one job at a time.
     """
-    if distributed.active():  # each job uses every rank: one job at a time
+    if distributed.active():
         return [train_job(params, corpus, run, seed) for run, seed in jobs]
     settings = [train_settings(params, corpus, run) for run, _ in jobs]
     threads = max(int(s.get("threads", 1)) for s in settings) if settings else 1
@@ -252,7 +250,8 @@ def relaunch(params: dict[str, Any], corpus: str) -> int:
         ConfigError: ``train.nproc`` not an integer >= 1, or set under ``experiments.<corpus>.<run>.train``.
     """
     for run in corpus_runs(params, corpus):
-        train_settings(params, corpus, run)
+        if "nproc" in experiment_params(params, corpus, run).get("train", {}):
+            raise ConfigError(f"experiments.{corpus}.{run}.train.nproc in params.yaml: set train.nproc (stage-wide)")
     nproc = params.get("train", {}).get("nproc", 1)
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"train.nproc in params.yaml must be an integer >= 1, got {nproc!r}")
@@ -267,8 +266,7 @@ def main(argv: list[str] | None = None) -> int | None:
     nproc = relaunch(params, args.corpus)
     if nproc:
         return distributed.torchrun("pipelines.train", [args.corpus], nproc)
-    # under torchrun: join its process group; ranks leave together once rank 0's files are complete
-    with distributed.process_group(resolve_device(params.get("train", {}).get("device", "auto"))):
+    with distributed.process_group(resolve_device(params.get("train", {}).get("device", "auto"))):  # torchrun's
         train_corpus(params, args.corpus)
     return None
 

@@ -4,7 +4,7 @@ Inside torchrun's gloo group (:func:`methods.distributed.process_group`) each ra
 on ``OUT/even`` (40 rows in 8 shards, ``partition="sample"``) and on ``OUT/uneven`` (33 rows in 7 shards: the
 ranks hold 4 and 3 shards of unequal sizes, ``partition="shard"``), with 2 loader workers, and writes what it
 saw to ``OUT/rank<r>_<name>.json`` (keys per epoch, padded rows per epoch, steps) and its weights to
-``OUT/rank<r>_<name>.pt``; then, in ``OUT/repo<r>`` (a working directory of its own holding the same MOSI
+``OUT/rank<r>_<name>.pt``, and what DDP refuses to ``OUT/rank<r>_refused.json``; then, in ``OUT/repo<r>`` (a working directory of its own holding the same MOSI
 shards and params.yaml), trains the train stage's jobs with :func:`pipelines.train.train_corpus`, so the test
 sees which ranks wrote outputs.
 """
@@ -25,6 +25,7 @@ from torch import nn
 import mmdata
 from methods import distributed
 from methods.loop import fit
+from mmdata.errors import ConfigError
 
 #: The toy runs: name -> (partition, epochs). Global batch 8 (4 rows per rank at 2 ranks).
 RUNS = {"even": ("sample", 3), "uneven": ("shard", 2)}
@@ -63,6 +64,21 @@ def toy_fit(split: Path, *, partition: str, epochs: int, batch_size: int, num_wo
     return model, record
 
 
+def refused() -> dict[str, str | None]:
+    """The ConfigError messages (None: accepted) of settings DDP cannot train with, checked under the group."""
+    checks = {"mdm": lambda: distributed.check_method("mdm", "experiments.toy.mdm"),
+              "late_fusion": lambda: distributed.check_method("late_fusion", "experiments.toy.lf"),
+              "batch_7": lambda: distributed.share("train", 7)}
+    messages: dict[str, str | None] = {}
+    for name, check in checks.items():
+        try:
+            check()
+            messages[name] = None
+        except ConfigError as error:
+            messages[name] = str(error)
+    return messages
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     with distributed.process_group(torch.device("cpu")):
@@ -71,6 +87,7 @@ def main(out: Path) -> None:
             model, record = toy_fit(out / name, partition=partition, epochs=epochs, batch_size=GLOBAL_BATCH // ranks)
             (out / f"rank{rank}_{name}.json").write_text(json.dumps({**record, "world_size": ranks}))
             torch.save(model.state_dict(), out / f"rank{rank}_{name}.pt")
+        (out / f"rank{rank}_refused.json").write_text(json.dumps(refused()))
         os.chdir(out / f"repo{rank}")  # the ranks' own working directories: who writes shows
         from pipelines.train import train_corpus
 

@@ -13,7 +13,8 @@ splits and the train stage's jobs on a tiny MOSI; the tests read what each rank 
   of that order, exactly one process's batch ``b`` at batch size 8 under the same partition (world size 1).
   The loss is a batch mean and the model has no dropout or batch statistics, so DDP's average of the two
   half-batch gradients is the full batch's gradient; AdamW then takes the same steps;
-- only rank 0 writes checkpoints, histories and curves;
+- only rank 0 writes checkpoints, histories and curves; a method DDP cannot average (MDM's inner critic
+  steps) and a global batch the ranks do not divide fail with a ConfigError naming the setting;
 - ``python -m pipelines.train <corpus>`` with ``train.nproc: 2`` launches torchrun itself (the DVC stage's
   command, so ``dvc exp run -S train.nproc=2`` trains with DDP).
 """
@@ -132,6 +133,14 @@ def test_two_ranks_equal_one_process_at_the_same_global_batch(ranks):
     torch.manual_seed(0)
     start = torch.nn.Linear(64, 3)  # the comparison must not pass because nothing trained
     assert max(float((ddp[k] - start.state_dict()[k]).abs().max()) for k in one) > 1e-2
+
+
+@pytest.mark.slow
+def test_ddp_refuses_what_it_cannot_train(ranks):
+    refused = json.loads((ranks / "rank1_refused.json").read_text())
+    assert "experiments.toy.mdm" in refused["mdm"] and "critic" in refused["mdm"]
+    assert refused["late_fusion"] is None
+    assert "batch_size" in refused["batch_7"] and "2 ranks" in refused["batch_7"]
 
 
 @pytest.mark.slow
