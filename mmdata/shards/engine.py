@@ -10,9 +10,9 @@ before encoding (:func:`mmdata.shards.codec.encoded_size`: exact for npy, text a
 samples known to fail, and runs them ahead. A task that ends elsewhere than planned (a compressed image shard cut
 by bytes, a sample that failed its check) voids the tasks planned after it, which are waited for, deleted and run
 again from the true start; one that ran out of samples before its shard was full is run again with more. Results
-are merged in shard order; skips carry their raw position, so the merged skip list is in source order. The same
-tasks (a start, their samples, a shard number) are what a distributed engine would schedule. With
-``processes=1`` the tasks run inline, one after the other, in the driver.
+are merged in shard order; skips carry their raw position, so the merged skip list is in source order. With
+``processes=1`` the tasks run inline, one after the other, in the driver. The distributed engine
+(:mod:`mmdata.shards.ray_engine`) writes the same bytes from Ray tasks that also read and encode the source.
 """
 from __future__ import annotations
 
