@@ -227,6 +227,27 @@ def test_a_corrupted_cached_shard_is_detected_and_fetched_again(toy, tmp_path):
     assert remote.hashlib.sha256(cached.read_bytes()).hexdigest() == cached.stem
 
 
+def test_a_settled_verified_shard_is_not_rehashed_by_the_next_process(toy, tmp_path, monkeypatch):
+    """``<sha>.ok`` carries a settled file version's check across processes; a write changes the version."""
+    local, url = toy
+    monkeypatch.setattr(cache, "SETTLE_NS", 0)  # every file counts as settled
+    hashed = []
+    real = cache._hash_fd
+    monkeypatch.setattr(cache, "_hash_fd", lambda fd: hashed.append(fd) or real(fd))
+    expected = _plain(mmdata.load(local, "train", **OPTIONS))
+    for run in range(3):  # fetch; a new process re-hashes and records; the next one trusts the record
+        cache.forget()
+        verified.forget()
+        with mmdata.load(url, "train", cache_dir=tmp_path / "c", **OPTIONS) as loader:
+            _same(expected, _plain(loader))
+        assert len(hashed) == [0, 8, 8][run]
+    cached = sorted((tmp_path / "c" / "shards").glob("*.tar"))[0]
+    os.utime(cached)  # a write would change the version the same way (mtime, ctime)
+    cache.forget()
+    list(mmdata.load(url, "train", cache_dir=tmp_path / "c", **OPTIONS))
+    assert len(hashed) == 9
+
+
 def test_without_s3fs_the_error_names_the_extra(toy, tmp_path, monkeypatch):
     import importlib
     registry = importlib.import_module("fsspec.registry")  # the module, not the mapping fsspec exports

@@ -2,8 +2,9 @@
 
 Layout: ``<dir>/<sha256>.tar`` (a shard, named by its content hash from the manifest, so versions and URLs
 holding the same shard share one copy and a changed shard can never be mistaken for the cached one),
-``<dir>/<sha256>.used`` (an empty stamp whose mtime orders the LRU; the shard's own time stamps are left alone
-because the member reader's verified-once records are keyed by them, see :mod:`mmdata.shards.verified`),
+``<dir>/<sha256>.ok`` (the file version last verified, see below), ``<dir>/<sha256>.used`` (an empty stamp
+whose mtime orders the LRU; the shard's own time stamps are left alone because the member reader's
+verified-once records are keyed by them, see :mod:`mmdata.shards.verified`),
 ``<dir>/.<sha256>.<random>.partial`` (a download in progress) and ``<dir>/.lock`` (held while space is
 reserved or freed).
 
@@ -15,9 +16,13 @@ and sha256 matched the manifest; a ``.partial`` left by a killed process is unlo
 scan. A reader that opened a shard just as it was evicted sees ``st_nlink == 0`` after locking and fetches it
 again.
 
-Verified before use: the first time a process opens a cached shard it re-hashes it (sha256 against the
-manifest), keyed like :mod:`mmdata.shards.verified` by the file's ``(st_dev, st_ino, st_size, st_mtime_ns,
-st_ctime_ns)``; a cached shard whose bytes changed (bit rot, an edit) fails that check and is fetched again.
+Verified before use: a fetched shard is hashed while it downloads; a cached one is re-hashed (sha256 against the
+manifest) the first time a process opens it, unless ``<dir>/<sha256>.ok`` records that this very file version
+passed: the file's ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``, the key of
+:mod:`mmdata.shards.verified`'s verified-once records, written only once the file has been unchanged for
+:data:`~mmdata.shards.verified.SETTLE_NS` (a change within a time stamp's tick could keep the key). A cached
+shard whose bytes were changed by a write (an edit, a bad copy) has another key, fails the re-hash and is
+fetched again; silent media corruption that keeps the key is caught by the crc32 of every member read.
 The bound counts the sizes of cached shards and reservations; the shards in use at once by all processes must
 fit in it, else a fetch waits (other readers release their shards between batches) and then fails naming the
 limit.
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mmdata.errors import ShardIntegrityError
+from mmdata.shards.verified import SETTLE_NS
 
 #: Cache directory when neither the ``cache_dir`` argument nor ``$MMDATA_CACHE`` names one.
 DEFAULT_DIR = Path("~/.cache/mmdata")
@@ -116,15 +122,33 @@ class ShardCache:
         for _ in range(4):  # evicted or corrupted between our steps: fetch and look again
             fd = self._open_locked(path)
             if fd is not None:
-                st = os.fstat(fd)
-                if (sha, _stat_key(st)) in _VERIFIED or (st.st_size == size and _hash_fd(fd) == sha):
-                    _VERIFIED.add((sha, _stat_key(st)))
+                if self._verified(fd, sha, size):
                     self._stamp(sha)
                     return fd
                 os.close(fd)  # changed since it was cached: the fetch below replaces it
             self._fetch(path, record, download, where)
         raise ShardIntegrityError(f"{where}: the cached copy {path} kept disappearing or failing its sha256 "
                                   f"(another process evicting it, or a failing disk)")
+
+    def _verified(self, fd: int, sha: str, size: int) -> bool:
+        """Whether the open cached shard holds the manifest's bytes: known to this process, recorded as checked
+        by another (``<sha>.ok`` names the same file version), or re-hashed now."""
+        st = os.fstat(fd)
+        key = _stat_key(st)
+        if (sha, key) in _VERIFIED:
+            return True
+        record = self.directory / f"{sha}.ok"
+        try:
+            recorded = tuple(int(v) for v in record.read_text().split())
+        except (FileNotFoundError, ValueError):
+            recorded = ()
+        if recorded != key and (st.st_size != size or _hash_fd(fd) != sha):
+            return False
+        _VERIFIED.add((sha, key))
+        # As verified.py: a version changed within the time stamps' tick could keep its key; record it settled.
+        if recorded != key and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLE_NS:
+            record.write_text(" ".join(map(str, key)))
+        return True
 
     def _open_locked(self, path: Path) -> int | None:
         """``path`` opened and share-locked, or None when absent or evicted before the lock was taken."""
@@ -244,7 +268,8 @@ class ShardCache:
             if not _try_lock(fd, fcntl.LOCK_EX):
                 return False
             os.unlink(path)
-            Path(path[:-4] + ".used").unlink(missing_ok=True)
+            for sidecar in (".used", ".ok"):
+                Path(path[:-4] + sidecar).unlink(missing_ok=True)
             return True
         finally:
             os.close(fd)

@@ -14,7 +14,8 @@ warm cache costs an ``open``, ``flock`` and ``fstat`` per shard per batch. A bat
 (share-locked, so no process evicts them) only while it is read, so the bound must hold the shards the batches
 in progress read at once: up to ``readers x batch_size`` shards under shuffling (readers: loader workers, or
 the main process, times processes sharing the cache). A smaller bound still works while the readers' needs do
-not collide, but may wait and fail after :data:`mmdata.shards.cache.ROOM_WAIT_S` naming the bound. See :mod:`mmdata.shards.cache` for the cache's layout, bound, LRU eviction and verification.
+not collide, but may wait and fail after :data:`mmdata.shards.cache.ROOM_WAIT_S` naming the bound. See
+:mod:`mmdata.shards.cache` for the cache's layout, bound, LRU eviction and verification.
 
 Every fetched shard is checked against the manifest (byte size and sha256) before it is renamed into the
 cache; members are then read from the cached file by the same checked reader as local shards (tar header and
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import os
 import tempfile
 import time
@@ -95,13 +95,16 @@ class RemoteSplit:
 
 
 def _retrying(attempt: Callable[[], Any], where: str) -> Any:
-    """``attempt()``, retried after a transport error; the last error named with ``where`` once they run out."""
+    """``attempt()``, retried after a transport error; the last error named with ``where`` once they run out.
+
+    Raises:
+        FileNotFoundError: the object is not there (no retry mends that).
+        ShardIntegrityError: retries ran out.
+    """
     for failures in range(1, RETRIES + 1):
         try:
             return attempt()
-        except FileNotFoundError as exc:
-            raise ShardIntegrityError(f"{where}: not found on the remote ({exc})") from exc
-        except NOT_TRANSIENT:
+        except (FileNotFoundError, *NOT_TRANSIENT):
             raise
         except Exception as exc:  # noqa: BLE001 - transports raise assorted types (aiohttp, botocore, OSError)
             if failures == RETRIES:
@@ -109,6 +112,11 @@ def _retrying(attempt: Callable[[], Any], where: str) -> Any:
                                           f"attempts") from exc
             time.sleep(BACKOFF_S * 2 ** (failures - 1))
     raise AssertionError("unreachable")
+
+
+def _get(fs: Any, path: str, where: str) -> bytes:
+    """A whole small object (manifest, index) by one GET (``start=0``: s3fs then sends no HEAD first)."""
+    return _retrying(lambda: fs.cat_file(path, start=0), where)
 
 
 def download(fs: Any, path: str, url: str, record: dict[str, Any], handle: BinaryIO) -> str:
@@ -138,7 +146,8 @@ def download(fs: Any, path: str, url: str, record: dict[str, Any], handle: Binar
             handle.flush()
             if (sha := digest.hexdigest()) == record["sha256"]:
                 return sha
-            problem = f"sha256 {sha[:16]}..., the manifest says {record['sha256'][:16]}... (altered in transfer or on the remote)"
+            problem = (f"sha256 {sha[:16]}..., the manifest says {record['sha256'][:16]}... (altered in transfer "
+                       f"or on the remote)")
             got, digest = 0, hashlib.sha256()
             handle.seek(0)
         except FileNotFoundError as exc:
@@ -154,46 +163,53 @@ def download(fs: Any, path: str, url: str, record: dict[str, Any], handle: Binar
         time.sleep(BACKOFF_S * 2 ** (failures - 1))
 
 
-def resolve_split_url(source: str, split: str, shards_root: str | Path,
-                      storage_options: dict[str, Any] | None = None) -> str:
-    """The URL of the split: ``source`` itself, ``source/<split>``, or ``shards_root/<source>/<split>`` when
-    ``shards_root`` is a URL; the first that holds a manifest.
+def locate(source: str, split: str, shards_root: str | Path,
+           storage_options: dict[str, Any] | None = None) -> tuple[str, bytes]:
+    """The URL of the split and its manifest's bytes: ``source`` itself, ``source/<split>``, or
+    ``shards_root/<source>/<split>`` when ``shards_root`` is a URL; the first that holds a manifest.
 
     Raises:
-        ShardIntegrityError: none holds a manifest (all candidates named).
+        ShardIntegrityError: none holds a manifest (all candidates named), or retries ran out.
     """
     candidates = [source.rstrip("/"), f"{source.rstrip('/')}/{split}"] if is_url(source) else \
         [f"{str(shards_root).rstrip('/')}/{source}/{split}"]
     for url in candidates:
         fs, path = filesystem(url, storage_options)
-        if _retrying(lambda: fs.exists(f"{path}/{MANIFEST}"), f"{url}/{MANIFEST}"):
-            return url
+        try:
+            return url, _get(fs, f"{path}/{MANIFEST}", f"{url}/{MANIFEST}")
+        except FileNotFoundError:
+            continue
     raise ShardIntegrityError(f"no completed shards for {source!r} split {split!r} (looked for {MANIFEST} in "
                               f"{' and '.join(candidates)}); upload a split written by `mmdata shard`")
 
 
-def open_remote(url: str, *, cache_dir: str | Path | None = None, cache_bytes: int | None = None,
-                storage_options: dict[str, Any] | None = None) -> SplitShards:
+def open_remote(url: str, manifest: bytes | None = None, *, cache_dir: str | Path | None = None,
+                cache_bytes: int | None = None, storage_options: dict[str, Any] | None = None) -> SplitShards:
     """Open a remote split: manifest, index and shard listing checked as :meth:`SplitShards.open` does.
 
+    Args:
+        url: the split's URL.
+        manifest: its manifest's bytes when already fetched (:func:`locate`), else None.
+
     Raises:
-        ShardIntegrityError: unreadable manifest or index, a shard missing or of another size on the remote,
-            or an index count that disagrees with the manifest (the URL is named).
+        ShardIntegrityError: missing or unreadable manifest or index, a shard missing or of another size on the
+            remote, or an index count that disagrees with the manifest (the URL is named).
     """
     fs, path = filesystem(url, storage_options)
-    manifest = _read_manifest(fs, path, url)
-    raw = _retrying(lambda: fs.cat_file(f"{path}/{INDEX}"), f"{url}/{INDEX}")
     try:
-        index = read_index(io.BytesIO(raw))  # type: ignore[arg-type] - parquet reads file objects too
-    except ShardIntegrityError as exc:
-        raise ShardIntegrityError(f"{url}/{INDEX}: {str(exc).split(': ', 1)[-1]}") from exc
+        text = manifest if manifest is not None else _get(fs, f"{path}/{MANIFEST}", f"{url}/{MANIFEST}")
+        raw = _get(fs, f"{path}/{INDEX}", f"{url}/{INDEX}")
+    except FileNotFoundError as exc:
+        raise ShardIntegrityError(f"{url}: {exc} not found on the remote (an incomplete upload?)") from exc
+    records = _parsed(lambda tmp: read_manifest(tmp.parent), text, f"{url}/{MANIFEST}", MANIFEST)
+    index = _parsed(read_index, raw, f"{url}/{INDEX}", INDEX)
     fs.invalidate_cache(path)  # a listing cached by an earlier open may predate a re-upload
     listed = _retrying(lambda: fs.ls(path, detail=True), url)
     sizes = {os.path.basename(entry["name"].rstrip("/")): entry.get("size") for entry in listed}
     directory, limit = cache_settings(cache_dir, cache_bytes)
-    remote = RemoteSplit(url, {r["name"]: r for r in manifest["shards"]}, str(directory), limit,
+    remote = RemoteSplit(url, {r["name"]: r for r in records["shards"]}, str(directory), limit,
                          dict(storage_options or {}))
-    return SplitShards.checked(url, manifest, index, functools.partial(_check_remote, url, sizes), remote=remote)
+    return SplitShards.checked(url, records, index, functools.partial(_check_remote, url, sizes), remote=remote)
 
 
 def open_split(source: str | Path, split: str, shards_root: str | Path, *, verify: bool = False,
@@ -204,19 +220,20 @@ def open_split(source: str | Path, split: str, shards_root: str | Path, *, verif
     :meth:`SplitShards.open`."""
     if not (is_url(source) or is_url(str(shards_root))):
         return SplitShards.open(resolve_split_dir(source, split, shards_root), verify=verify)
-    url = resolve_split_url(str(source), split, shards_root, storage_options)
-    return open_remote(url, cache_dir=cache_dir, cache_bytes=cache_bytes, storage_options=storage_options)
+    url, manifest = locate(str(source), split, shards_root, storage_options)
+    return open_remote(url, manifest, cache_dir=cache_dir, cache_bytes=cache_bytes, storage_options=storage_options)
 
 
-def _read_manifest(fs: Any, path: str, url: str) -> dict[str, Any]:
-    """The remote manifest, checked by :func:`read_manifest` (through a temporary copy: one parser)."""
-    text = _retrying(lambda: fs.cat_file(f"{path}/{MANIFEST}"), f"{url}/{MANIFEST}")
-    with tempfile.TemporaryDirectory(prefix="mmdata-manifest-") as tmp:
-        (Path(tmp) / MANIFEST).write_bytes(text)
+def _parsed(parse: Callable[[Path], Any], data: bytes, where: str, name: str) -> Any:
+    """``parse`` of a temporary copy of ``data`` named ``name`` (the local parsers and their checks), its
+    errors naming ``where`` (the URL)."""
+    with tempfile.TemporaryDirectory(prefix="mmdata-remote-") as tmp:
+        copy = Path(tmp) / name
+        copy.write_bytes(data)
         try:
-            return read_manifest(Path(tmp))
+            return parse(copy)
         except ShardIntegrityError as exc:
-            raise ShardIntegrityError(f"{url}/{MANIFEST}: {str(exc).split(': ', 1)[-1]}") from exc
+            raise ShardIntegrityError(f"{where}: {str(exc).split(': ', 1)[-1]}") from exc
 
 
 def _check_remote(url: str, sizes: dict[str, int | None], record: dict[str, Any], rows: int) -> None:
