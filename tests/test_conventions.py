@@ -105,7 +105,8 @@ def test_train_keys_are_loop_and_loader_options():
     assert set(PARAMS.get("train", {})) <= TRAIN_KEYS
     # seeds: how many times the train stage runs fit (seed, seed + 1, ...), not an option of one fit.
     # threads: the torch threads of the process that runs fit (pipelines.train.train_job), not an option of fit.
-    assert TRAIN_KEYS - {"batch_size", "num_workers", "seeds", "threads"} <= keyword_options(fit)
+    # nproc: the processes (DDP ranks) the train stage runs in (pipelines.train.relaunch), not an option of fit.
+    assert TRAIN_KEYS - {"batch_size", "num_workers", "seeds", "threads", "nproc"} <= keyword_options(fit)
     assert {"batch_size", "num_workers"} <= set(inspect.signature(load).parameters)
 
 
