@@ -132,6 +132,23 @@ def test_a_shard_larger_than_the_bound_is_an_error_naming_it(toy, tmp_path):
         list(mmdata.load(toy[1], "train", cache_dir=tmp_path / "c", cache_bytes=1000, **OPTIONS))
 
 
+def test_a_bound_below_one_batchs_shards_fails_naming_the_bound(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "ROOM_WAIT_S", 0.2)
+    with pytest.raises(ShardIntegrityError, match=rf"no room for {SHARD} bytes in the cache .* \(bound {SHARD + 1} "
+                                                  r"bytes\) .* raise cache_bytes"):
+        list(mmdata.load(toy[1], "train", cache_dir=tmp_path / "c", cache_bytes=SHARD + 1, **OPTIONS))
+
+
+def test_a_download_left_by_a_killed_process_is_cleared(toy, tmp_path):
+    """An unlocked ``.partial`` (its writer died) holds no room and is removed by the next reservation."""
+    (tmp_path / "c" / "shards").mkdir(parents=True)
+    stale = tmp_path / "c" / "shards" / f".{'0' * 64}.dead.partial"
+    stale.write_bytes(bytes(3 * SHARD))
+    with mmdata.load(toy[1], "train", cache_dir=tmp_path / "c", cache_bytes=8 * SHARD, **OPTIONS) as loader:
+        _same(_plain(mmdata.load(toy[0], "train", **OPTIONS)), _plain(loader))
+    assert not stale.exists()
+
+
 def test_a_truncated_object_fails_at_open_naming_the_shard(toy, s3, tmp_path):
     local, url = toy
     shard = local / "train" / "toy-train-000003.tar"
