@@ -157,7 +157,7 @@ def download(fs: Any, path: str, url: str, record: dict[str, Any], handle: Binar
         except Exception as exc:  # noqa: BLE001 - transports raise assorted types (aiohttp, botocore, OSError)
             problem = f"{type(exc).__name__}: {exc} (at byte {got} of {size})"
         failures = 1 if got > reached else failures + 1
-        if failures > RETRIES:
+        if failures >= RETRIES:
             raise ShardIntegrityError(f"{url}: shard {record['name']}: {problem}; gave up after {RETRIES} attempts "
                                       f"in a row (a truncated object, or a connection that keeps dropping)")
         time.sleep(BACKOFF_S * 2 ** (failures - 1))
