@@ -7,10 +7,12 @@ whole (train, valid, test) with:
 - ``ray``, a local Ray instance with 1 and 2 CPUs (``ray.init(num_cpus=N)``): tasks read their own parts of the
   .npy files, check and encode them, and write the shards (:mod:`mmdata.shards.ray_engine`).
 
-Each configuration runs once untimed (Ray's workers import mmdata; the page cache is filled), then ``--repeats``
-timed runs; printed: samples/s (median, and each run), the ratio to local 1 process, and whether every output
-file (manifests, index, shards, corpus record) is byte-identical to local 1 process's. Ray's own start
-(``ray.init``, seconds, printed apart) is left out: a cluster is started once for many corpora. The machine's
+Per repeat, every configuration runs once untimed (Ray's workers import mmdata; the page cache is filled) and
+once timed, configurations interleaved and their order rotated from repeat to repeat (a burst of load from the
+machine's other users falls on each alike); Ray gets a fresh local instance per repeat. Printed: samples/s
+(median of the repeats, and each run), the ratio to local 1 process, and whether every output file (manifests,
+index, shards, corpus record) is byte-identical to local 1 process's. Ray's own start (``ray.init``, printed
+apart) is left out: a cluster is started once for many corpora. The machine's
 CPU count and load average are printed first (others' work on a shared machine skews the figures).
 
     python bench/ray_write.py [--train 10000] [--test 1000] [--repeats 3] [--workdir DIR]
@@ -44,27 +46,32 @@ def _run(root: Path, out: Path, engine: str, processes: int) -> tuple[float, int
     return time.perf_counter() - start, sum(m["report"]["raw"] for m in manifests.values())
 
 
-def _measure(root: Path, out: Path, engine: str, processes: int, repeats: int) -> list[float]:
-    """samples/s of ``repeats`` timed runs after one untimed warm-up."""
-    _run(root, out, engine, processes)
-    rates = []
-    for _ in range(repeats):
-        seconds, samples = _run(root, out, engine, processes)
-        rates.append(samples / seconds)
-    return rates
+def _timed(root: Path, out: Path, engine: str, processes: int) -> tuple[float, float | None]:
+    """samples/s of one run after an untimed warm-up; for Ray on a fresh local instance of ``processes`` CPUs
+    (started and shut down here), with the seconds ``ray.init`` took."""
+    started = None
+    if engine == "ray":
+        import ray
 
-
-def _ray_rates(root: Path, out: Path, cpus: int, repeats: int) -> tuple[list[float], float]:
-    """samples/s on a local Ray instance with ``cpus`` CPUs, and the seconds ``ray.init`` took."""
-    import ray
-
-    start = time.perf_counter()
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
-    started = time.perf_counter() - start
+        start = time.perf_counter()
+        ray.init(num_cpus=processes, include_dashboard=False, logging_level="WARNING")
+        started = time.perf_counter() - start
     try:
-        return _measure(root, out, "ray", cpus, repeats), started
+        _run(root, out, engine, processes)
+        seconds, samples = _run(root, out, engine, processes)
     finally:
-        ray.shutdown()
+        if engine == "ray":
+            ray.shutdown()
+    return samples / seconds, started
+
+
+CONFIGS = {"local, 1 process": ("local", 1), "local, 2 processes": ("local", 2), "ray, 1 worker": ("ray", 1),
+           "ray, 2 workers": ("ray", 2)}
+
+
+def _folder(name: str) -> str:
+    engine, processes = CONFIGS[name]
+    return f"{engine}-{processes}"
 
 
 def main() -> None:
@@ -80,20 +87,23 @@ def main() -> None:
         SYNTHS["avmnist"](root, train=args.train, test=args.test)
     print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start; AV-MNIST synth train "
           f"{args.train} + test {args.test}, max_samples 250, {args.repeats} timed runs each after a warm-up")
-    results, reference = {}, workdir / "out" / "local-1" / "avmnist"
-    for processes in (1, 2):
-        results[f"local, {processes} process{'es' * (processes > 1)}"] = (
-            _measure(root, workdir / "out" / f"local-{processes}" / "avmnist", "local", processes, args.repeats), None)
-    for cpus in (1, 2):
-        results[f"ray, {cpus} worker{'s' * (cpus > 1)}"] = _ray_rates(
-            root, workdir / "out" / f"ray-{cpus}" / "avmnist", cpus, args.repeats)
-    base = statistics.median(results["local, 1 process"][0])
-    golden = _files(reference)
-    for (name, (rates, started)), folder in zip(results.items(), ("local-1", "local-2", "ray-1", "ray-2")):
-        same = _files(workdir / "out" / folder / "avmnist") == golden
-        extra = f", ray.init {started:.1f} s (not counted)" if started is not None else ""
-        print(f"{name:18s} {statistics.median(rates):8.0f} samples/s (runs {', '.join(f'{r:.0f}' for r in rates)})"
-              f"  x{statistics.median(rates) / base:.2f} of local 1 process  byte-identical: {same}{extra}")
+    rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    starts: list[float] = []
+    for repeat in range(args.repeats):  # configurations interleaved, order rotated: load bursts fall on each alike
+        names = list(CONFIGS)[repeat % len(CONFIGS):] + list(CONFIGS)[:repeat % len(CONFIGS)]
+        for name in names:
+            rate, started = _timed(root, workdir / "out" / _folder(name) / "avmnist", *CONFIGS[name])
+            rates[name].append(rate)
+            starts += [started] if started is not None else []
+    base = statistics.median(rates["local, 1 process"])
+    golden = _files(workdir / "out" / "local-1" / "avmnist")
+    for name, runs in rates.items():
+        same = _files(workdir / "out" / _folder(name) / "avmnist") == golden
+        print(f"{name:18s} {statistics.median(runs):8.0f} samples/s (runs {', '.join(f'{r:.0f}' for r in runs)})"
+              f"  x{statistics.median(runs) / base:.2f} of local 1 process  byte-identical: {same}")
+    ray_speedup = statistics.median(rates["ray, 2 workers"]) / statistics.median(rates["ray, 1 worker"])
+    print(f"ray 2 workers / ray 1 worker: x{ray_speedup:.2f}; ray.init (not counted above): median "
+          f"{statistics.median(starts):.1f} s")
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
