@@ -149,6 +149,9 @@ def test_cli_engine_ray(faults, tmp_path, capsys):
 
 
 def test_unknown_engine_and_missing_ray_are_config_errors(tmp_path, monkeypatch):
+    from pipelines.params import keyword_options
+
+    assert {"engine", "address", "processes"} <= keyword_options(shard_corpus)  # corpora.<name>.shard keys
     with pytest.raises(ConfigError, match="unknown shard engine 'spark'.*local, ray"):
         shard_corpus("avmnist", RAW / "avmnist", tmp_path / "o", engine="spark")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
