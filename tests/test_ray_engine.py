@@ -17,7 +17,9 @@ from mmdata.cli import build_parser, main
 from mmdata.corpora import get_corpus
 from mmdata.corpora.base import Skip
 from mmdata.errors import ConfigError, ShardIntegrityError
+import mmdata.shards.write as write_module
 from mmdata.shards.build import shard_corpus
+from mmdata.shards.codec import encode
 from mmdata.shards.parts import FAULTS_ENV
 from mmdata.shards.write import write_split
 from tests.conftest import TOY_FEATURES, toy_samples
@@ -105,6 +107,23 @@ def test_skips_duplicates_and_byte_cuts_merge_exactly(faults, tmp_path):
     assert {s["reason"] for s in local["report"]["skips"]} >= {"duplicate_key", "bad_key", "shape"}
     assert len({s["samples"] for s in local["shards"]}) > 1  # cut by bytes and by count
     assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+
+
+def _encode_failing(value, field):
+    """Module level, so a Ray worker imports it: an encoder bug on one sample's text."""
+    if field.codec == "txt" and value == "sample 31":
+        raise RuntimeError("encoder bug")
+    return encode(value, field)
+
+
+def test_an_encoder_error_fails_the_run_with_nothing_published(faults, tmp_path, monkeypatch):
+    """Raised in a task, it is raised by the driver when the sample is admitted (as the local engine raises it)."""
+    monkeypatch.setattr(write_module, "encode", _encode_failing)
+    run = RaySplit(ray, toy_samples(60), part_size=7)
+    with pytest.raises(RuntimeError, match="encoder bug"):
+        write_split(run.items(), TOY_FEATURES, tmp_path / "out" / "train", corpus="toy", split="train",
+                    max_samples=8, writer=run.write)
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_a_killed_task_is_retried_and_the_bytes_are_unchanged(faults, tmp_path):

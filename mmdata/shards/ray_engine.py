@@ -216,7 +216,7 @@ class RaySplit:
             raise
         except exceptions.RayError as exc:
             raise ShardIntegrityError(
-                f"{self.what}: a Ray task writing into the temporary output failed for good "
+                f"{self.what}: a Ray task (reading and encoding a part, or writing a shard) failed for good "
                 f"({type(exc).__name__}, after up to {MAX_RETRIES} retries): {exc}; nothing published") from exc
 
     def _cancel(self) -> None:
