@@ -133,10 +133,12 @@ class RaySplit:
     def _submitted(self) -> Iterator[tuple[int, Any, Any]]:
         """(first raw position, meta ref, prepared ref) of each part's phase-1 task, submitted one by one."""
         source, size = self.source, self.part_size
-        if not isinstance(source, SplitSource) or not source.parted():
+        parted = isinstance(source, SplitSource) and source.parted()
+        count = source.corpus.count_raw(source.root, source.split, **source.options) if parted else None
+        if count is None or count.rows:  # rows: it counts index rows, not the items iter_part numbers
             yield from self._shipped()
             return
-        raw = source.corpus.count_raw(source.root, source.split, **source.options).raw
+        raw = count.raw
         for part, start in enumerate(range(0, raw, size)):
             yield start, *self._part.remote(self.job_ref, source.corpus.name, str(source.root), source.split,
                                             source.options, part, start, min(start + size, raw))
