@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
+import mmdata.shards.write as write_module
 from mmdata.cli import build_parser, main
 from mmdata.corpora import get_corpus
 from mmdata.corpora.base import Skip
 from mmdata.errors import ConfigError, ShardIntegrityError
-import mmdata.shards.write as write_module
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.codec import encode
 from mmdata.shards.parts import FAULTS_ENV
