@@ -17,7 +17,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -116,21 +116,6 @@ def share(split: str, batch_size: int) -> dict[str, Any]:
     return {"batch_size": batch_size // ranks, "partition": "sample"}
 
 
-#: Methods that cannot train data-parallel yet, and why.
-SINGLE_PROCESS = {"mdm": "its critic takes optimiser steps inside the training step, which DDP cannot average"}
-
-
-def check_method(method: str, where: str) -> None:
-    """Raise :class:`ConfigError` when ``method`` cannot train under DDP and a process group is active.
-
-    Args:
-        method: a ``methods.METHODS`` name; where: the params.yaml block naming it.
-    """
-    if active() and method in SINGLE_PROCESS:
-        raise ConfigError(f"{where}: method {method!r} cannot train on {world_size()} ranks: "
-                          f"{SINGLE_PROCESS[method]}; train it with train.nproc: 1 (without torchrun)")
-
-
 class _Step(nn.Module):
     """A step function as a module, so DDP's forward runs the method's whole step (whatever submodules and
     methods of the model it calls) and registers the backward that follows for gradient averaging."""
@@ -155,6 +140,18 @@ def data_parallel(step: Callable[..., dict[str, torch.Tensor]], model: nn.Module
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     ddp = nn.parallel.DistributedDataParallel(_Step(model, step), device_ids=ids, find_unused_parameters=True)
     return lambda _model, batch, tuples: ddp(batch, tuples)
+
+
+def all_mean(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor averaged over the ranks (gradients a method computes itself, e.g. MDM's critic steps);
+    the tensors unchanged in one process."""
+    tensors = list(tensors)
+    if not active():
+        return tensors
+    for tensor in tensors:
+        dist.all_reduce(tensor)
+        tensor.div_(dist.get_world_size())
+    return tensors
 
 
 def all_sum(total: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:

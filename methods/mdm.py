@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from methods import late_fusion
+from methods import distributed, late_fusion
 from methods.heads import target, task_loss, task_pred
 from methods.late_fusion import LateFusion
 from methods.loop import TupleSampler, train
@@ -240,14 +240,20 @@ class _Epochs:
 
 def critic_steps(model: MDM, joint: torch.Tensor, negatives: torch.Tensor, opt: torch.optim.Optimizer,
                  generator: torch.Generator, average: MovingAverage | None) -> None:
-    """``model.unroll`` Adam steps of the critic on detached joint [B, D] and negatives [B * k, D], float32."""
+    """``model.unroll`` Adam steps of the critic on detached joint [B, D] and negatives [B * k, D], float32.
+
+    Under DDP the critic's gradients are averaged over the ranks here (each rank holds a share of the batch), so
+    the critics stay identical; ``autograd.grad`` rather than ``backward``, as these steps run inside the model
+    step's DDP forward, whose gradient hooks must fire only for the model step's own backward."""
     joint, negatives = joint.detach().float(), negatives.detach().float()
+    params = [p for p in model.critic.parameters() if p.requires_grad]
     with torch.autocast(device_type=joint.device.type, enabled=False):
         for _ in range(model.unroll):
             loss = critic_loss(model.critic, joint, negatives, model.bound, penalty=model.gradient_penalty,
                                generator=generator, average=average)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            grads = distributed.all_mean(torch.autograd.grad(loss, params))
+            for param, grad in zip(params, grads):
+                param.grad = grad
             opt.step()
 
 

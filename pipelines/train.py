@@ -146,7 +146,6 @@ def few_shot_rows(exp: dict[str, Any], loader: Loader, seed: int) -> np.ndarray 
 
 def build(exp: dict[str, Any], loader: Loader, seed: int) -> tuple[Any, torch.nn.Module]:
     """(method module, freshly initialised model) for a run block; model keys are checked."""
-    distributed.check_method(exp["method"], f"experiments.{exp['corpus']}.*")
     method = get_method(exp["method"])
     options = exp.get("model", {})
     check_keys(options, keyword_options(method.build_model) - {"fields"}, f"experiments.*.model ({exp['method']})")
