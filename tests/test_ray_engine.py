@@ -4,6 +4,7 @@ killed is retried, or the run fails with nothing published; ``mmdata shard --eng
 from __future__ import annotations
 
 import faulthandler
+import json
 import os
 import shutil
 import sys
@@ -69,10 +70,10 @@ def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
 
 
 @pytest.mark.parametrize("corpus, max_samples", [("avmnist", 90), ("hateful_memes", 40), ("crema_d", 30),
-                                                 ("mosi", 25)])
+                                                 ("mmimdb", 100), ("mosi", 25)])
 def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_samples):
-    """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), all read part by
-    part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
+    """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), jpeg + json per
+    movie (mmimdb), all read part by part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
     local, remote = _shard(corpus, tmp_path / "local" / corpus, "local", max_samples), \
         _shard(corpus, tmp_path / "ray" / corpus, "ray", max_samples)
     assert local == remote
@@ -188,20 +189,61 @@ def _same(one: list, other: list) -> bool:
     return len(one) == len(other) and all(equal(a, b) for a, b in zip(one, other))
 
 
-def test_iter_part_gives_the_items_of_iter_samples(tmp_path):
-    """Parts of 7 raw items, concatenated, are iter_samples' items: with a duplicate id and broken lines in
-    Hateful Memes' train.jsonl (a part's duplicates are found from the lines before it)."""
+def _hateful_memes_root(tmp_path: Path) -> Path:
+    """A duplicate id and broken lines in train.jsonl (a part's duplicates are found from the lines before it)."""
     root = shutil.copytree(RAW / "hateful_memes", tmp_path / "hateful_memes")
     lines = (root / "train.jsonl").read_text().splitlines()
     (root / "train.jsonl").write_text("\n".join([*lines[:5], lines[2], "{broken", '{"text": "no id"}', *lines[5:40]])
                                       + "\n")
-    reasons = {}
-    for name, where in (("hateful_memes", root), ("avmnist", RAW / "avmnist")):
-        corpus, options = get_corpus(name), PARAMS[name]["reader"]
-        whole = list(corpus.iter_samples(where, "train", **options))
-        count = corpus.count_raw(where, "train", **options).raw
-        parts = [item for start in range(0, count, 7)
-                 for item in corpus.iter_part(where, "train", start, min(start + 7, count), **options)]
-        assert len(whole) == count and _same(whole, parts)
-        reasons[name] = sorted(item.reason for item in whole if isinstance(item, Skip))
-    assert reasons == {"hateful_memes": ["bad_json", "duplicate_id", "missing_key"], "avmnist": []}
+    return root
+
+
+def _mmimdb_root(tmp_path: Path) -> Path:
+    """split.json with an id listed twice, one unpadded (the same file), one missing, one climbing out of the
+    release, and train ids leaked into valid."""
+    root = shutil.copytree(RAW / "mmimdb", tmp_path / "mmimdb")
+    ids = json.loads((root / "mmimdb" / "split.json").read_text())
+    train = ids["train"][:30]
+    padded = next(m for m in train if m.startswith("0"))
+    ids["train"] = [*train[:4], train[1], padded.lstrip("0"), "1234567", "../../x", *train[4:]]
+    ids["dev"] = [train[0], *ids["dev"][:10], train[7]]
+    (root / "mmimdb" / "split.json").write_text(json.dumps(ids))
+    return root
+
+
+#: corpus -> (its root for the contract test, made from tmp_path; the reasons of the skips of its splits)
+CONTRACT = {
+    "hateful_memes": (_hateful_memes_root, ["bad_json", "duplicate_id", "missing_key"]),
+    "avmnist": (lambda tmp_path: RAW / "avmnist", []),
+    "crema_d": (lambda tmp_path: RAW / "crema_d", None),
+    "mmimdb": (_mmimdb_root, ["duplicate_id", "duplicate_id", "duplicate_id", "duplicate_id", "missing_json",
+                              "outside_root"]),
+}
+
+
+def _part(corpus, root, split: str, options: dict, start: int, stop: int) -> list:
+    return list(corpus.iter_part(root, split, start, stop, **options))
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT))
+def test_iter_part_gives_the_items_of_iter_samples(tmp_path, name):
+    """On every split: parts of 7 and of a third of the split, concatenated, are iter_samples' items (the same
+    Samples and Skips, in order); so are parts of 1 item (the first 12 and the last 3) and parts past the end."""
+    make_root, expected = CONTRACT[name]
+    root, corpus, options = make_root(tmp_path), get_corpus(name), PARAMS[name]["reader"]
+    reasons = []
+    for split in corpus.splits:
+        whole = list(corpus.iter_samples(root, split, **options))
+        count = corpus.count_raw(root, split, **options).raw
+        assert len(whole) == count
+        for size in (7, max(1, count // 3)):
+            parts = [item for start in range(0, count, size)
+                     for item in _part(corpus, root, split, options, start, min(start + size, count))]
+            assert _same(whole, parts), (split, size)
+        for at in sorted({*range(min(count, 12)), *range(max(0, count - 3), count)}):
+            assert _same(whole[at:at + 1], _part(corpus, root, split, options, at, at + 1)), (split, at)
+        assert _same(whole[max(0, count - 2):], _part(corpus, root, split, options, max(0, count - 2), count + 5))
+        assert _part(corpus, root, split, options, count, count + 3) == []
+        reasons += [item.reason for item in whole if isinstance(item, Skip)]
+    if expected is not None:
+        assert sorted(reasons) == expected

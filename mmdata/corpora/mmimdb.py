@@ -189,6 +189,13 @@ def iter_samples(root: str | Path, split: str, *, plot: str = "longest",
     Raises:
         ConfigError: unknown split or option, missing root, split.json or dataset folder.
     """
+    yield from iter_part(root, split, 0, None, plot=plot, image_size=image_size)
+
+
+def iter_part(root: str | Path, split: str, start: int, stop: int | None, *, plot: str = "longest",
+              image_size: Any = DEFAULT_IMAGE_SIZE) -> Iterator[Sample | Skip]:
+    """Raw items ``start .. stop - 1`` of :func:`iter_samples` (None: to the end): the ids listed before
+    ``start`` are only resolved to file names (duplicates), and only the part's JSONs and posters are read."""
     if split not in SPLIT_KEYS:
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(SPLIT_KEYS)}")
     size, base = _check_options(plot, image_size), _base(root)
@@ -198,23 +205,34 @@ def iter_samples(root: str | Path, split: str, *, plot: str = "longest",
     # split is skipped there.
     earlier = {_stem(dataset, m): s for s in order[:order.index(split)] for m in ids[s]}
     seen: set[str] = set()
-    for listed in ids[split]:
-        try:
-            path = _find(dataset, listed, "json")
-        except FileError as err:  # the id names a file outside the release: a counted skip, never read
-            yield Skip(_key(split, listed), str(err.path), err.reason, str(err))
+    for index, listed in enumerate(ids[split][:stop]):
+        claim = _claim(dataset, split, listed, earlier, seen)
+        if index < start:
             continue
-        movie = path.stem if path.is_file() else listed
-        key = _key(split, movie)
-        if movie in seen or movie in earlier:
-            where = SPLIT_KEYS[earlier.get(movie, split)]
-            yield Skip(key, str(path), "duplicate_id", f"id {listed} already listed in split.json {where}")
+        if isinstance(claim, Skip):
+            yield claim
             continue
-        seen.add(movie)
+        movie, key, path = claim
         try:
             yield _movie(dataset, movie, key, plot, size)
         except SampleError as err:
             yield Skip(key, str(path), err.reason, str(err))
+
+
+def _claim(dataset: Path, split: str, listed: str, earlier: dict[str, str], seen: set[str]
+           ) -> tuple[str, str, Path] | Skip:
+    """(movie stem, key, JSON path) of a listed id, now claimed in ``seen``; or a Skip (outside, duplicate)."""
+    try:
+        path = _find(dataset, listed, "json")
+    except FileError as err:  # the id names a file outside the release: a counted skip, never read
+        return Skip(_key(split, listed), str(err.path), err.reason, str(err))
+    movie = path.stem if path.is_file() else listed
+    key = _key(split, movie)
+    if movie in seen or movie in earlier:
+        where = SPLIT_KEYS[earlier.get(movie, split)]
+        return Skip(key, str(path), "duplicate_id", f"id {listed} already listed in split.json {where}")
+    seen.add(movie)
+    return movie, key, path
 
 
 def _key(split: str, movie: str) -> str:
@@ -238,4 +256,5 @@ def count_raw(root: str | Path, split: str, *, plot: str = "longest",
 
 
 CORPUS = Corpus(name=NAME, splits=tuple(SPLIT_KEYS), task="multilabel", features=features,
-                iter_samples=iter_samples, sources=sources, describe=describe, count_raw=count_raw)
+                iter_samples=iter_samples, sources=sources, describe=describe, count_raw=count_raw,
+                iter_part=iter_part)
