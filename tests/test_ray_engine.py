@@ -18,6 +18,7 @@ import mmdata.shards.write as write_module
 from mmdata.cli import build_parser, main
 from mmdata.corpora import get_corpus
 from mmdata.corpora.base import Skip
+from mmdata.corpora.sunrgbd import split_list
 from mmdata.errors import ConfigError, ShardIntegrityError
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.codec import encode
@@ -70,10 +71,11 @@ def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
 
 
 @pytest.mark.parametrize("corpus, max_samples", [("avmnist", 90), ("hateful_memes", 40), ("crema_d", 30),
-                                                 ("mmimdb", 100), ("mosi", 25)])
+                                                 ("mmimdb", 100), ("sunrgbd", 40),
+                                                 ("mosi", 25)])
 def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_samples):
     """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), jpeg + json per
-    movie (mmimdb), all read part by part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
+    movie (mmimdb), scene folders of png + jpg + txt (sunrgbd), all read part by part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
     local, remote = _shard(corpus, tmp_path / "local" / corpus, "local", max_samples), \
         _shard(corpus, tmp_path / "ray" / corpus, "ray", max_samples)
     assert local == remote
@@ -211,6 +213,16 @@ def _mmimdb_root(tmp_path: Path) -> Path:
     return root
 
 
+def _sunrgbd_root(tmp_path: Path) -> Path:
+    """A listed scene folder removed and another one's depth PNGs removed (two skips of the train split)."""
+    root = shutil.copytree(RAW / "sunrgbd", tmp_path / "sunrgbd")
+    train = split_list(root, "train")
+    shutil.rmtree(root / "SUNRGBD" / train[3])
+    for png in (root / "SUNRGBD" / train[8] / "depth").glob("*.png"):
+        png.unlink()
+    return root
+
+
 #: corpus -> (its root for the contract test, made from tmp_path; the reasons of the skips of its splits)
 CONTRACT = {
     "hateful_memes": (_hateful_memes_root, ["bad_json", "duplicate_id", "missing_key"]),
@@ -218,6 +230,7 @@ CONTRACT = {
     "crema_d": (lambda tmp_path: RAW / "crema_d", None),
     "mmimdb": (_mmimdb_root, ["duplicate_id", "duplicate_id", "duplicate_id", "duplicate_id", "missing_json",
                               "outside_root"]),
+    "sunrgbd": (_sunrgbd_root, ["missing_depth", "missing_scene"]),
 }
 
 

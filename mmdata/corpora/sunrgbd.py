@@ -220,12 +220,21 @@ def iter_samples(root: str | Path, split: str, *, num_points: int = 20000, min_p
         Samples with ``points [n, 3]``, ``points_rgb [n, 3]``, ``points_height [n, 1]``, ``label [max_boxes,
         8]``, ``meta_calib [2, 3, 3]``, ``meta_scene``; or a Skip naming the file at fault.
     """
+    yield from iter_part(root, split, 0, None, num_points=num_points, min_points=min_points, max_boxes=max_boxes,
+                         depth_source=depth_source, split_file=split_file, valid_every=valid_every, seed=seed)
+
+
+def iter_part(root: str | Path, split: str, start: int, stop: int | None, *, num_points: int = 20000,
+              min_points: int = 1, max_boxes: int = 64, depth_source: str = "depth", split_file: str = SPLIT_FILE,
+              valid_every: int = 10, seed: int = 0) -> Iterator[Sample | Skip]:
+    """Raw items ``start .. stop - 1`` of :func:`iter_samples` (None: to the end): scenes are independent (no
+    duplicate check), so only the part's scene folders are read."""
     if depth_source not in ("depth", "depth_bfx"):
         raise ConfigError(f"{NAME}: depth_source must be 'depth' or 'depth_bfx', got {depth_source!r}")
     if not 0 < min_points <= num_points or max_boxes < 1:
         raise ConfigError(f"{NAME}: need 0 < min_points <= num_points and max_boxes >= 1, got {min_points}, "
                           f"{num_points}, {max_boxes} (corpora.{NAME}.reader)")
-    for scene in split_list(root, split, split_file=split_file, valid_every=valid_every):
+    for scene in split_list(root, split, split_file=split_file, valid_every=valid_every)[start:stop]:
         key = scene_key(split, scene)
         try:
             folder = inside_root(root, "SUNRGBD", scene)  # a split-file string: never a folder outside the root
@@ -286,13 +295,5 @@ def count_raw(root: str | Path, split: str, *, split_file: str = SPLIT_FILE, val
     return raw_count(len(scenes), "scene listed in allsplit.mat", folders)
 
 
-CORPUS = Corpus(
-    name=NAME,
-    splits=("train", "valid", "test"),
-    task="detection",
-    features=features,
-    iter_samples=iter_samples,
-    sources=sources,
-    describe=describe,
-    count_raw=count_raw,
-)
+CORPUS = Corpus(name=NAME, splits=("train", "valid", "test"), task="detection", features=features,
+                iter_samples=iter_samples, sources=sources, describe=describe, count_raw=count_raw, iter_part=iter_part)
