@@ -72,10 +72,11 @@ def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
 
 @pytest.mark.parametrize("corpus, max_samples", [("avmnist", 90), ("hateful_memes", 40), ("crema_d", 30),
                                                  ("mmimdb", 100), ("sunrgbd", 40),
-                                                 ("mosi", 25)])
+                                                 ("snli_ve", 60), ("mosi", 25)])
 def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_samples):
     """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), jpeg + json per
-    movie (mmimdb), scene folders of png + jpg + txt (sunrgbd), all read part by part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
+    movie (mmimdb), scene folders of png + jpg + txt (sunrgbd), images shared by pairs (snli_ve, a View), all
+    read part by part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
     local, remote = _shard(corpus, tmp_path / "local" / corpus, "local", max_samples), \
         _shard(corpus, tmp_path / "ray" / corpus, "ray", max_samples)
     assert local == remote
@@ -223,6 +224,16 @@ def _sunrgbd_root(tmp_path: Path) -> Path:
     return root
 
 
+def _snli_ve_root(tmp_path: Path) -> Path:
+    """A repeated pairID and a broken line in the train JSONL, and an image file removed."""
+    root = shutil.copytree(RAW / "snli_ve", tmp_path / "snli_ve")
+    lines = (root / "snli_ve_train.jsonl").read_text().splitlines()
+    (root / "snli_ve_train.jsonl").write_text("\n".join([*lines[:3], lines[1], "{broken", *lines[3:]]) + "\n")
+    image = json.loads(lines[10])["Flikr30kID"]
+    (root / "flickr30k_images" / image).unlink()
+    return root
+
+
 #: corpus -> (its root for the contract test, made from tmp_path; the reasons of the skips of its splits)
 CONTRACT = {
     "hateful_memes": (_hateful_memes_root, ["bad_json", "duplicate_id", "missing_key"]),
@@ -231,6 +242,7 @@ CONTRACT = {
     "mmimdb": (_mmimdb_root, ["duplicate_id", "duplicate_id", "duplicate_id", "duplicate_id", "missing_json",
                               "outside_root"]),
     "sunrgbd": (_sunrgbd_root, ["missing_depth", "missing_scene"]),
+    "snli_ve": (_snli_ve_root, ["bad_json", "duplicate_id", "missing_image", *["no_gold_label"] * 7]),
 }
 
 

@@ -176,12 +176,20 @@ def iter_samples(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAG
     Raises:
         ConfigError: unknown split or option, missing root or files.
     """
+    yield from iter_part(root, split, 0, None, image_size=image_size)
+
+
+def iter_part(root: str | Path, split: str, start: int, stop: int | None, *,
+              image_size: Any = DEFAULT_IMAGE_SIZE) -> Iterator[Sample | Skip]:
+    """Raw items ``start .. stop - 1`` of :func:`iter_samples` (None: to the end): the split's JSONL is parsed
+    whole (an image's pairs may lie anywhere in it), and only the part's images are read."""
     if split not in FILES:
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: {', '.join(FILES)}")
     size, base = image_io.parse_size(image_size, NAME), _base(root)
     groups, skips = _group(base / FILES[split], split)
-    yield from skips
-    for image in sorted(groups):
+    yield from skips[start:stop]
+    images = sorted(groups)[max(0, start - len(skips)):None if stop is None else max(0, stop - len(skips))]
+    for image in images:
         yield _image_sample(base, split, image, groups[image], size)
 
 
@@ -198,4 +206,5 @@ def count_raw(root: str | Path, split: str, *, image_size: Any = DEFAULT_IMAGE_S
 
 
 CORPUS = Corpus(name=NAME, splits=tuple(FILES), task="classification", features=features,
-                iter_samples=iter_samples, sources=sources, describe=describe, view=VIEW, count_raw=count_raw)
+                iter_samples=iter_samples, sources=sources, describe=describe, view=VIEW, count_raw=count_raw,
+                iter_part=iter_part)
