@@ -72,11 +72,12 @@ def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
 
 @pytest.mark.parametrize("corpus, max_samples", [("avmnist", 90), ("hateful_memes", 40), ("crema_d", 30),
                                                  ("mmimdb", 100), ("sunrgbd", 40),
-                                                 ("snli_ve", 60), ("mosi", 25)])
+                                                 ("snli_ve", 60), ("nyuv2", 20), ("mosi", 25)])
 def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_samples):
     """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), jpeg + json per
-    movie (mmimdb), scene folders of png + jpg + txt (sunrgbd), images shared by pairs (snli_ve, a View), all
-    read part by part in the tasks; mosi has no ``iter_part``: the driver reads and ships (the fallback)."""
+    movie (mmimdb), scene folders of png + jpg + txt (sunrgbd), images shared by pairs (snli_ve, a View), frames
+    of one HDF5 file (nyuv2), all read part by part in the tasks; mosi has no ``iter_part``: the driver reads
+    and ships (the fallback)."""
     local, remote = _shard(corpus, tmp_path / "local" / corpus, "local", max_samples), \
         _shard(corpus, tmp_path / "ray" / corpus, "ray", max_samples)
     assert local == remote
@@ -234,6 +235,20 @@ def _snli_ve_root(tmp_path: Path) -> Path:
     return root
 
 
+def _nyuv2_root(tmp_path: Path) -> Path:
+    """The depth of the third train frame zeroed (an ``invalid_depth`` skip) and a label id out of range in the
+    fifth (``label_range``)."""
+    import h5py
+    from scipy.io import loadmat
+
+    root = shutil.copytree(RAW / "nyuv2", tmp_path / "nyuv2")
+    train = np.ravel(loadmat(root / "splits.mat")["trainNdxs"]) - 1
+    with h5py.File(root / "nyu_depth_v2_labeled.mat", "r+") as f:
+        f["depths"][int(train[2])] = 0
+        f["labels"][int(train[4]), 0, 0] = 60000
+    return root
+
+
 #: corpus -> (its root for the contract test, made from tmp_path; the reasons of the skips of its splits)
 CONTRACT = {
     "hateful_memes": (_hateful_memes_root, ["bad_json", "duplicate_id", "missing_key"]),
@@ -242,6 +257,7 @@ CONTRACT = {
     "mmimdb": (_mmimdb_root, ["duplicate_id", "duplicate_id", "duplicate_id", "duplicate_id", "missing_json",
                               "outside_root"]),
     "sunrgbd": (_sunrgbd_root, ["missing_depth", "missing_scene"]),
+    "nyuv2": (_nyuv2_root, ["invalid_depth", "label_range"]),
     "snli_ve": (_snli_ve_root, ["bad_json", "duplicate_id", "missing_image", *["no_gold_label"] * 7]),
 }
 

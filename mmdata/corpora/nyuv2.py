@@ -218,6 +218,15 @@ def iter_samples(root: str | Path, split: str, *, depth_source: str = "depths", 
     Raises:
         ConfigError: unknown split, missing or corrupt file, inconsistent splits or mappings.
     """
+    yield from iter_part(root, split, 0, None, depth_source=depth_source, valid_fraction=valid_fraction,
+                         image_size=image_size, max_invalid_depth=max_invalid_depth, normal_knn=normal_knn)
+
+
+def iter_part(root: str | Path, split: str, start: int, stop: int | None, *, depth_source: str = "depths",
+              valid_fraction: float = 0.1, image_size: list[int] | None = None, max_invalid_depth: float = 0.9,
+              normal_knn: int = NORMAL_KNN) -> Iterator[Sample | Skip]:
+    """Raw items ``start .. stop - 1`` of :func:`iter_samples` (None: to the end): frames are independent, and
+    only the part's frames are read from the HDF5 file (h5py reads one frame per index)."""
     if split not in ("train", "valid", "test"):
         raise ConfigError(f"{NAME}: unknown split {split!r}; valid: train, valid, test")
     paths = _paths(root)
@@ -225,7 +234,7 @@ def iter_samples(root: str | Path, split: str, *, depth_source: str = "depths", 
     with _open(paths[LABELED]) as f:
         arrays = _datasets(f, paths[LABELED], depth_source)
         shape = _size(f, paths[LABELED], image_size)
-        for index in _split_frames(paths, split, arrays[0].shape[0], valid_fraction):
+        for index in _split_frames(paths, split, arrays[0].shape[0], valid_fraction)[start:stop]:
             key = make_key(NAME, split, f"{index + 1:04d}")
             yield _frame(f, arrays, int(index), key, paths[LABELED], lookup, shape, max_invalid_depth, normal_knn)
 
@@ -279,13 +288,5 @@ def count_raw(root: str | Path, split: str, *, depth_source: str = "depths", val
     return raw_count(len(indices), "frame (splits.mat index)", [Path(root)])
 
 
-CORPUS = Corpus(
-    name=NAME,
-    splits=("train", "valid", "test"),
-    task="segmentation",
-    features=features,
-    iter_samples=iter_samples,
-    sources=sources,
-    describe=describe,
-    count_raw=count_raw,
-)
+CORPUS = Corpus(name=NAME, splits=("train", "valid", "test"), task="segmentation", features=features,
+                iter_samples=iter_samples, sources=sources, describe=describe, count_raw=count_raw, iter_part=iter_part)
