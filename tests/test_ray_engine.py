@@ -71,19 +71,20 @@ def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
 
 
 @pytest.mark.parametrize("corpus, max_samples", [("avmnist", 90), ("hateful_memes", 40), ("crema_d", 30),
-                                                 ("mmimdb", 100), ("sunrgbd", 40),
-                                                 ("snli_ve", 60), ("nyuv2", 20), ("mosi", 25)])
+                                                 ("mmimdb", 100), ("sunrgbd", 40), ("snli_ve", 60), ("nyuv2", 20),
+                                                 ("mosi", 25), ("mosei", 60), ("stocks", 25)])
 def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_samples):
     """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), jpeg + json per
     movie (mmimdb), scene folders of png + jpg + txt (sunrgbd), images shared by pairs (snli_ve, a View), frames
-    of one HDF5 file (nyuv2), all read part by part in the tasks; mosi has no ``iter_part``: the driver reads
-    and ships (the fallback)."""
+    of one HDF5 file (nyuv2), pickle rows (mosi), SDK .csd segments (mosei), all read part by part in the tasks;
+    stocks (one windowed series per split, a View counted in index rows) is read by the driver and shipped (the
+    fallback)."""
     local, remote = _shard(corpus, tmp_path / "local" / corpus, "local", max_samples), \
         _shard(corpus, tmp_path / "ray" / corpus, "ray", max_samples)
     assert local == remote
-    assert max(len(m["shards"]) for m in local.values()) >= 3
+    assert max(len(m["shards"]) for m in local.values()) >= (1 if corpus == "stocks" else 3)
     files = _files(tmp_path / "local" / corpus)
-    assert files == _files(tmp_path / "ray" / corpus) and len(files) > 10
+    assert files == _files(tmp_path / "ray" / corpus) and len(files) >= 10
     if corpus == "crema_d":
         assert local["train"]["report"]["skipped"] >= 5  # the synth's broken clips: same skips, same order
     assert not [p for p in (tmp_path / "ray").iterdir() if p.name != corpus]  # no temporary folder or lock left
@@ -249,6 +250,21 @@ def _nyuv2_root(tmp_path: Path) -> Path:
     return root
 
 
+def _mosei_root(tmp_path: Path) -> Path:
+    """A fold video absent from the labels (one skip) and one without its COVAREP entry (all its segments
+    skipped), in the SDK release."""
+    import h5py
+
+    root = shutil.copytree(RAW / "mosei", tmp_path / "mosei")
+    folds = root / "cmumosei" / "cmu_mosei_std_folds.py"
+    text = folds.read_text()
+    train = text.split("standard_train_fold = ['", 1)[1].split("'")
+    folds.write_text(text.replace(f"'{train[2]}'", f"'{train[2]}', 'noSuchVideo'", 1))
+    with h5py.File(root / "cmumosei" / "CMU_MOSEI_COVAREP.csd", "r+") as f:
+        del f["COVAREP"]["data"][train[6]]
+    return root
+
+
 #: corpus -> (its root for the contract test, made from tmp_path; the reasons of the skips of its splits)
 CONTRACT = {
     "hateful_memes": (_hateful_memes_root, ["bad_json", "duplicate_id", "missing_key"]),
@@ -257,6 +273,8 @@ CONTRACT = {
     "mmimdb": (_mmimdb_root, ["duplicate_id", "duplicate_id", "duplicate_id", "duplicate_id", "missing_json",
                               "outside_root"]),
     "sunrgbd": (_sunrgbd_root, ["missing_depth", "missing_scene"]),
+    "mosei": (_mosei_root, ["missing_feat_audio"] * 4 + ["missing_labels"]),
+    "mosi": (lambda tmp_path: RAW / "mosi", []),
     "nyuv2": (_nyuv2_root, ["invalid_depth", "label_range"]),
     "snli_ve": (_snli_ve_root, ["bad_json", "duplicate_id", "missing_image", *["no_gold_label"] * 7]),
 }

@@ -45,6 +45,6 @@ SPEC = AffectSpec(
 #: The reader entry points; their options are documented in :class:`.affect.entry.AffectReader`.
 READER = AffectReader(SPEC)
 features, sources, describe = READER.features, READER.sources, READER.describe
-iter_samples, count_raw = READER.iter_samples, READER.count_raw
+iter_samples, count_raw, iter_part = READER.iter_samples, READER.count_raw, READER.iter_part
 
 CORPUS = READER.corpus(SPLITS)

@@ -14,16 +14,6 @@ from mmdata.corpora.affect import reader, sdk
 from mmdata.corpora.affect.spec import SPLITS, AffectSpec, Options
 from mmdata.corpora.base import RawCount
 from mmdata.corpora.ledger import check_split, raw_count
-from mmdata.errors import SampleError
-
-
-def _segments(group: h5py.Group, video: str) -> int:
-    """Label segments of one fold video, 1 for a video the reader skips whole (absent or inconsistent)."""
-    try:
-        labels, _ = sdk._entry(group, video, "labels")  # the reader's own rule for a usable labels entry
-    except SampleError:
-        return 1
-    return len(labels)
 
 
 def count_raw(spec: AffectSpec, root: str | Path, split: str, options: Options) -> RawCount:
@@ -40,5 +30,5 @@ def count_raw(spec: AffectSpec, root: str | Path, split: str, options: Options) 
     labels = seqs["labels"]
     with h5py.File(labels.path, "r") as f:
         group = f[labels.root]["data"]
-        total = sum(_segments(group, video) for video in folds[split])
+        total = sum(sdk.segments(group, video) for video in folds[split])
     return raw_count(total, "opinion segment of a fold video", [loc.path])

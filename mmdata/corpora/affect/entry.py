@@ -65,6 +65,13 @@ class AffectReader:
         """
         return reader.iter_samples(self.spec, root, split, Options(release, variant, sdk_vision, folds))
 
+    def iter_part(self, root: str | Path, split: str, start: int, stop: int | None, *, release: str = "auto",
+                  variant: str = "aligned", sdk_vision: str = "facet42",
+                  folds: str | None = None) -> Iterator[Sample | Skip]:
+        """Raw items ``start .. stop - 1`` of :meth:`iter_samples` (None: to the end); see
+        :func:`.reader.iter_samples` for what a part reads."""
+        return reader.iter_samples(self.spec, root, split, Options(release, variant, sdk_vision, folds), start, stop)
+
     def count_raw(self, root: str | Path, split: str, *, release: str = "auto", variant: str = "aligned",
                   sdk_vision: str = "facet42", folds: str | None = None) -> RawCount:
         """Raw items of one split without building samples: pickle rows, or SDK opinion segments of the folds."""
@@ -74,4 +81,4 @@ class AffectReader:
         """The registry entry of this corpus."""
         return Corpus(name=self.spec.name, splits=splits, task="regression", features=self.features,
                       iter_samples=self.iter_samples, sources=self.sources, describe=self.describe,
-                      count_raw=self.count_raw)
+                      count_raw=self.count_raw, iter_part=self.iter_part)

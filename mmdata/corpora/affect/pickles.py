@@ -155,10 +155,11 @@ def _row(table: dict, i: int, key: str, fam: str, spec: Features) -> Sample:
     return sample
 
 
-def iter_rows(spec: AffectSpec, loc: Located, data: dict, split: str, schema: Features) -> Iterator[Sample | Skip]:
-    """One Sample or Skip per row of ``split``, in file order."""
+def iter_rows(spec: AffectSpec, loc: Located, data: dict, split: str, schema: Features, start: int = 0,
+              stop: int | None = None) -> Iterator[Sample | Skip]:
+    """One Sample or Skip per row of ``split``, in file order: rows ``start .. stop - 1`` (None: to the end)."""
     table = _table(data, split, loc.path, loc.family, spec.name)
-    for i in range(len(table["id"])):
+    for i in range(len(table["id"]))[start:stop]:
         key = rows.sample_key(spec.name, split, table["id"][i], i)
         try:
             yield _row(table, i, key, loc.family, schema)

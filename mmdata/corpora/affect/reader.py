@@ -127,13 +127,16 @@ def describe(spec: AffectSpec, root: str | Path, options: Options) -> str:
             f"not read)")
 
 
-def iter_samples(spec: AffectSpec, root: str | Path, split: str, options: Options) -> Iterator[Sample | Skip]:
-    """One Sample or Skip per raw row (pickle row or SDK label segment) of ``split``, deterministic order."""
+def iter_samples(spec: AffectSpec, root: str | Path, split: str, options: Options, start: int = 0,
+                 stop: int | None = None) -> Iterator[Sample | Skip]:
+    """One Sample or Skip per raw row (pickle row or SDK label segment) of ``split``, deterministic order: raw
+    items ``start .. stop - 1`` (None: to the end). An SDK part reads only its own videos' entries; a pickle
+    has no random access, so a part loads the whole file (cached per process, :func:`.pickles.load`)."""
     if split not in SPLITS:
         raise ConfigError(f"{spec.name}: unknown split {split!r}; valid: {', '.join(SPLITS)}")
     loc, payload = locate(spec, root, options)
     if loc.family == "sdk":
         seqs, (_, folds) = payload
-        yield from sdk.iter_rows(spec, loc, seqs, split, sdk.features(spec, loc, seqs), folds)
+        yield from sdk.iter_rows(spec, loc, seqs, split, sdk.features(spec, loc, seqs), folds, start, stop)
     else:
-        yield from pickles.iter_rows(spec, loc, payload, split, pickles.features(spec, loc, payload))
+        yield from pickles.iter_rows(spec, loc, payload, split, pickles.features(spec, loc, payload), start, stop)

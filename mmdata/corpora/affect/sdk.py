@@ -167,9 +167,19 @@ def _segment(key: str, entries: dict, label: np.ndarray, span: np.ndarray, varia
     return sample
 
 
+def segments(group: h5py.Group, video: str) -> int:
+    """Raw items of one fold video: its label segments, or 1 for a video skipped whole (absent or inconsistent
+    labels entry). Reads the video's labels entry only."""
+    try:
+        labels, _ = _entry(group, video, "labels")
+    except SampleError:
+        return 1
+    return len(labels)
+
+
 def _video(spec: AffectSpec, loc: Located, groups: dict[str, Any], video: str, split: str,
-           schema: Features) -> Iterator[Sample | Skip]:
-    """The samples (or Skips) of every labelled segment of one fold video."""
+           schema: Features, first: int = 0, stop: int | None = None) -> Iterator[Sample | Skip]:
+    """The samples (or Skips) of the labelled segments ``first .. stop - 1`` of one fold video (None: all)."""
     source = str(loc.path)
     try:
         labels, spans = _entry(groups["labels"], video, "labels")
@@ -182,7 +192,7 @@ def _video(spec: AffectSpec, loc: Located, groups: dict[str, Any], video: str, s
             entries[name] = _entry(groups[name], video, name)
         except SampleError as err:  # every segment of the video is skipped with this reason
             problem = problem or err
-    for k in range(len(labels)):
+    for k in range(len(labels))[first:stop]:
         key = rows.sample_key(spec.name, split, f"{video}[{k}]", k)
         try:
             if problem is not None:
@@ -193,13 +203,23 @@ def _video(spec: AffectSpec, loc: Located, groups: dict[str, Any], video: str, s
 
 
 def iter_rows(spec: AffectSpec, loc: Located, seqs: dict[str, sdk_files.Sequence], split: str,
-              schema: Features, folds: dict[str, list[str]]) -> Iterator[Sample | Skip]:
-    """One Sample or Skip per label segment of the split's fold videos (fold order, then segment order)."""
+              schema: Features, folds: dict[str, list[str]], start: int = 0,
+              stop: int | None = None) -> Iterator[Sample | Skip]:
+    """One Sample or Skip per label segment of the split's fold videos (fold order, then segment order): raw
+    items ``start .. stop - 1`` (None: to the end). Videos before ``start`` are counted from their labels entry
+    (:func:`segments`); only the part's videos have their feature entries read."""
     with ExitStack() as stack:
         groups = {name: stack.enter_context(h5py.File(seq.path, "r"))[seq.root]["data"]
                   for name, seq in seqs.items()}
+        first = 0  # raw position of the video's first item
         for video in folds[split]:
-            yield from _video(spec, loc, groups, video, split, schema)
+            if stop is not None and first >= stop:
+                return
+            count = segments(groups["labels"], video) if start > 0 or stop is not None else 0
+            if start == 0 and stop is None or first + count > start:
+                yield from _video(spec, loc, groups, video, split, schema, max(0, start - first),
+                                  None if stop is None else stop - first)
+            first += count
 
 
 def unfolded(seqs: dict[str, sdk_files.Sequence], folds: dict[str, list[str]]) -> int:
