@@ -3,9 +3,10 @@
 A split is written in two kinds of Ray task (:mod:`mmdata.shards.parts`):
 
 1. The source is cut into contiguous parts of ``max_samples`` raw items (shard-sized). A corpus with
-   ``iter_part`` (and ``count_raw``, which enumerates its raw items cheaply) has each part read by its own task;
-   the others are read by the driver and their parts shipped to the tasks (the fallback: the same bytes, the
-   reading is not spread). Each task checks and encodes its samples as a local shard task does and returns, per
+   ``iter_part`` (and ``count_raw``, which enumerates its raw items cheaply) has each part read by its own task
+   (every registered corpus but the stocks); the others, and a ``count_raw`` of index rows (the stock windows),
+   are read by the driver and their parts shipped to the tasks (the fallback: the same bytes, the reading is
+   not spread). Each task checks and encodes its samples as a local shard task does and returns, per
    raw item, a small record (key, source, repairs, exact payload sizes, the check's verdict) while the encoded
    samples stay in Ray's object store.
 2. The driver admits the records in source order exactly as the local engine does (key pattern, name length,
@@ -144,7 +145,8 @@ class RaySplit:
                                             source.options, part, start, min(start + size, raw))
 
     def _shipped(self) -> Iterator[tuple[int, Any, Any]]:
-        """The fallback for a corpus without ``iter_part``: the driver reads, the tasks check and encode."""
+        """The fallback for a corpus without ``iter_part`` (or counted in index rows): the driver reads, the tasks
+        check and encode."""
         source, chunk, start, size = self.source, [], 0, self.part_size
         if isinstance(source, SplitSource):
             source = source.corpus.iter_samples(source.root, source.split, **source.options)
