@@ -76,9 +76,9 @@ def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
 def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_samples):
     """npy rows (avmnist), jpg + JSONL (hateful_memes), wav + flv with broken clips (crema_d), jpeg + json per
     movie (mmimdb), scene folders of png + jpg + txt (sunrgbd), images shared by pairs (snli_ve, a View), frames
-    of one HDF5 file (nyuv2), pickle rows (mosi), SDK .csd segments (mosei), all read part by part in the tasks;
-    stocks (one windowed series per split, a View counted in index rows) is read by the driver and shipped (the
-    fallback)."""
+    of one HDF5 file (nyuv2), SDK .csd segments (mosei), all read part by part in the tasks; pickle rows (mosi: a
+    pickle would be loaded whole by every part) and stocks (one windowed series per split, a View counted in index
+    rows) are read by the driver and shipped (the fallback)."""
     local, remote = _shard(corpus, tmp_path / "local" / corpus, "local", max_samples), \
         _shard(corpus, tmp_path / "ray" / corpus, "ray", max_samples)
     assert local == remote
@@ -88,6 +88,16 @@ def test_ray_writes_the_bytes_of_the_local_engine(faults, tmp_path, corpus, max_
     if corpus == "crema_d":
         assert local["train"]["report"]["skipped"] >= 5  # the synth's broken clips: same skips, same order
     assert not [p for p in (tmp_path / "ray").iterdir() if p.name != corpus]  # no temporary folder or lock left
+
+
+def test_sources_read_whole_are_not_parted():
+    """A pickle release (the MOSI mini) and the stocks are read once by the driver; an SDK release (the MOSEI mini)
+    and per-file corpora in parts."""
+    def parted(corpus: str) -> bool:
+        count = get_corpus(corpus).count_raw(RAW / corpus, "train", **PARAMS[corpus]["reader"])
+        return count.parted and not count.rows
+    assert not parted("mosi") and not parted("stocks")
+    assert parted("mosei") and parted("avmnist") and parted("mmimdb")
 
 
 def _toy_items() -> list:

@@ -62,12 +62,15 @@ class RawCount:
             (neither raw nor skipped); a folder shared by several splits counts in each.
         rows: True when ``raw`` counts index rows (a View corpus storing one sample per split, e.g. the
             stock windows), so it reconciles with the manifest's ``rows`` instead of the report's ``raw``.
+        parted: whether a part of the items can be read without holding the whole source (False: a pickle,
+            which every part would load whole; the Ray engine then reads it once, in the driver).
     """
 
     raw: int
     unit: str
     ignored: int = 0
     rows: bool = False
+    parted: bool = True
 
 
 @dataclass(frozen=True)

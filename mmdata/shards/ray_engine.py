@@ -136,7 +136,8 @@ class RaySplit:
         source, size = self.source, self.part_size
         parted = isinstance(source, SplitSource) and source.parted()
         count = source.corpus.count_raw(source.root, source.split, **source.options) if parted else None
-        if count is None or count.rows:  # rows: it counts index rows, not the items iter_part numbers
+        # rows: it counts index rows, not the items iter_part numbers; not parted: each part would load it whole.
+        if count is None or count.rows or not count.parted:
             yield from self._shipped()
             return
         raw = count.raw

@@ -25,7 +25,8 @@ def count_raw(spec: AffectSpec, root: str | Path, split: str, options: Options) 
     check_split(spec.name, split, SPLITS)
     loc, payload = reader.locate(spec, root, options)
     if loc.family != "sdk":
-        return raw_count(len(payload[split].get("id", ())), "pickle row", [loc.path.parent])
+        # A pickle has no random access: every part would load it whole (one copy per Ray worker).
+        return raw_count(len(payload[split].get("id", ())), "pickle row", [loc.path.parent], parted=False)
     seqs, (_, folds) = payload
     labels = seqs["labels"]
     with h5py.File(labels.path, "r") as f:

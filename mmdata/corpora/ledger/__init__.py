@@ -29,15 +29,16 @@ def count_ignored(folders: Iterable[str | Path]) -> int:
     return total
 
 
-def raw_count(raw: int, unit: str, folders: Iterable[str | Path], *, rows: bool = False) -> RawCount:
+def raw_count(raw: int, unit: str, folders: Iterable[str | Path], *, rows: bool = False, parted: bool = True
+              ) -> RawCount:
     """A :class:`~mmdata.corpora.base.RawCount` with the ignored files of ``folders`` counted.
 
     Args:
         raw: raw items of the split; unit: what one is, in the release's words.
         folders: the folders the split is read from (see :func:`count_ignored`).
-        rows: ``raw`` counts index rows (see :class:`~mmdata.corpora.base.RawCount`).
+        rows: ``raw`` counts index rows; parted: parts can be read alone (see :class:`~mmdata.corpora.base.RawCount`).
     """
-    return RawCount(raw=int(raw), unit=unit, ignored=count_ignored(folders), rows=rows)
+    return RawCount(raw=int(raw), unit=unit, ignored=count_ignored(folders), rows=rows, parted=parted)
 
 
 def check_split(corpus: str, split: str, splits: Sequence[str]) -> str:
