@@ -24,13 +24,17 @@ from mmdata.shards.build import shard_corpus
 from mmdata.shards.codec import encode
 from mmdata.shards.parts import FAULTS_ENV
 from mmdata.shards.write import write_split
+from mmdata.synth import SYNTHS
 from tests.conftest import TOY_FEATURES, toy_samples
 
 ray = pytest.importorskip("ray")
 from mmdata.shards.ray_engine import RaySplit, import_ray  # noqa: E402 - after the skip: it needs Ray
 
 PARAMS = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["corpora"]
-RAW = Path(__file__).parents[1] / "data" / "raw"
+#: The synthetic minis this module generated (corpus -> root), under ``_FOLDER[0]`` (a clean clone has no
+#: data/raw before `dvc repro`).
+_MINIS: dict[str, Path] = {}
+_FOLDER: list[Path] = []
 #: Seconds one test may run before the process is stopped with a traceback (a hung Ray task must not hang CI).
 LIMIT = 150
 
@@ -53,6 +57,23 @@ def faults(tmp_path_factory: pytest.TempPathFactory):
     del os.environ[FAULTS_ENV]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def minis(tmp_path_factory: pytest.TempPathFactory):
+    """Where :func:`raw` writes the minis, for this module."""
+    _FOLDER.append(tmp_path_factory.mktemp("minis"))
+    yield
+    _MINIS.clear()
+    _FOLDER.clear()
+
+
+def raw(corpus: str) -> Path:
+    """The corpus's synthetic mini with params.yaml's synth settings (the layout ``dvc repro`` writes to
+    data/raw), generated on first use."""
+    if corpus not in _MINIS:
+        _MINIS[corpus] = SYNTHS[corpus](_FOLDER[0] / corpus, **PARAMS[corpus].get("synth", {}))
+    return _MINIS[corpus]
+
+
 @pytest.fixture(autouse=True)
 def watchdog():
     faulthandler.dump_traceback_later(LIMIT, exit=True)
@@ -66,7 +87,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 
 def _shard(corpus: str, out: Path, engine: str, max_samples: int) -> dict:
-    return shard_corpus(corpus, RAW / corpus, out, reader=PARAMS[corpus]["reader"], max_samples=max_samples,
+    return shard_corpus(corpus, raw(corpus), out, reader=PARAMS[corpus]["reader"], max_samples=max_samples,
                         progress=False, engine=engine)
 
 
@@ -94,7 +115,7 @@ def test_sources_read_whole_are_not_parted():
     """A pickle release (the MOSI mini) and the stocks are read once by the driver; an SDK release (the MOSEI mini)
     and per-file corpora in parts."""
     def parted(corpus: str) -> bool:
-        count = get_corpus(corpus).count_raw(RAW / corpus, "train", **PARAMS[corpus]["reader"])
+        count = get_corpus(corpus).count_raw(raw(corpus), "train", **PARAMS[corpus]["reader"])
         return count.parted and not count.rows
     assert not parted("mosi") and not parted("stocks")
     assert parted("mosei") and parted("avmnist") and parted("mmimdb")
@@ -177,7 +198,7 @@ def test_cli_engine_ray(faults, tmp_path, capsys):
         build_parser().parse_args(["shard", "avmnist", "--root", "r", "--out", "o", "--engine", "spark"])
     outs = [tmp_path / engine / "avmnist" for engine in ("local", "ray")]
     for engine, out in zip(("local", "ray"), outs):
-        assert main(["shard", "avmnist", "--root", str(RAW / "avmnist"), "--out", str(out), "--max-samples", "200",
+        assert main(["shard", "avmnist", "--root", str(raw("avmnist")), "--out", str(out), "--max-samples", "200",
                      "--engine", engine]) == 0
     assert _files(outs[0]) == _files(outs[1])
     assert ray.is_initialized()  # the CLI used this process's session and did not shut it down
@@ -188,7 +209,7 @@ def test_unknown_engine_and_missing_ray_are_config_errors(tmp_path, monkeypatch)
 
     assert {"engine", "address", "processes"} <= keyword_options(shard_corpus)  # corpora.<name>.shard keys
     with pytest.raises(ConfigError, match="unknown shard engine 'spark'.*local, ray"):
-        shard_corpus("avmnist", RAW / "avmnist", tmp_path / "o", engine="spark")
+        shard_corpus("avmnist", raw("avmnist"), tmp_path / "o", engine="spark")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"pip install 'mmdata\[ray\]'"):
         import_ray()
@@ -206,7 +227,7 @@ def _same(one: list, other: list) -> bool:
 
 def _hateful_memes_root(tmp_path: Path) -> Path:
     """A duplicate id and broken lines in train.jsonl (a part's duplicates are found from the lines before it)."""
-    root = shutil.copytree(RAW / "hateful_memes", tmp_path / "hateful_memes")
+    root = shutil.copytree(raw("hateful_memes"), tmp_path / "hateful_memes")
     lines = (root / "train.jsonl").read_text().splitlines()
     (root / "train.jsonl").write_text("\n".join([*lines[:5], lines[2], "{broken", '{"text": "no id"}', *lines[5:40]])
                                       + "\n")
@@ -216,7 +237,7 @@ def _hateful_memes_root(tmp_path: Path) -> Path:
 def _mmimdb_root(tmp_path: Path) -> Path:
     """split.json with an id listed twice, one unpadded (the same file), one missing, one climbing out of the
     release, and train ids leaked into valid."""
-    root = shutil.copytree(RAW / "mmimdb", tmp_path / "mmimdb")
+    root = shutil.copytree(raw("mmimdb"), tmp_path / "mmimdb")
     ids = json.loads((root / "mmimdb" / "split.json").read_text())
     train = ids["train"][:30]
     padded = next(m for m in train if m.startswith("0"))
@@ -228,7 +249,7 @@ def _mmimdb_root(tmp_path: Path) -> Path:
 
 def _sunrgbd_root(tmp_path: Path) -> Path:
     """A listed scene folder removed and another one's depth PNGs removed (two skips of the train split)."""
-    root = shutil.copytree(RAW / "sunrgbd", tmp_path / "sunrgbd")
+    root = shutil.copytree(raw("sunrgbd"), tmp_path / "sunrgbd")
     train = split_list(root, "train")
     shutil.rmtree(root / "SUNRGBD" / train[3])
     for png in (root / "SUNRGBD" / train[8] / "depth").glob("*.png"):
@@ -238,7 +259,7 @@ def _sunrgbd_root(tmp_path: Path) -> Path:
 
 def _snli_ve_root(tmp_path: Path) -> Path:
     """A repeated pairID and a broken line in the train JSONL, and an image file removed."""
-    root = shutil.copytree(RAW / "snli_ve", tmp_path / "snli_ve")
+    root = shutil.copytree(raw("snli_ve"), tmp_path / "snli_ve")
     lines = (root / "snli_ve_train.jsonl").read_text().splitlines()
     (root / "snli_ve_train.jsonl").write_text("\n".join([*lines[:3], lines[1], "{broken", *lines[3:]]) + "\n")
     image = json.loads(lines[10])["Flikr30kID"]
@@ -252,7 +273,7 @@ def _nyuv2_root(tmp_path: Path) -> Path:
     import h5py
     from scipy.io import loadmat
 
-    root = shutil.copytree(RAW / "nyuv2", tmp_path / "nyuv2")
+    root = shutil.copytree(raw("nyuv2"), tmp_path / "nyuv2")
     train = np.ravel(loadmat(root / "splits.mat")["trainNdxs"]) - 1
     with h5py.File(root / "nyu_depth_v2_labeled.mat", "r+") as f:
         f["depths"][int(train[2])] = 0
@@ -265,7 +286,7 @@ def _mosei_root(tmp_path: Path) -> Path:
     skipped), in the SDK release."""
     import h5py
 
-    root = shutil.copytree(RAW / "mosei", tmp_path / "mosei")
+    root = shutil.copytree(raw("mosei"), tmp_path / "mosei")
     folds = root / "cmumosei" / "cmu_mosei_std_folds.py"
     text = folds.read_text()
     train = text.split("standard_train_fold = ['", 1)[1].split("'")
@@ -278,13 +299,13 @@ def _mosei_root(tmp_path: Path) -> Path:
 #: corpus -> (its root for the contract test, made from tmp_path; the reasons of the skips of its splits)
 CONTRACT = {
     "hateful_memes": (_hateful_memes_root, ["bad_json", "duplicate_id", "missing_key"]),
-    "avmnist": (lambda tmp_path: RAW / "avmnist", []),
-    "crema_d": (lambda tmp_path: RAW / "crema_d", None),
+    "avmnist": (lambda tmp_path: raw("avmnist"), []),
+    "crema_d": (lambda tmp_path: raw("crema_d"), None),
     "mmimdb": (_mmimdb_root, ["duplicate_id", "duplicate_id", "duplicate_id", "duplicate_id", "missing_json",
                               "outside_root"]),
     "sunrgbd": (_sunrgbd_root, ["missing_depth", "missing_scene"]),
     "mosei": (_mosei_root, ["missing_feat_audio"] * 4 + ["missing_labels"]),
-    "mosi": (lambda tmp_path: RAW / "mosi", []),
+    "mosi": (lambda tmp_path: raw("mosi"), []),
     "nyuv2": (_nyuv2_root, ["invalid_depth", "label_range"]),
     "snli_ve": (_snli_ve_root, ["bad_json", "duplicate_id", "missing_image", *["no_gold_label"] * 7]),
 }
