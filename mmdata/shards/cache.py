@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mmdata.errors import ShardIntegrityError
-from mmdata.shards.verified import SETTLE_NS
+from mmdata.shards.verified import SETTLE_NS, stat_key
 
 #: Cache directory when neither the ``cache_dir`` argument nor ``$MMDATA_CACHE`` names one.
 DEFAULT_DIR = Path("~/.cache/mmdata")
@@ -73,10 +73,6 @@ def forget() -> None:
     """Drop this process's records of verified cached shards and stamps (as a fresh process starts)."""
     _VERIFIED.clear()
     _STAMPED.clear()
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, ...]:
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _hash_fd(fd: int) -> str:
@@ -134,7 +130,7 @@ class ShardCache:
         """Whether the open cached shard holds the manifest's bytes: known to this process, recorded as checked
         by another (``<sha>.ok`` names the same file version), or re-hashed now."""
         st = os.fstat(fd)
-        key = _stat_key(st)
+        key = stat_key(st)
         if (sha, key) in _VERIFIED:
             return True
         record = self.directory / f"{sha}.ok"
@@ -185,7 +181,7 @@ class ShardCache:
                 raise ShardIntegrityError(f"{where}: downloaded sha256 {got[:16]}..., manifest says {sha[:16]}...")
             with self._locked():  # so a scan under the lock sees the reservation or the shard, never neither
                 os.replace(tmp, path)
-            _VERIFIED.add((sha, _stat_key(os.fstat(fd))))
+            _VERIFIED.add((sha, stat_key(os.fstat(fd))))
             self._stamp(sha, force=True)  # a fresh copy: its stamp went with the evicted one
         finally:
             os.close(fd)

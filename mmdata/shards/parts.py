@@ -26,7 +26,8 @@ from mmdata.errors import ShardIntegrityError
 from mmdata.shards.content import ContentAudit
 from mmdata.shards.publish import disk_full_names
 from mmdata.shards.tar import ShardSink
-from mmdata.shards.task import ShardJob, TaskResult, columns, index_rows, reconcile_shard, sample_problem
+from mmdata.shards.task import (ShardJob, TaskResult, columns, index_rows, member_suffixes, reconcile_shard,
+                                 sample_problem)
 from mmdata.types import ROWS, Sample, field_modality
 
 #: Test-only fault hook: a folder where a file ``<shard prefix>-<task>`` holding a number N makes the next N
@@ -128,8 +129,7 @@ def write_group(job: ShardJob, index: int, picks: list[tuple[int, int]], *parts:
         ShardIntegrityError: the samples do not fit one shard (a planning bug), or the keys read back differ.
     """
     fault_hook(job.prefix, f"shard{index}")
-    names, fields = sorted(job.features), columns(job.features)
-    codecs = [f".{name}.{job.features[name].codec}" for name in names]
+    fields, codecs = columns(job.features), member_suffixes(job)
     sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=index)
     result = TaskResult(None, 0, True, None, [], ContentAudit(job.features))  # type: ignore[arg-type]
     with sink, disk_full_names(lambda: sink.writing() or job.directory):

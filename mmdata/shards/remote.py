@@ -43,7 +43,7 @@ from mmdata.shards.cache import ShardCache, cache_settings
 from mmdata.shards.index import read_index
 from mmdata.shards.manifest import INDEX, MANIFEST, read_manifest
 from mmdata.shards.members import MemberReader
-from mmdata.shards.split import SplitShards, resolve_split_dir
+from mmdata.shards.split import SplitShards, check_record, resolve_split_dir
 
 #: Consecutive failed attempts (without a byte of progress) before a read gives up.
 RETRIES = 4
@@ -241,11 +241,7 @@ def _check_remote(url: str, sizes: dict[str, int | None], record: dict[str, Any]
     name = record["name"]
     if name not in sizes:
         raise ShardIntegrityError(f"{url}/{name}: shard listed in the manifest is missing on the remote")
-    if sizes[name] is not None and sizes[name] != record["bytes"]:
-        raise ShardIntegrityError(f"{url}/{name}: {sizes[name]} bytes on the remote, manifest says "
-                                  f"{record['bytes']} (truncated or altered)")
-    if rows != record["rows"]:
-        raise ShardIntegrityError(f"{url}/{name}: index has {rows} rows, manifest says {record['rows']}")
+    check_record(f"{url}/{name}", record, rows, sizes[name], held=" on the remote")
 
 
 class RemoteReader(MemberReader):

@@ -84,14 +84,25 @@ class SplitShards:
         view = View(view["kind"], tuple(view["fields"]), view["length"]) if view else None
         return cls(directory, manifest, manifest_features(manifest), index, shard_rows, view, remote)
 
+
+def check_record(where: str | Path, record: dict[str, Any], rows: int, size: int | None, held: str = "") -> None:
+    """A present shard against its manifest record: its byte size (None: not known, e.g. a listing without
+    sizes) and the index rows naming it; ``held`` says where the size was seen (" on the remote").
+
+    Raises:
+        ShardIntegrityError: a size or row count other than the record's (named by ``where``).
+    """
+    if size is not None and size != record["bytes"]:
+        raise ShardIntegrityError(f"{where}: {size} bytes{held}, manifest says {record['bytes']} "
+                                  f"(truncated or altered)")
+    if rows != record["rows"]:
+        raise ShardIntegrityError(f"{where}: index has {rows} rows, manifest says {record['rows']}")
+
+
 def _check_shard(path: Path, record: dict[str, Any], rows: int, verify: bool) -> None:
     if not path.exists():
         raise ShardIntegrityError(f"{path}: shard listed in the manifest is missing")
-    size = path.stat().st_size
-    if size != record["bytes"]:
-        raise ShardIntegrityError(f"{path}: {size} bytes, manifest says {record['bytes']} (truncated or altered)")
-    if rows != record["rows"]:
-        raise ShardIntegrityError(f"{path}: index has {rows} rows, manifest says {record['rows']}")
+    check_record(path, record, rows, path.stat().st_size)
     if verify and (digest := sha256_file(path)) != record["sha256"]:
         raise ShardIntegrityError(f"{path}: sha256 {digest[:16]}..., the manifest says {record['sha256'][:16]}... "
                                   f"(corrupted, or replaced by another run's shard)")

@@ -134,10 +134,14 @@ def reconcile_shard(job: ShardJob, record: dict[str, Any]) -> None:
                                   f"(reconciliation failed)")
 
 
+def member_suffixes(job: ShardJob) -> list[str]:
+    """``.<field>.<codec>`` of each field, in sorted field order: a sample's tar member names are key + these."""
+    return [f".{name}.{job.features[name].codec}" for name in sorted(job.features)]
+
+
 def run_task(job: ShardJob, task: Task) -> TaskResult:
     """Write one shard (see :class:`Task` and the module docstring); runs in a worker process or inline."""
-    names = sorted(job.features)
-    codecs = [f".{name}.{job.features[name].codec}" for name in names]
+    names, codecs = sorted(job.features), member_suffixes(job)
     fields = columns(job.features)
     sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=task.index)
     result = TaskResult(task, 0, False, None, [], ContentAudit(job.features))

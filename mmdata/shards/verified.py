@@ -42,10 +42,15 @@ _DECODED: OrderedDict[tuple, tuple[dict[str, Any], int]] = OrderedDict()
 _DECODED_BYTES = [0]
 
 
+def stat_key(st: os.stat_result) -> tuple[int, ...]:
+    """What identifies a file version: ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def shard_state(path: str, fd: int) -> ShardState:
     """The record of the shard open as ``fd``; a new, empty one when the file changed since the last call."""
     st = os.fstat(fd)
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    key = stat_key(st)
     state = _STATES.get(path)
     if state is None or state.key != key:
         state = _STATES[path] = ShardState(key, False)
