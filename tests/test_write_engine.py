@@ -198,3 +198,40 @@ def test_runs_of_failing_samples_longer_than_a_shard_and_at_the_end(tmp_path, ma
     assert runs[0] == runs[1] and _files(tmp_path / "p1") == _files(tmp_path / "p2")
     assert runs[0]["samples"] == 19 and runs[0]["report"]["skipped_by_reason"] == {"label_range": 21}
     assert [s["last_key"] for s in runs[0]["shards"]][-1] == "toy/train/s0034"
+
+
+@pytest.mark.parametrize("value, reason", [
+    (np.array([1e308, 1e308]), None),
+    (np.array([1.0, np.nan]), "non_finite"),
+    (np.array([np.inf, -np.inf]), "non_finite"),  # the sum is NaN
+    (np.array([1.0, 2.0], np.float32), "dtype"),
+    (np.array([1.0, 2.0, 3.0]), "shape"),
+])
+def test_the_value_check_keeps_its_verdicts(value, reason):
+    """check_value, with what it derives once per Field cached, still gives each verdict."""
+    from mmdata.corpora.check import check_value
+    from mmdata.errors import SampleError
+
+    spec = Field("float64", (2,), "npy")
+    if reason is None:
+        check_value("x", value, spec)
+        return
+    with pytest.raises(SampleError) as caught:
+        check_value("x", value, spec)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("value, unlabeled, ok", [
+    (np.int64(2), None, True), (np.int64(3), None, False), (np.int64(-1), None, False),
+    (np.int64(-1), -1, True), (np.array([0, 2, -1]), -1, True), (np.array([0, 3]), -1, False),
+])
+def test_the_label_check_takes_classes_and_the_unlabeled_value(value, unlabeled, ok):
+    from mmdata.corpora.check import check_value
+    from mmdata.errors import SampleError
+
+    spec = Field("int64", np.shape(value), "cls", classes=("a", "b", "c"), unlabeled=unlabeled)
+    if ok:
+        check_value("label", value, spec)
+    else:
+        with pytest.raises(SampleError, match="label_range|not in"):
+            check_value("label", value, spec)

@@ -4,7 +4,8 @@ The writer runs them inside its shard tasks (:mod:`mmdata.shards.task`), so they
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,29 @@ def _decoded(name: str, value: object, spec: Field) -> object:
     return value
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`check_value` needs of a Field, derived once per Field (the checks run on every sample)."""
+
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+    fixed: bool  # no variable axis: the shape compares as one tuple
+    variable_axes: tuple[int, ...]
+    floating: bool
+    value_range: tuple[float, float] | None  # None also when the dtype cannot leave it (uint8 in 0..255)
+    classes: int | None
+    unlabeled: int | None
+
+
+@lru_cache(maxsize=256)
+def _plan(spec: Field) -> _Plan:
+    dtype = np.dtype(spec.dtype)
+    within = spec.value_range is not None and _dtype_within(dtype, spec.value_range)
+    return _Plan(dtype, spec.shape, not spec.variable_axes, spec.variable_axes, dtype.kind == "f",
+                 None if within else spec.value_range, None if spec.classes is None else len(spec.classes),
+                 spec.unlabeled)
+
+
 def _dtype_within(dtype: np.dtype, value_range: tuple[float, float]) -> bool:
     """Whether every value of an integer dtype lies in ``value_range`` (uint8 in 0..255: no min/max needed)."""
     if dtype.kind not in "iu":
@@ -53,27 +77,36 @@ def check_value(name: str, value: object, spec: Field) -> None:
     if spec.dtype == "str":
         _check_text(name, value, spec)
         return
+    plan = _plan(spec)
     array = np.asarray(_decoded(name, value, spec))
-    if array.dtype != np.dtype(spec.dtype):
+    if array.dtype != plan.dtype:
         raise SampleError("dtype", f"field {name}: expected {spec.dtype}, got {array.dtype}")
-    if array.ndim != len(spec.shape) or any(
-            want is not None and got != want for got, want in zip(array.shape, spec.shape)):
+    if array.shape != plan.shape and (plan.fixed or array.ndim != len(plan.shape) or any(
+            want is not None and got != want for got, want in zip(array.shape, plan.shape))):
         raise SampleError("shape", f"field {name}: expected shape {spec.shape}, got {array.shape}")
-    if any(array.shape[axis] == 0 for axis in spec.variable_axes):
+    if any(array.shape[axis] == 0 for axis in plan.variable_axes):
         raise SampleError("empty", f"field {name}: zero-length variable axis, shape {array.shape}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if plan.floating and not np.isfinite(array).all():
         bad = int(np.size(array) - np.isfinite(array).sum())
         raise SampleError("non_finite", f"field {name}: {bad} non-finite values")
-    if spec.value_range is not None and array.size and not _dtype_within(array.dtype, spec.value_range):
-        low, high = spec.value_range
+    if plan.value_range is not None and array.size:
+        low, high = plan.value_range
         if array.min() < low or array.max() > high:
             raise SampleError(
                 "value_range", f"field {name}: values [{array.min()}, {array.max()}] outside [{low}, {high}]")
-    outside = (array < 0) | (array >= len(spec.classes)) if spec.classes is not None else None
-    if outside is not None and spec.unlabeled is not None:
-        outside &= array != spec.unlabeled  # a declared "no label" value is valid
-    if outside is not None and outside.any():
-        raise SampleError("label_range", f"field {name}: class {array.tolist()} not in 0..{len(spec.classes) - 1}")
+    if plan.classes is not None and not _classes_hold(array, plan.classes, plan.unlabeled):
+        raise SampleError("label_range", f"field {name}: class {array.tolist()} not in 0..{plan.classes - 1}")
+
+
+def _classes_hold(array: np.ndarray, classes: int, unlabeled: int | None) -> bool:
+    """Whether every value is a class id ``0 .. classes - 1`` or the declared "no label" value."""
+    if array.ndim == 0:  # the common scalar label: plain int compares
+        value = array.item()
+        return 0 <= value < classes or value == unlabeled
+    outside = (array < 0) | (array >= classes)
+    if unlabeled is not None:
+        outside &= array != unlabeled
+    return not outside.any()
 
 
 def check_sample(sample: Sample, features: Features) -> None:

@@ -51,7 +51,8 @@ class ContentAudit:
         if self._content:  # a schema of labels and metadata only has no content to compare
             digest = hashlib.sha256()
             for i in self._content:  # each payload's length first: field boundaries are part of the content
-                digest.update(len(payloads[i]).to_bytes(8, "little") + payloads[i])
+                digest.update(len(payloads[i]).to_bytes(8, "little"))
+                digest.update(payloads[i])  # not concatenated first: that would copy every payload
             first = self._first.setdefault(digest.digest(), key)
             if first != key:
                 self._groups.setdefault(digest.digest(), [first]).append(key)

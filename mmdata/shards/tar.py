@@ -24,11 +24,15 @@ from mmdata.shards.verified import header_checksums
 MAX_MEMBER_NAME = 100
 
 
+#: Bytes buffered before a ``write`` call: a sample of small members is then one memcpy, not one system call.
+WRITE_BUFFER = 1 << 20
+
+
 class _HashingFile:
     """A write-only file that feeds every byte to sha256 (so no second pass is needed to hash a shard)."""
 
     def __init__(self, path: Path) -> None:
-        self.handle = open(path, "wb")
+        self.handle = open(path, "wb", buffering=WRITE_BUFFER)
         self.digest = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
