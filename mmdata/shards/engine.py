@@ -11,7 +11,10 @@ samples known to fail, and runs them ahead. A task that ends elsewhere than plan
 by bytes, a sample that failed its check) voids the tasks planned after it, which are waited for, deleted and run
 again from the true start; one that ran out of samples before its shard was full is run again with more. Results
 are merged in shard order; skips carry their raw position, so the merged skip list is in source order. With
-``processes=1`` the tasks run inline, one after the other, in the driver. The distributed engine
+``processes=1`` the tasks run inline, one after the other, in the driver. With ``processes=N`` there are N - 1
+worker processes and the driver is the N-th: whenever the oldest task in flight is still running it runs the next
+task itself instead of waiting (a task it runs itself is not pickled and copied to a worker; N workers and a
+waiting driver would put N + 1 busy processes on N cores). The distributed engine
 (:mod:`mmdata.shards.ray_engine`) writes the same bytes from Ray tasks that also read and encode the source.
 """
 from __future__ import annotations
@@ -83,18 +86,23 @@ def planned_count(samples: list[Admitted], job: ShardJob, start: int = 0, failed
 
 
 class _Inline:
-    """An executor that runs each task at submit, in this process (``processes=1``)."""
+    """An executor that runs each task at submit, in this process (``processes=1``, and the tasks the driver
+    runs itself beside its workers)."""
 
     def submit(self, fn: Any, *args: Any) -> Future:
         future: Future = Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the driver, which re-raises it
+        except Exception as exc:  # noqa: BLE001 - handed to the driver, which re-raises it in shard order
             future.set_exception(exc)
-        return future
+        return future  # an interrupt (Ctrl-C, SIGTERM as Interrupted) is not held back: it stops the run now
 
     def shutdown(self, **kwargs: Any) -> None:
         pass
+
+
+#: Runs the tasks the driver takes on itself beside its worker processes.
+_HERE = _Inline()
 
 
 class _Buffer:
@@ -119,9 +127,10 @@ class _Buffer:
 
 
 def _executor(processes: int) -> Any:
+    """Where tasks go: inline for 1 process, else ``processes - 1`` workers (the driver is the last process)."""
     if processes == 1:
         return _Inline()
-    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(processes - 1, mp_context=multiprocessing.get_context("fork"))
 
 
 def _stop(executor: Any, failed: bool) -> None:
@@ -146,7 +155,7 @@ def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     executor, failed = _executor(processes), True
-    ahead = processes + 1 if processes > 1 else 1
+    ahead = processes if processes > 1 else 1  # tasks handed to the workers at once: one running, one queued each
     handoff = Handoff(ahead + 1) if processes > 1 else None
     try:
         written = _drive(executor, _Buffer(admitted), job, ahead, handoff)
@@ -172,25 +181,24 @@ def _window(buffer: _Buffer, plan: int, job: ShardJob, failed: set[int]) -> tupl
 
 
 def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int, handoff: Handoff | None) -> Written:
-    """Plan, run and merge tasks in shard order (see the module docstring); ``ahead`` tasks in flight at most
-    (the handoff's slot reuse relies on it); ``handoff``: how tasks reach worker processes, None inline."""
+    """Plan, run and merge tasks in shard order (see the module docstring); ``ahead`` tasks handed to the
+    executor at most (the handoff's slot reuse relies on it) and, with worker processes, one run by the driver
+    itself while they work (:func:`_where`); ``handoff``: how tasks reach worker processes, None inline."""
     written = Written([], [], ContentAudit(job.features))
-    flight: deque[tuple[Task, Future]] = deque()
+    flight: deque[tuple[Task, Future, bool]] = deque()  # in shard order: task, its result, run by the driver
     failed: set[int] = set()  # admitted numbers known to fail their checks (a check's verdict never changes)
     start, plan, unknown = 0, 0, False  # start: the true next start; plan: the next planned one
     while True:
-        while len(flight) < ahead:
-            samples, final = _window(buffer, plan, job, failed)
-            if not samples:
+        while (here := _where(flight, ahead, handoff)) is not None:
+            task, count = _next_task(buffer, job, plan, failed, unknown, len(written.records) + len(flight))
+            if task is None:
                 break
-            count, take, known = planned_count(samples, job, plan, failed)
-            take = len(samples) if unknown else take
-            task = Task(len(written.records) + len(flight), plan, samples[:take], final and take == len(samples))
-            flight.append((task, submit(executor, job, task, handoff)))
+            future = _HERE.submit(run_task, job, task) if here else submit(executor, job, task, handoff)
+            flight.append((task, future, here))
             plan, unknown = plan + count, False
         if not flight:
             return written
-        task, future = flight.popleft()
+        task, future, _ = flight.popleft()
         result = future.result()
         failed.update(result.failed)
         if task.start != start or not result.complete:
@@ -204,10 +212,37 @@ def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int, handoff: H
             plan = start
 
 
-def _void(job: ShardJob, result: TaskResult, flight: deque[tuple[Task, Future]]) -> list[int]:
+def _where(flight: deque[tuple[Task, Future, bool]], ahead: int, handoff: Handoff | None) -> bool | None:
+    """Where the next task runs: False to the executor (fewer than ``ahead`` there), True in the driver (worker
+    processes, the oldest task still running, none run here waiting to be merged), None: wait.
+
+    One task of the driver's at a time keeps it free to feed the workers: with two (or three) the 2-process
+    speedup measured 1.20x (1.15x) against 1.27x with one (bench/write_speed.py, 12k AV-MNIST-like samples)."""
+    here = sum(1 for *_, local in flight if local)
+    if len(flight) - here < ahead:
+        return False
+    if handoff is not None and not here and not flight[0][1].done():
+        return True
+    return None
+
+
+def _next_task(buffer: _Buffer, job: ShardJob, plan: int, failed: set[int], unknown: bool, index: int
+               ) -> tuple[Task | None, int]:
+    """The task writing shard ``index`` from admitted sample ``plan`` and the samples it is planned to go
+    through; (None, 0) at the end of the stream. ``unknown``: the last task fell short, give this one every
+    sample of its window."""
+    samples, final = _window(buffer, plan, job, failed)
+    if not samples:
+        return None, 0
+    count, take, _ = planned_count(samples, job, plan, failed)
+    take = len(samples) if unknown else take
+    return Task(index, plan, samples[:take], final and take == len(samples)), count
+
+
+def _void(job: ShardJob, result: TaskResult, flight: deque[tuple[Task, Future, bool]]) -> list[int]:
     """Delete a voided task's shard and those of every task in flight after it (waited for first); return the
     samples they found failing (still true, whatever their start)."""
-    voided = [result] + [future.result() for _, future in flight]
+    voided = [result] + [future.result() for _, future, _ in flight]
     flight.clear()
     for item in voided:
         if item.record is not None:
