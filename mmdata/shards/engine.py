@@ -155,7 +155,7 @@ def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     executor, failed = _executor(processes), True
-    ahead = processes if processes > 1 else 1  # tasks handed to the workers at once: one running, one queued each
+    ahead = processes if processes > 1 else 1  # tasks handed to the processes - 1 workers: one each, one queued
     handoff = Handoff(ahead + 1) if processes > 1 else None
     try:
         written = _drive(executor, _Buffer(admitted), job, ahead, handoff)

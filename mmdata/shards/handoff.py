@@ -4,7 +4,9 @@ Pickled as usual, a task's numpy arrays are copied into the pickle, through the 
 copies on 3.11's default protocol). Here the task is pickled with protocol 5 and its array buffers kept out of
 band: they are written once, side by side, into a slot file in shared memory (``/dev/shm`` where there is one);
 the worker maps that file and rebuilds the arrays as read-only views of the mapping (no copy), and only the small
-pickle of everything else goes through the pipe. Slot files are reused round-robin (rewriting pages tmpfs already
+pickle of everything else goes through the pipe. A field whose values are arrays of one dtype and shape in every
+sample of the task skips pickling altogether: its arrays are written back to back and come back as the rows of
+one ``[n, ...]`` column. Slot files are reused round-robin (rewriting pages tmpfs already
 holds costs a third of writing fresh ones): with at most ``ahead`` tasks in flight, submission ``n`` may reuse the
 slot of submission ``n - ahead - 1``, whose result the driver has already taken. The driver removes the folder at
 the end, so a killed worker leaves nothing behind.
@@ -16,7 +18,7 @@ import mmap
 import os
 import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -56,8 +58,9 @@ def _columns(samples: list[Admitted]) -> tuple[list[Admitted], list[Column], lis
     """Split off the fields whose value is, in every sample, a C-ordered ndarray (ndim >= 1) of one dtype and
     shape: (the samples with None in their place, the columns, per column its arrays in sample order).
 
-    Pickling an array costs a Python-level ``__reduce_ex__`` per value (a third of the driver's time on small
-    samples); a column is rebuilt in the worker as one ``[n, ...]`` array whose rows the samples get.
+    Pickling an array costs a Python-level ``__reduce_ex__`` per value; with columns, handing over AV-MNIST-like
+    samples went from 9.5 to 5 us each. A column is rebuilt in the worker as one ``[n, ...]`` array whose rows
+    the samples get.
     """
     first = samples[0][1] if samples else {}
     columns, arrays = [], []
@@ -97,7 +100,7 @@ def pack(task: Task, path: Path) -> tuple[bytes, str, list[int], list[Column]]:
     return meta, str(path), sizes, columns
 
 
-def unpack(meta: bytes, path: str, sizes: list[int], columns: list[Column] = ()) -> Task:
+def unpack(meta: bytes, path: str, sizes: list[int], columns: Sequence[Column] = ()) -> Task:
     """The task :func:`pack` wrote, its arrays read-only views of the mapped slot file."""
     spans = [int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64)) * count
              for _, dtype, shape, count in columns]
@@ -114,7 +117,7 @@ def unpack(meta: bytes, path: str, sizes: list[int], columns: list[Column] = ())
     return _restored(task, columns, parts[len(sizes):])
 
 
-def _restored(task: Task, columns: list[Column], data: list[Any]) -> Task:
+def _restored(task: Task, columns: Sequence[Column], data: list[Any]) -> Task:
     """Put each column's rows back into the samples' dicts (read-only views of the column)."""
     for (name, dtype, shape, count), raw in zip(columns, data):
         rows = np.frombuffer(raw, dtype).reshape(count, *shape)
