@@ -204,3 +204,69 @@ def test_a_worker_collates_into_its_slot_and_falls_back_to_copying(toy_split):
     assert stacked and not any(in_place[0].values())  # the first batch has no slot to go to yet
     assert all(in_place[1][name] and in_place[2][name] for name in stacked)
     assert not any(in_place[3].values())  # outgrew the slot: copied, into a fresh buffer
+
+
+def test_direct_npy_fields_are_read_into_the_slot(toy_split):
+    """Fixed-shape npy fields that the reader reads straight into the batch array (preadv) land in the worker's
+    slot when it passes its arena: the main process views them where they were read, with no copy."""
+    from mmdata.shards.slots import Slots
+    loader = mmdata.load(toy_split, "train", batch_size=4, shuffle=False)
+    stream = loader._produce()
+    released = np.zeros(3, dtype=np.int64)
+    slots = Slots(8, 0, released)
+    direct = [name for name in loader.fields if name in stream.reader().layouts]
+    assert direct  # the toy split has fixed-shape npy fields
+    placed = []
+    for rows in loader.plan()[:3]:
+        batch, packed, buffer, views = _slot_write(slots, released, lambda empty: stream.batch(0, rows, empty))
+        expected = stream.batch(0, rows)
+        for name in direct:
+            assert torch.equal(views[name], expected[name])
+        placed.append({name: batch[name].data_ptr() == buffer.data_ptr() + at for name, _, _, at, _ in packed.layout})
+    assert not any(placed[0].values())  # the first batch sizes the slots
+    assert all(placed[1][name] and placed[2][name] for name in direct)
+
+
+def _slow_in_workers(sample, rng):
+    """Identity, but 10 ms per sample in a worker process: workers fall behind the main process."""
+    if multiprocessing.parent_process() is not None:
+        time.sleep(0.01)
+    return sample
+
+
+def test_the_main_process_decodes_what_slow_workers_have_not_started(toy_split, monkeypatch):
+    """While the awaited batch is still in a worker, the main process decodes later batches no worker has claimed
+    (here whatever their cost): every batch is delivered once, in order, equal to no workers' batches, and both
+    the main process and the workers decoded some."""
+    from mmdata.shards import pool
+    decoded = []
+    original = pool.WorkerPool._decode
+    monkeypatch.setattr(pool.WorkerPool, "_decode", lambda self, e, b: decoded.append((e, b)) or original(self, e, b))
+    monkeypatch.setattr(pool, "DECODE_AHEAD_S", float("inf"))
+    expected = _epochs(mmdata.load(toy_split, augment=_slow_in_workers, **OPTIONS), [0, 1])
+    with mmdata.load(toy_split, augment=_slow_in_workers, num_workers=2, **OPTIONS) as loader:
+        got = _epochs(loader, [0, 1])
+    for e, g in zip(expected, got):
+        _same(e, g)
+    batches = sum(len(e) for e in expected)
+    assert 0 < len(decoded) < batches and len(set(decoded)) == len(decoded)
+
+
+def test_claims_give_each_item_to_one_process():
+    """Two processes claiming the same items at once: each item goes to exactly one; a new generation starts
+    afresh."""
+    from mmdata.shards.pool import Claims
+    claims, items = Claims(), 3000
+    won = torch.zeros(2, items, dtype=torch.bool).share_memory_()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked process
+        try:
+            for item in range(items):
+                won[1, item] = claims.claim(1, item)
+        finally:
+            os._exit(0)
+    for item in range(items):
+        won[0, item] = claims.claim(1, item)
+    os.waitpid(child, 0)
+    assert torch.equal(won.sum(0), torch.ones(items, dtype=torch.int64))
+    assert claims.claim(2, 0) and not claims.claim(2, 0)

@@ -28,6 +28,7 @@ import numpy as np
 from mmdata.errors import CodecError, ShardIntegrityError
 from mmdata.shards import direct, verified
 from mmdata.shards.codec import decode_npy_batch, decoder
+from mmdata.shards.collate import Empty
 from mmdata.shards.crc import crc32
 from mmdata.shards.direct import Rows
 from mmdata.types import Features, Sample, View
@@ -103,8 +104,11 @@ class MemberReader:
         """Decode the requested fields of one index row into a sample dict."""
         return self.read_batch([row])[0]
 
-    def read_batch(self, rows: Sequence[int] | np.ndarray) -> list[Sample]:
+    def read_batch(self, rows: Sequence[int] | np.ndarray, empty: Empty = np.empty) -> list[Sample]:
         """Samples of index rows ``rows`` (the same as ``[read(r) for r in rows]``), shared members decoded once.
+
+        ``empty(shape, dtype)`` allocates the batch arrays that fixed-shape npy fields are read into (a worker
+        passes its slot's arena, so collate hands them on where the main process views them: no copy).
 
         Raises:
             ShardIntegrityError: a member's header or crc32 does not match, its shard ends early, or its bytes do
@@ -118,7 +122,8 @@ class MemberReader:
         shared = np.bincount(inverse.reshape(-1)) > 1
         columns: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
         slots = np.arange(len(first)) if shared.any() else first
-        values = self._values(rows[first], shared, slots, columns)
+        # With shared rows the batch arrays are not handed on: keep them out of the caller's (bounded) arena.
+        values = self._values(rows[first], shared, slots, columns, np.empty if shared.any() else empty)
         # Batch arrays are handed on only when each sample holds its own row (no padded repeats).
         return Rows(self._samples(rows, inverse.reshape(-1), values), None if shared.any() else columns)
 
@@ -137,7 +142,7 @@ class MemberReader:
         return out
 
     def _values(self, units: np.ndarray, shared: np.ndarray, slots: np.ndarray,
-                columns: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> list[dict[str, Any]]:
+                columns: dict[str, tuple[np.ndarray, list[np.ndarray]]], empty: Empty) -> list[dict[str, Any]]:
         """Decoded members of each stored sample in ``units`` (index rows, one per stored sample).
 
         ``slots[i]``: the batch position of unit ``i``'s first row, its row in the batch arrays put in ``columns``.
@@ -154,7 +159,7 @@ class MemberReader:
         todo = np.array([i for i, v in enumerate(values) if v is None], dtype=np.int64)
         if len(todo):
             read_only = (shared[todo] | (self.view is not None)).tolist()
-            payloads = self._payloads(units[todo], states, slots[todo], columns)
+            payloads = self._payloads(units[todo], states, slots[todo], columns, empty)
             decoded = self._decoded(units[todo], payloads, read_only)
             for i, got in zip(todo.tolist(), decoded):
                 values[i] = got
@@ -189,13 +194,13 @@ class MemberReader:
         return out
 
     def _cuts(self, name: str, units: np.ndarray, slots: np.ndarray, cuts: list[list[direct.Cut]],
-              columns: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> list[np.ndarray | None]:
+              columns: dict[str, tuple[np.ndarray, list[np.ndarray]]], empty: Empty) -> list[np.ndarray | None]:
         """Send the data of field ``name``'s members of ``units`` to rows ``slots`` of a new batch array.
 
         Members of another size than the field's layout (another npy header) are read as usual (None).
         """
         lay = self.layouts[name]
-        array = np.empty((len(units), *lay.shape), lay.dtype)
+        array = empty((len(units), *lay.shape), lay.dtype)
         dests, rows = direct.rows_of(array)
         columns[name] = (array, rows)
         head, n = len(lay.prefix), lay.nbytes
@@ -209,14 +214,14 @@ class MemberReader:
         return mine
 
     def _payloads(self, units: np.ndarray, states: dict[int, verified.ShardState], slots: np.ndarray,
-                  columns: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> list[dict[str, Any]]:
+                  columns: dict[str, tuple[np.ndarray, list[np.ndarray]]], empty: Empty) -> list[dict[str, Any]]:
         """The checked payload bytes of every requested member of ``units`` (one dict per unit); a member read
         into a batch array (:mod:`mmdata.shards.direct`) as ``(npy header bytes, row)``."""
         n, runs = len(units), self.runs
         starts = np.concatenate([self.offset[run[0]][units] - BLOCK for run in runs])
         ends = np.concatenate([self.offset[run[-1]][units] + self.size[run[-1]][units] for run in runs])
         cuts: list[list[direct.Cut]] = [[] for _ in range(len(starts))]
-        kept = {name: self._cuts(name, units, slots, cuts[r * n:(r + 1) * n], columns)
+        kept = {name: self._cuts(name, units, slots, cuts[r * n:(r + 1) * n], columns, empty)
                 for r, run in enumerate(runs) for name in run if name in self.layouts}
         ranges = direct.fetch(self._fd, np.tile(self.code[units], len(runs)), starts, ends, cuts,
                               lambda k: self._fail(int(units[k % n]), runs[k // n][0], "shard ends early (truncated)"))

@@ -259,7 +259,9 @@ def load(source: str | Path, split: str = "train", *, fields: Sequence[str] | No
         rank, world_size: this process's share for distributed training (disjoint rows per rank, equal
             batch counts). Neither given: those of the initialised ``torch.distributed`` process group
             (``torchrun``), else 0 and 1.
-        num_workers: worker processes decoding whole batches (0: in this process).
+        num_workers: worker processes decoding whole batches (0: in this process). This process also decodes a
+            batch that its worker has not started when it is awaited (and cheap batches ahead; see
+            :mod:`mmdata.shards.pool`): the batches are the same either way.
         persistent_workers: keep the workers across epochs, prefetching the next epoch's first batches
             (see :mod:`mmdata.shards.pool`); stop them with ``Loader.close()`` (or ``with``, or dropping it).
             A batch from workers is views of a shared-memory slot, reused once no tensor of it is left in this

@@ -40,6 +40,7 @@ import numpy as np
 
 from mmdata.errors import ConfigError, ShardIntegrityError
 from mmdata.shards.cache import ShardCache, cache_settings
+from mmdata.shards.collate import Empty
 from mmdata.shards.index import read_index
 from mmdata.shards.manifest import INDEX, MANIFEST, read_manifest
 from mmdata.shards.members import MemberReader
@@ -278,9 +279,9 @@ class RemoteReader(MemberReader):
         return ShardIntegrityError(f"{self.url}/{self.shard_names[code]} (cached as {self.paths[code]}): sample "
                                    f"{self.keys[row]} field {name}: {problem}")
 
-    def read_batch(self, rows: Any) -> list:
+    def read_batch(self, rows: Any, empty: Empty = np.empty) -> list:
         """As :meth:`MemberReader.read_batch`; the batch's shards are held in the cache only while it is read."""
         try:
-            return super().read_batch(rows)
+            return super().read_batch(rows, empty)
         finally:
             self.close()  # released: between batches any process may evict them (re-acquiring is one flock)

@@ -181,8 +181,11 @@ class Packed:
         return {**self.__dict__, "tensors": {}}  # the layout describes them; the slot carries them
 
     def views(self, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each tensor as a view of ``buffer`` (a slot, or :attr:`data`)."""
-        return {name: buffer[at:at + size].view(dtype).view(shape) for name, dtype, shape, at, size in self.layout}
+        """Each tensor as a view of ``buffer`` (a slot, or :attr:`data`): one ``set_`` each, half the cost of
+        slicing and viewing twice (offsets are :data:`ALIGN`-aligned, so whole elements of any dtype)."""
+        storage = buffer.untyped_storage()
+        return {name: torch.empty(0, dtype=dtype).set_(storage, at // dtype.itemsize, shape)
+                for name, dtype, shape, at, _ in self.layout}
 
     def _arrive(self) -> torch.Tensor:
         """The slot's buffer, registered as delivered (in the main process)."""

@@ -56,7 +56,9 @@ class EpochStream:
         batch arrays (see :func:`mmdata.shards.collate.collate`)."""
         reader = self.reader()
         if hasattr(reader, "read_batch"):  # decodes a member shared by several rows once
-            samples = reader.read_batch([int(r) for r in rows])
+            # Without an augment the arrays read straight into the batch are the batch's: read them into
+            # ``empty`` (a worker's slot). An augment makes new arrays; the read ones would only take slot room.
+            samples = reader.read_batch([int(r) for r in rows], empty if self.augment is None else np.empty)
         else:
             samples = [reader.read(int(r)) for r in rows]
         if self.augment is not None:
@@ -78,11 +80,12 @@ class EpochStream:
             epoch, start = epoch + step, 0
 
     def worker_items(self, worker: int, workers: int, epoch: int, start: int,
-                     step: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Worker ``worker`` of ``workers``'s share of :meth:`items`: items ``worker, worker + workers, ...``."""
+                     step: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """Worker ``worker`` of ``workers``'s share of :meth:`items`: items ``worker, worker + workers, ...``, as
+        (item number, epoch, batch, rows)."""
         for i, item in enumerate(self.items(epoch, start, step)):
             if i % workers == worker:
-                yield item
+                yield (i, *item)
 
 
 def pin(batch: dict[str, Any]) -> dict[str, Any]:
