@@ -63,15 +63,24 @@ class Claims:
     def __init__(self) -> None:
         self.table = torch.zeros(self.RING, dtype=torch.int64).share_memory_()
         self.lock = multiprocessing.get_context().Lock()
+        self.entries: memoryview | None = None  # the table as int64 memory, made per process on first use
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "entries": None}
 
     def claim(self, generation: int, item: int) -> bool:
-        """Claim ``item`` of ``generation``; False when another process has it."""
-        tag, entries = generation << 32 | item + 1, self.table.numpy()
-        with self.lock:
-            if entries[item % self.RING] == tag:
+        """Claim ``item`` of ``generation``; False when another process has it (about 1 us, uncontended)."""
+        if self.entries is None:
+            self.entries = memoryview(self.table.numpy()).cast("B").cast("q")
+        tag, at, entries, lock = generation << 32 | item + 1, item % self.RING, self.entries, self.lock
+        lock.acquire()
+        try:
+            if entries[at] == tag:
                 return False
-            entries[item % self.RING] = tag
+            entries[at] = tag
             return True
+        finally:
+            lock.release()
 
 
 def _produce(stream: EpochStream, slots: Slots, conn: Connection, worker: int, workers: int,
@@ -145,7 +154,7 @@ class WorkerPool:
         self.processes: list[Any] = []
         self.conns: list[Connection] = []
         self.arrived: list[Any] = []  # per worker, a poll object on its pipe (registered once)
-        self.plans: tuple[int, list[np.ndarray]] = (-1, [])  # the last epoch's batches, for items decoded here
+        self.plan: list[np.ndarray] = []  # the current epoch's batches (index rows), for those decoded here
         self.decoded: dict[int, Any] = {}  # items decoded here ahead of their turn (a batch, or its error)
         self.cost = float("inf")  # seconds the last batch took to decode (here or in a worker): none yet
         self.next: tuple[int, int] | None = None  # (epoch, batch) the stream stands at, when known
@@ -201,10 +210,8 @@ class WorkerPool:
 
     def _decode(self, epoch: int, b: int) -> dict[str, Any]:
         """Batch ``b`` of ``epoch`` decoded in this process (an item no worker had started); its cost is noted."""
-        if self.plans[0] != epoch:
-            self.plans = (epoch, self.stream.plan(epoch))
         began = time.perf_counter()
-        batch = self.stream.batch(epoch, self.plans[1][b])
+        batch = self.stream.batch(epoch, self.plan[b])
         self.cost = time.perf_counter() - began
         return pin(batch) if self.pin_memory else batch
 
@@ -244,8 +251,9 @@ class WorkerPool:
             packed.pin_memory()
         return packed.unpack()
 
-    def epoch(self, epoch: int, start: int, count: int) -> Iterator[dict[str, Any]]:
-        """Batches ``start .. start + count - 1`` of ``epoch`` as batch dicts.
+    def epoch(self, epoch: int, batches: list[np.ndarray], start: int) -> Iterator[dict[str, Any]]:
+        """Batches ``start ..`` of ``epoch`` as batch dicts; ``batches``: the epoch's plan (index rows per batch,
+        what the workers compute themselves), for the batches decoded in this process.
 
         Raises:
             RuntimeError: a worker died, or another iteration of the same pool started meanwhile.
@@ -254,6 +262,7 @@ class WorkerPool:
             self._restart(epoch, start)
         self.iteration += 1
         iteration, self.next, self.last_epoch = self.iteration, None, epoch
+        self.plan, count = batches, len(batches) - start
         try:
             for b in range(start, start + count):
                 if iteration != self.iteration:
@@ -272,7 +281,7 @@ class WorkerPool:
     def close(self) -> None:
         """Stop the workers (a later epoch starts new ones) and drop the slots they sent."""
         processes, conns, self.processes, self.conns, self.next = self.processes, self.conns, [], [], None
-        self.arrived, self.plans, self.decoded = [], (-1, []), {}
+        self.arrived, self.plan, self.decoded = [], [], {}
         for conn in conns:
             try:
                 conn.send(("stop",))

@@ -173,7 +173,7 @@ class Loader:
         self._start, self.position = 0, start  # a restored position applies to one iteration only
         producer = self._produce()
         if isinstance(producer, WorkerPool):
-            return self._counted(producer.epoch(epoch, start, len(plan) - start))
+            return self._counted(producer.epoch(epoch, plan, start))
         batches = (producer.batch(epoch, rows) for rows in plan[start:])
         return self._counted(map(pin, batches) if self.pin_memory else batches)
 
