@@ -112,7 +112,7 @@ def _alone(fd: int, k: int, lo: int, hi: int, cut: list[Cut], out: list[memoryvi
         iov.append(scratch[sp:])
     if (os.preadv(fd, iov, lo) if len(iov) <= IOV_MAX else _chunked(fd, iov, lo)) < hi - lo:
         raise truncated(k)
-    out[k] = scratch
+    out[k] = scratch.toreadonly()  # as pread's bytes: arrays decoded from a member's bytes are read-only views
 
 
 def _group(fd: int, ks: list[int], starts: list[int], ends: list[int], hi: int, cuts: list[list[Cut]],
@@ -137,7 +137,7 @@ def _group(fd: int, ks: list[int], starts: list[int], ends: list[int], hi: int, 
                 sp += where - pos
             iov.append(dest)
             pos = where + n
-        out[k] = scratch[at:at + ends[k] - starts[k] - n_cut]
+        out[k] = scratch[at:at + ends[k] - starts[k] - n_cut].toreadonly()  # as pread's bytes (see _alone)
     if hi > pos:
         iov.append(scratch[sp:sp + hi - pos])
     if len(iov) <= IOV_MAX:

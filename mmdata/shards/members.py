@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mmdata.errors import CodecError, ShardIntegrityError
-from mmdata.shards import direct, verified
+from mmdata.shards import direct, steady, verified
 from mmdata.shards.codec import decode_npy_batch, decoder
 from mmdata.shards.collate import Empty
 from mmdata.shards.crc import crc32
@@ -149,6 +149,9 @@ class MemberReader:
         """
         codes = self.code[units].tolist()
         states = {c: verified.shard_state(self.paths[c], self._fd(c)) for c in set(codes)}
+        if self.view is None and (steady_values := steady.read_values(self, units, shared, slots, states, columns,
+                                                                      empty)) is not None:
+            return steady_values  # every member verified before: no per-member checks or payload dicts
         values: list[dict[str, Any] | None] = [None] * len(units)
         keys: list[tuple] = []
         if self.view is not None:

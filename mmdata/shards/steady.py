@@ -1,0 +1,145 @@
+"""The steady-state batch read: every member already verified in this process, read with the least Python per member.
+
+Once a member's tar header and crc32 passed (:mod:`mmdata.shards.verified`), a later read of it needs only its
+payload bytes, the npy header of a fixed-shape field (compared with the layout's, so another valid npy header is
+never misread) and a read that does not end early. Here the batch's units are read in shard order with one
+``preadv`` per sample and run of members, whose buffers are, member after member: the bytes before the payload
+(tar header, padding) with the npy header of a fixed-shape field into row ``j`` of a per-field head array (the
+bytes before it into one discarded scratch when they vary in length, and before other members), the data into row ``j`` of the batch array
+(:mod:`mmdata.shards.direct`), and any other member's payload into a per-batch buffer, decoded as usual. The npy
+headers are compared with one numpy comparison per field, and the buffer lists are built a column at a time.
+
+Anything else (a member not yet verified, a member of another size than its layout, a differing npy header) is
+left to the general path (:meth:`mmdata.shards.members.MemberReader._payloads`), which checks and records it.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmdata.errors import CodecError
+from mmdata.shards import direct, verified
+from mmdata.shards.collate import Empty
+
+if TYPE_CHECKING:
+    from mmdata.shards.members import MemberReader
+    from mmdata.shards.verified import ShardState
+
+BLOCK = direct.BLOCK
+
+
+def _eligible(reader: MemberReader, units: np.ndarray, codes: np.ndarray, states: dict[int, ShardState]) -> bool:
+    """Every requested member of ``units`` verified in this process, npy members of their layout's size."""
+    for name, lay in reader.layouts.items():
+        if not (reader.size[name][units] == len(lay.prefix) + lay.nbytes).all():
+            return False
+    offsets = np.concatenate([reader.offset[name][units] for name in reader.names])
+    shards = np.tile(codes, len(reader.names))
+    return all(states[code].verified.issuperset(offsets[shards == code].tolist()) for code in states)
+
+
+def read_values(reader: MemberReader, units: np.ndarray, shared: np.ndarray, slots: np.ndarray,
+                states: dict[int, ShardState], columns: dict[str, tuple[np.ndarray, list[np.ndarray]]],
+                empty: Empty) -> list[dict[str, Any]] | None:
+    """The decoded members of ``units`` (one dict per unit, as ``MemberReader._values``), or None when the batch
+    is not in the steady state (then nothing is put in ``columns``).
+
+    Args:
+        units: index rows ``[n]``, one per stored sample; shared: bool ``[n]``, the unit is in several rows of
+            the batch (its decoded values are made read-only); slots: the batch row of each unit's arrays ``[n]``.
+        states: the record of each shard code of ``units``.
+        columns: receives ``name -> (batch array, read-only rows)`` for the fixed-shape npy fields.
+        empty: allocates the batch arrays.
+
+    Raises:
+        ShardIntegrityError: a shard ends early, or a member's bytes do not decode.
+    """
+    codes = reader.code[units]
+    if not _eligible(reader, units, codes, states):
+        return None
+    n, slot_list = len(units), slots.tolist()
+    arrays = {name: empty((n, *lay.shape), lay.dtype) for name, lay in reader.layouts.items()}
+    rows = {name: list(array) for name, array in arrays.items()}
+    payloads = _scratch(reader, units, [name for name in reader.names if name not in arrays])
+    heads: list[tuple[np.ndarray, bytes]] = []  # per npy field: its head array and the npy header it must hold
+    fds = {code: reader._fd(code) for code in states}
+    unit_fds = [fds[code] for code in codes.tolist()]
+    for run in reader.runs:
+        start = reader.offset[run[0]][units] - BLOCK  # the run's first tar header
+        buffers, end = [], start
+        for name in run:
+            offset = reader.offset[name][units]
+            gap = offset - end
+            if name in arrays:
+                prefix = reader.layouts[name].prefix
+                even = int(gap[0]) if (gap == gap[0]).all() else 0  # fixed-size members before: one skip for all
+                head = np.empty((n, even + len(prefix)), np.uint8)
+                heads.append((head[:, even:], prefix))
+                buffers += ([] if even else [_skips(gap)]) + [list(head), [rows[name][slot] for slot in slot_list]]
+            else:
+                buffers += (_skips(gap), payloads[name])
+            end = offset + reader.size[name][units]
+        _read(reader, units, run[0], unit_fds, buffers, start.tolist(), (end - start).tolist())
+    for head, prefix in heads:
+        if (head != np.frombuffer(prefix, np.uint8)).any():
+            return None  # another valid npy header (e.g. Fortran order): the general path parses it
+    per_field = []  # each field's value per unit
+    for name in reader.names:
+        if name in arrays:
+            _, frozen = direct.rows_of(arrays[name])
+            columns[name] = (arrays[name], frozen)
+            per_field.append([frozen[slot] for slot in slot_list])
+        else:
+            per_field.append(_decoded(reader, units, name, payloads[name], shared))
+    return [dict(zip(reader.names, unit)) for unit in zip(*per_field)]
+
+
+def _scratch(reader: MemberReader, units: np.ndarray, names: list[str]) -> dict[str, list[memoryview]]:
+    """Per field of ``names``, each unit's payload as a slice of one writable buffer for the batch."""
+    sizes = {name: reader.size[name][units].tolist() for name in names}
+    scratch = memoryview(bytearray(sum(sum(column) for column in sizes.values())))
+    out, at = {}, 0
+    for name in names:
+        out[name] = []
+        for size in sizes[name]:
+            out[name].append(scratch[at:at + size])
+            at += size
+    return out
+
+
+def _skips(gap: np.ndarray) -> list[memoryview]:
+    """A discarded buffer of ``gap[i]`` bytes per unit (slices of one buffer: gaps are read, never looked at)."""
+    junk = memoryview(bytearray(int(gap.max())))
+    slices: dict[int, memoryview] = {}
+    return [slices.get(g) or slices.setdefault(g, junk[:g]) for g in gap.tolist()]
+
+
+def _read(reader: MemberReader, units: np.ndarray, first: str, fds: list[int], buffers: list[list[Any]],
+          starts: list[int], lengths: list[int]) -> None:
+    """One ``preadv`` per unit into its buffers (``buffers``: one list per member part, a buffer per unit)."""
+    for i, (fd, iov, start, length) in enumerate(zip(fds, zip(*buffers), starts, lengths)):
+        if os.preadv(fd, iov, start) < length:
+            raise reader._fail(int(units[i]), first, "shard ends early (truncated)")
+
+
+def _decoded(reader: MemberReader, units: np.ndarray, name: str, spans: list[memoryview], shared: np.ndarray
+             ) -> list[Any]:
+    """Field ``name``'s payloads decoded; those of shared units made read-only. npy decodes from read-only
+    views: arrays decoded from a member's bytes are read-only views, as in the general path."""
+    decode = reader.decode[name]
+    if reader.stored[name].codec == "npy":
+        spans = [span.toreadonly() for span in spans]
+    try:
+        values = [decode(span) for span in spans]
+    except CodecError:
+        for i, span in enumerate(spans):  # find the member that failed, for the message
+            try:
+                decode(span)
+            except CodecError as exc:
+                raise reader._fail(int(units[i]), name, str(exc)) from exc
+        raise
+    for i in np.flatnonzero(shared).tolist():
+        verified.read_only(values[i])
+    return values
