@@ -15,19 +15,36 @@ left to the general path (:meth:`mmdata.shards.members.MemberReader._payloads`),
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
-from mmdata.errors import CodecError
+from mmdata.errors import CodecError, ShardIntegrityError
 from mmdata.shards import direct, verified
 from mmdata.shards.collate import Empty
-
-if TYPE_CHECKING:
-    from mmdata.shards.members import MemberReader
-    from mmdata.shards.verified import ShardState
+from mmdata.shards.verified import ShardState
+from mmdata.types import Features
 
 BLOCK = direct.BLOCK
+
+
+class MemberReader(Protocol):
+    """What the steady read uses of :class:`mmdata.shards.members.MemberReader` (which calls it; named here
+    without importing it, so the two modules form no cycle)."""
+
+    names: list[str]  # the requested fields' members, in stored order
+    runs: list[list[str]]  # those members in runs of stored neighbours
+    layouts: dict[str, direct.Layout]  # the fixed-shape npy fields among them
+    code: np.ndarray  # shard code per index row
+    offset: dict[str, np.ndarray]  # payload offset per index row, per field
+    size: dict[str, np.ndarray]  # payload size per index row, per field
+    stored: Features
+    decode: dict[str, Callable[[memoryview], Any]]
+
+    def _fd(self, code: int) -> int: ...
+
+    def _fail(self, row: int, name: str, problem: str) -> ShardIntegrityError: ...
 
 
 def _eligible(reader: MemberReader, units: np.ndarray, codes: np.ndarray, states: dict[int, ShardState]) -> bool:
