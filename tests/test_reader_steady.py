@@ -78,17 +78,20 @@ def test_fixed_shape_npy_data_lands_in_the_callers_batch_array(toy_split, paths)
     assert array is made[0] and all(s["image"] is row for s, row in zip(samples, rows))
 
 
-def test_a_steady_read_that_ends_early_names_the_sample(toy_split, monkeypatch):
-    """A shard cut short between the stat and the read (the record still current) is reported, not misread."""
-    reader = _reader(toy_split, ["image", "label"])
+@pytest.mark.parametrize("fields, cut", [(["image", "label"], "image"), (["feat_audio", "label"], "label")])
+def test_a_steady_read_that_ends_early_names_the_sample(toy_split, monkeypatch, paths, fields, cut):
+    """A shard cut short between the stat and the read (the record still current) is reported, not misread: in
+    a range read into batch arrays, and in one read whole (no fixed-shape npy field)."""
+    reader = _reader(toy_split, fields)
     reader.read_batch(range(40))
     states = dict(verified._STATES)
-    path, offset = _member(toy_split, 39, "image")
+    path, offset = _member(toy_split, 39, cut)
     with open(path, "r+b") as handle:
-        handle.truncate(offset + 128 + 10)
+        handle.truncate(offset)
     monkeypatch.setattr(verified, "shard_state", lambda shard, fd: states[shard])
-    with pytest.raises(ShardIntegrityError, match=rf"{path.name}.*toy/train/s0039 field image.*truncated"):
+    with pytest.raises(ShardIntegrityError, match=rf"{path.name}.*toy/train/s0039 field {cut}.*truncated"):
         reader.read_batch([0, 39])
+    assert paths == ["general"]  # the first read; the second raised inside the steady read (it did not decline)
 
 
 def test_members_with_another_npy_header_go_to_the_general_path(toy_split, paths):

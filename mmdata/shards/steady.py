@@ -79,12 +79,16 @@ def read_values(reader: MemberReader, units: np.ndarray, shared: np.ndarray, slo
     n, slot_list = len(units), slots.tolist()
     arrays = {name: empty((n, *lay.shape), lay.dtype) for name, lay in reader.layouts.items()}
     rows = {name: list(array) for name, array in arrays.items()}
-    payloads = _scratch(reader, units, [name for name in reader.names if name not in arrays])
+    mixed = [run for run in reader.runs if any(name in arrays for name in run)]
+    payloads = _scratch(reader, units, [name for run in mixed for name in run if name not in arrays])
     heads: list[tuple[np.ndarray, bytes]] = []  # per npy field: its head array and the npy header it must hold
     fds = {code: reader._fd(code) for code in states}
     unit_fds = [fds[code] for code in codes.tolist()]
     for run in reader.runs:
         start = reader.offset[run[0]][units] - BLOCK  # the run's first tar header
+        if run not in mixed:  # nothing goes to a batch array: one pread of the range, the payloads sliced from it
+            payloads.update(_read_whole(reader, units, run, unit_fds, start))
+            continue
         buffers, end = [], start
         for name in run:
             offset = reader.offset[name][units]
@@ -139,6 +143,23 @@ def _read(reader: MemberReader, units: np.ndarray, first: str, fds: list[int], b
     for i, (fd, iov, start, length) in enumerate(zip(fds, zip(*buffers), starts, lengths)):
         if os.preadv(fd, iov, start) < length:
             raise reader._fail(int(units[i]), first, "shard ends early (truncated)")
+
+
+def _read_whole(reader: MemberReader, units: np.ndarray, run: list[str], fds: list[int], start: np.ndarray
+                ) -> dict[str, list[memoryview]]:
+    """Per field of ``run``, each unit's payload, sliced from one ``pread`` of the unit's range (from ``start``)."""
+    end = reader.offset[run[-1]][units] + reader.size[run[-1]][units]
+    blocks = []
+    for i, (fd, at, length) in enumerate(zip(fds, start.tolist(), (end - start).tolist())):
+        block = os.pread(fd, length, at)
+        if len(block) < length:
+            raise reader._fail(int(units[i]), run[0], "shard ends early (truncated)")
+        blocks.append(memoryview(block))
+    out = {}
+    for name in run:
+        relative, sizes = (reader.offset[name][units] - start).tolist(), reader.size[name][units].tolist()
+        out[name] = [block[r:r + size] for block, r, size in zip(blocks, relative, sizes)]
+    return out
 
 
 def _decoded(reader: MemberReader, units: np.ndarray, name: str, spans: list[memoryview], shared: np.ndarray
