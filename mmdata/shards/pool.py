@@ -4,14 +4,15 @@ Each worker gets a pipe. The main process sends it ``start`` (generation, epoch,
 then produces its share of the stream (items ``w, w + W, ...``: whole batches, epoch after epoch) as long as it
 holds credits, writing each batch into a shared-memory slot (:mod:`mmdata.shards.slots`) and sending a small
 message with its (epoch, batch) tag. The main process reads item ``i`` from worker ``i % W``, checks the tag and
-returns a credit, so at most ``prefetch_factor`` batches per worker are ahead. Each item is claimed (:class:`Claims`)
-by whoever starts it first: a worker before it decodes it, or the main process when the item it needs next has
-neither arrived nor been started by its worker. The main process then decodes it itself instead of waiting: a batch
-cheaper to decode than to hand over (and any batch a busy worker has not reached yet) is not waited for, so workers
-add to what the main process would read alone, and the batches are the same whoever decodes them. A later iteration that continues
-where the stream stands (the next epoch, as a training loop's ``set_epoch`` asks, or the same epoch again when
-it was repeated) takes the batches already prefetched; anything else sends a new ``start`` with a new
-generation, and messages of older generations are dropped on arrival (their slots handed back).
+returns a credit, so at most ``prefetch_factor`` batches per worker are ahead. Each item is claimed
+(:class:`Claims`) by whoever starts it first: a worker before it decodes it, or the main process when the item it
+needs next has neither arrived nor been started by its worker. The main process then decodes it itself instead
+of waiting: a batch cheaper to decode than to hand over (and any batch a busy worker has not reached yet) is not
+waited for, so workers add to what the main process would read alone, and the batches are the same whoever
+decodes them. A later iteration that continues where the stream stands (the next epoch, as a training loop's
+``set_epoch`` asks, or the same epoch again when it was repeated) takes the batches already prefetched; anything
+else sends a new ``start`` with a new generation, and messages of older generations are dropped on arrival
+(their slots handed back).
 
 Compared with a torch DataLoader this has no index queue, no feeder threads and no per-epoch worker restart;
 what DataLoader gives is kept: worker errors re-raise in the main process (``ExceptionWrapper``), a worker

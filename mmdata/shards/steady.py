@@ -1,13 +1,14 @@
-"""The steady-state batch read: every member already verified in this process, read with the least Python per member.
+"""The steady-state batch read: every member already verified in this process, read with little Python per member.
 
 Once a member's tar header and crc32 passed (:mod:`mmdata.shards.verified`), a later read of it needs only its
 payload bytes, the npy header of a fixed-shape field (compared with the layout's, so another valid npy header is
-never misread) and a read that does not end early. Here the batch's units are read in shard order with one
-``preadv`` per sample and run of members, whose buffers are, member after member: the bytes before the payload
-(tar header, padding) with the npy header of a fixed-shape field into row ``j`` of a per-field head array (the
-bytes before it into one discarded scratch when they vary in length, and before other members), the data into row ``j`` of the batch array
-(:mod:`mmdata.shards.direct`), and any other member's payload into a per-batch buffer, decoded as usual. The npy
-headers are compared with one numpy comparison per field, and the buffer lists are built a column at a time.
+never misread) and a read that does not end early. Here each sample's run of stored neighbours is read with one
+call. A run holding a fixed-shape npy field is read with ``preadv`` into, member after member: the bytes before
+its npy header (tar header, padding) and the header itself into row ``j`` of a per-field head array (the bytes
+before it into a discarded scratch when they vary in length), its data into row ``j`` of the batch array
+(:mod:`mmdata.shards.direct`), and any other member's payload into a per-batch buffer. A run without one is read
+with one ``pread`` and its payloads sliced from it. The npy headers are compared with one numpy comparison per
+field, and the buffer lists are built a column at a time.
 
 Anything else (a member not yet verified, a member of another size than its layout, a differing npy header) is
 left to the general path (:meth:`mmdata.shards.members.MemberReader._payloads`), which checks and records it.
