@@ -79,7 +79,7 @@ def read_values(reader: MemberReader, units: np.ndarray, shared: np.ndarray, slo
         return None
     n, slot_list = len(units), slots.tolist()
     arrays = {name: empty((n, *lay.shape), lay.dtype) for name, lay in reader.layouts.items()}
-    rows = {name: list(array) for name, array in arrays.items()}
+    rows = {name: direct.rows_of(array) for name, array in arrays.items()}  # (read destinations, what samples hold)
     mixed = [run for run in reader.runs if any(name in arrays for name in run)]
     payloads = _scratch(reader, units, [name for run in mixed for name in run if name not in arrays])
     heads: list[tuple[np.ndarray, bytes]] = []  # per npy field: its head array and the npy header it must hold
@@ -99,7 +99,7 @@ def read_values(reader: MemberReader, units: np.ndarray, shared: np.ndarray, slo
                 even = int(gap[0]) if (gap == gap[0]).all() else 0  # fixed-size members before: one skip for all
                 head = np.empty((n, even + len(prefix)), np.uint8)
                 heads.append((head[:, even:], prefix))
-                buffers += ([] if even else [_skips(gap)]) + [list(head), [rows[name][slot] for slot in slot_list]]
+                buffers += ([] if even else [_skips(gap)]) + [list(head), [rows[name][0][slot] for slot in slot_list]]
             else:
                 buffers += (_skips(gap), payloads[name])
             end = offset + reader.size[name][units]
@@ -110,7 +110,7 @@ def read_values(reader: MemberReader, units: np.ndarray, shared: np.ndarray, slo
     per_field = []  # each field's value per unit
     for name in reader.names:
         if name in arrays:
-            _, frozen = direct.rows_of(arrays[name])
+            frozen = rows[name][1]
             columns[name] = (arrays[name], frozen)
             per_field.append([frozen[slot] for slot in slot_list])
         else:
