@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from mmdata.errors import (  # noqa: E402 - the version first, then what users catch
     BadInputError, CodecError, ConfigError, DiskFullError, FileError, Interrupted, LedgerError, LockError,
-    MmdataError, OutputError, SampleError, ShardIntegrityError, UnsafeInputError,
+    MmdataError, OutputError, RemoteTraceback, SampleError, ShardIntegrityError, UnsafeInputError,
 )
 
 
@@ -20,5 +20,5 @@ def load(*args, **kwargs):
 
 
 __all__ = ["__version__", "load", "BadInputError", "CodecError", "ConfigError", "DiskFullError", "FileError",
-           "Interrupted", "LedgerError", "LockError", "MmdataError", "OutputError", "SampleError",
+           "Interrupted", "LedgerError", "LockError", "MmdataError", "OutputError", "RemoteTraceback", "SampleError",
            "ShardIntegrityError", "UnsafeInputError"]

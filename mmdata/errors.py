@@ -58,6 +58,11 @@ class LedgerError(ShardIntegrityError):
     """Counts do not reconcile: raw != written + skipped (+ ignored), or the index disagrees with the tars."""
 
 
+class RemoteTraceback(MmdataError):
+    """Never raised: the cause attached to an error that a shard-writing worker process raised, holding that
+    process's traceback as text (a traceback does not survive the trip between processes)."""
+
+
 class OutputError(MmdataError, RuntimeError):
     """An output path mmdata refuses to write: it holds files mmdata did not write, or contains the raw root."""
 

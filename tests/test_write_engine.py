@@ -8,6 +8,7 @@ import io
 import multiprocessing
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,94 @@ def test_a_killed_worker_fails_the_run_and_publishes_nothing(tmp_path, monkeypat
         write_split(toy_samples(60), TOY_FEATURES, tmp_path / "toy" / "train", corpus="toy", split="train",
                     max_samples=5, processes=2)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a, b):  # two required arguments: pickle cannot rebuild it from its args
+        super().__init__(f"{a} {b}")
+
+
+def _encode_unpicklable(value, field):
+    if field.codec == "txt" and value == "sample 31":
+        raise _Unpicklable("cannot", "pickle")
+    return encode(value, field)
+
+
+def _slot_folders() -> set[str]:
+    from mmdata.shards.handoff import scratch_root
+
+    return {p.name for p in Path(scratch_root() or tempfile.gettempdir()).glob("mmdata-handoff-*")}
+
+
+def _pool_run(tmp_path: Path, encoder) -> None:
+    """One task of toy samples 30-34 run by a worker of a TaskPool with this encoder; its result or error."""
+    from mmdata.shards.engine import ShardJob
+    from mmdata.shards.task import Task
+    from mmdata.shards.taskpool import TaskPool
+
+    (tmp_path / "out").mkdir(exist_ok=True)
+    job = ShardJob(tmp_path / "out", "toy-train", TOY_FEATURES, "label", 5, 1 << 20, encoder)
+    samples = [(i, s, None, {}, "raw") for i, s in enumerate(toy_samples(40))]
+    pool = TaskPool(job, 1)
+    try:
+        pool.result(pool.submit(Task(0, 30, samples[30:35], False)))
+    finally:
+        pool.close(True)
+
+
+def test_a_worker_error_keeps_its_traceback_and_one_that_does_not_unpickle_arrives_as_text(tmp_path):
+    from mmdata.errors import RemoteTraceback
+
+    with pytest.raises(RuntimeError, match="encoder bug") as caught:
+        _pool_run(tmp_path, _encode_failing)
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "_encode_failing" in str(caught.value.__cause__)  # the worker's own traceback
+    with pytest.raises(RuntimeError, match="_Unpicklable: cannot pickle") as caught:
+        _pool_run(tmp_path, _encode_unpicklable)
+    assert "_encode_unpicklable" in str(caught.value.__cause__)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_workers_and_their_slot_files_are_gone_after_a_run(tmp_path, monkeypatch, fail):
+    before = _slot_folders()
+    if fail:
+        monkeypatch.setattr(write_module, "encode", _encode_failing)
+    try:
+        write_split(toy_samples(60), TOY_FEATURES, tmp_path / "toy" / "train", corpus="toy", split="train",
+                    max_samples=5, processes=3)
+    except RuntimeError:
+        assert fail
+    assert multiprocessing.active_children() == []
+    assert _slot_folders() == before
+
+
+def test_the_pool_gives_each_task_in_flight_its_own_slot_and_reuses_it_after_its_result(tmp_path):
+    """More tasks than slots, every result read back: each worker holds DEPTH tasks at most and no two tasks
+    in flight share a slot file (a shared slot would hand a worker another task's arrays)."""
+    from mmdata.shards.engine import ShardJob
+    from mmdata.shards.task import Task
+    from mmdata.shards.taskpool import DEPTH, TaskPool
+
+    (tmp_path / "out").mkdir()
+    job = ShardJob(tmp_path / "out", "toy-train", TOY_FEATURES, "label", 5, 1 << 20)
+    samples = [(i, s, None, {}, "raw") for i, s in enumerate(toy_samples(40))]
+    pool = TaskPool(job, 2)
+    failed = True
+    try:
+        futures = []
+        for index in range(8):
+            while not pool.has_room():
+                pool.collect(block=True)
+            futures.append(pool.submit(Task(index, 5 * index, samples[5 * index:5 * index + 5], index == 7)))
+            out = [slot for w in pool.workers for _, slot in w.pending]
+            assert len(out) == len(set(out)) and all(len(w.pending) <= DEPTH for w in pool.workers)
+        results = [pool.result(f) for f in futures]
+        failed = False
+    finally:
+        pool.close(failed)
+    assert [r.record["keys"] for r in results] == [[s["__key__"] for _, s, *_ in samples[5 * i:5 * i + 5]]
+                                                   for i in range(8)]
+    assert len(pool.free) == 2 * DEPTH
 
 
 def _wrong_keys(path: Path) -> list[str]:

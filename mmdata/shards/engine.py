@@ -12,27 +12,28 @@ by bytes, a sample that failed its check) voids the tasks planned after it, whic
 again from the true start; one that ran out of samples before its shard was full is run again with more. Results
 are merged in shard order; skips carry their raw position, so the merged skip list is in source order. With
 ``processes=1`` the tasks run inline, one after the other, in the driver. With ``processes=N`` there are N - 1
-worker processes and the driver is the N-th: whenever the oldest task in flight is still running it runs the next
-task itself instead of waiting (a task it runs itself is not pickled and copied to a worker; N workers and a
-waiting driver would put N + 1 busy processes on N cores). The distributed engine
+worker processes (:mod:`mmdata.shards.taskpool`) and the driver is the N-th: whenever every worker holds its
+tasks and the oldest task in flight is still running, it runs the next task itself instead of waiting (a task it
+runs itself is not pickled and copied to a worker; N workers and a waiting driver would put N + 1 busy processes
+on N cores). The distributed engine
 (:mod:`mmdata.shards.ray_engine`) writes the same bytes from Ray tasks that also read and encode the source.
 """
 from __future__ import annotations
 
-import multiprocessing
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from mmdata.corpora.base import Skip
-from mmdata.errors import ShardIntegrityError
 from mmdata.shards.codec import encoded_size
 from mmdata.shards.content import ContentAudit
-from mmdata.shards.handoff import Handoff, submit
 from mmdata.shards.task import Admitted, ShardJob, Task, TaskResult, run_task
+from mmdata.shards.taskpool import TaskPool
+
+#: Tasks in flight (planned, not yet merged) per process: bounds the samples held in memory while one shard is slow.
+FLIGHT = 3
 
 __all__ = ["Admitted", "ShardJob", "Task", "TaskResult", "Written", "planned_count", "run_task", "write_shards"]
 
@@ -85,24 +86,14 @@ def planned_count(samples: list[Admitted], job: ShardJob, start: int = 0, failed
     return len(samples), len(samples), known
 
 
-class _Inline:
-    """An executor that runs each task at submit, in this process (``processes=1``, and the tasks the driver
-    runs itself beside its workers)."""
-
-    def submit(self, fn: Any, *args: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as exc:  # noqa: BLE001 - handed to the driver, which re-raises it in shard order
-            future.set_exception(exc)
-        return future  # an interrupt (Ctrl-C, SIGTERM as Interrupted) is not held back: it stops the run now
-
-    def shutdown(self, **kwargs: Any) -> None:
-        pass
-
-
-#: Runs the tasks the driver takes on itself beside its worker processes.
-_HERE = _Inline()
+def _run_here(job: ShardJob, task: Task) -> Future:
+    """Run ``task`` in this process now; its result (or error, raised when it is merged) as a done future."""
+    future: Future = Future()
+    try:
+        future.set_result(run_task(job, task))
+    except Exception as exc:  # noqa: BLE001 - handed to the driver, which re-raises it in shard order
+        future.set_exception(exc)
+    return future  # an interrupt (Ctrl-C, SIGTERM as Interrupted) is not held back: it stops the run now
 
 
 class _Buffer:
@@ -126,26 +117,6 @@ class _Buffer:
         self.base = upto
 
 
-def _executor(processes: int) -> Any:
-    """Where tasks go: inline for 1 process, else ``processes - 1`` workers (the driver is the last process)."""
-    if processes == 1:
-        return _Inline()
-    return ProcessPoolExecutor(processes - 1, mp_context=multiprocessing.get_context("fork"))
-
-
-def _stop(executor: Any, failed: bool) -> None:
-    """Shut the workers down; after a failure kill them at once (nothing is published; no worker outlives it)."""
-    processes = list((getattr(executor, "_processes", None) or {}).values())
-    if not failed:
-        executor.shutdown(wait=True)
-        return
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.kill()  # SIGKILL: a worker would turn SIGTERM into Interrupted and wait for more work
-    for process in processes:
-        process.join()
-
-
 def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1) -> Written:
     """Write the admitted samples (in source order) as shards with ``processes`` processes.
 
@@ -154,19 +125,14 @@ def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
-    executor, failed = _executor(processes), True
-    ahead = processes if processes > 1 else 1  # tasks handed to the processes - 1 workers: one each, one queued
-    handoff = Handoff(ahead + 1) if processes > 1 else None
+    pool, failed = (TaskPool(job, processes - 1) if processes > 1 else None), True
     try:
-        written = _drive(executor, _Buffer(admitted), job, ahead, handoff)
+        written = _drive(pool, _Buffer(admitted), job, FLIGHT * processes)
         failed = False
         return written
-    except BrokenProcessPool as exc:
-        raise ShardIntegrityError(f"{job.directory}: a shard-writing process died ({exc}); nothing published") from exc
     finally:
-        _stop(executor, failed)
-        if handoff is not None:
-            handoff.close()
+        if pool is not None:
+            pool.close(failed)
 
 
 def _window(buffer: _Buffer, plan: int, job: ShardJob, failed: set[int]) -> tuple[list[Admitted], bool]:
@@ -180,50 +146,43 @@ def _window(buffer: _Buffer, plan: int, job: ShardJob, failed: set[int]) -> tupl
         size = need
 
 
-def _drive(executor: Any, buffer: _Buffer, job: ShardJob, ahead: int, handoff: Handoff | None) -> Written:
-    """Plan, run and merge tasks in shard order (see the module docstring); ``ahead`` tasks handed to the
-    executor at most (the handoff's slot reuse relies on it) and, with worker processes, one run by the driver
-    itself while they work (:func:`_where`); ``handoff``: how tasks reach worker processes, None inline."""
+def _drive(pool: TaskPool | None, buffer: _Buffer, job: ShardJob, limit: int) -> Written:
+    """Plan, run and merge tasks in shard order (see the module docstring), at most ``limit`` in flight.
+
+    Each turn does the first of: merge the oldest task if it is done; plan the next task and hand it to a worker
+    with room, or else run it here; wait for the oldest. So the driver writes a shard itself only while every
+    worker holds :data:`mmdata.shards.taskpool.DEPTH` tasks, and takes results in between its own shards."""
     written = Written([], [], ContentAudit(job.features))
-    flight: deque[tuple[Task, Future, bool]] = deque()  # in shard order: task, its result, run by the driver
+    flight: deque[tuple[Task, Future]] = deque()  # in shard order
     failed: set[int] = set()  # admitted numbers known to fail their checks (a check's verdict never changes)
     start, plan, unknown = 0, 0, False  # start: the true next start; plan: the next planned one
     while True:
-        while (here := _where(flight, ahead, handoff)) is not None:
+        if pool is not None:
+            pool.collect(block=False)
+        if flight and flight[0][1].done():
+            task, future = flight.popleft()
+            result = future.result()
+            failed.update(result.failed)
+            if task.start != start or not result.complete:
+                failed.update(_void(job, result, flight, pool))  # planned from a wrong start, or short of samples
+                plan, unknown = start, not result.complete
+                continue
+            written.add(result)
+            start += result.count
+            buffer.drop(start)
+            if not flight:
+                plan = start
+            continue
+        if len(flight) < limit:
             task, count = _next_task(buffer, job, plan, failed, unknown, len(written.records) + len(flight))
-            if task is None:
-                break
-            future = _HERE.submit(run_task, job, task) if here else submit(executor, job, task, handoff)
-            flight.append((task, future, here))
-            plan, unknown = plan + count, False
+            if task is not None:
+                here = pool is None or not pool.has_room()
+                flight.append((task, _run_here(job, task) if here else pool.submit(task)))
+                plan, unknown = plan + count, False
+                continue
         if not flight:
             return written
-        task, future, _ = flight.popleft()
-        result = future.result()
-        failed.update(result.failed)
-        if task.start != start or not result.complete:
-            failed.update(_void(job, result, flight))  # planned from a wrong start, or short of samples
-            plan, unknown = start, not result.complete
-            continue
-        written.add(result)
-        start += result.count
-        buffer.drop(start)
-        if not flight:
-            plan = start
-
-
-def _where(flight: deque[tuple[Task, Future, bool]], ahead: int, handoff: Handoff | None) -> bool | None:
-    """Where the next task runs: False to the executor (fewer than ``ahead`` there), True in the driver (worker
-    processes, the oldest task still running, none run here waiting to be merged), None: wait.
-
-    One task of the driver's at a time keeps it free to feed the workers: with two (or three) the 2-process
-    speedup measured 1.20x (1.15x) against 1.27x with one (bench/write_speed.py, 12k AV-MNIST-like samples)."""
-    here = sum(1 for *_, local in flight if local)
-    if len(flight) - here < ahead:
-        return False
-    if handoff is not None and not here and not flight[0][1].done():
-        return True
-    return None
+        pool.result(flight[0][1])  # only tasks out with workers can be not done
 
 
 def _next_task(buffer: _Buffer, job: ShardJob, plan: int, failed: set[int], unknown: bool, index: int
@@ -239,10 +198,11 @@ def _next_task(buffer: _Buffer, job: ShardJob, plan: int, failed: set[int], unkn
     return Task(index, plan, samples[:take], final and take == len(samples)), count
 
 
-def _void(job: ShardJob, result: TaskResult, flight: deque[tuple[Task, Future, bool]]) -> list[int]:
+def _void(job: ShardJob, result: TaskResult, flight: deque[tuple[Task, Future]], pool: TaskPool | None
+          ) -> list[int]:
     """Delete a voided task's shard and those of every task in flight after it (waited for first); return the
     samples they found failing (still true, whatever their start)."""
-    voided = [result] + [future.result() for _, future, _ in flight]
+    voided = [result] + [pool.result(future) if pool is not None else future.result() for _, future in flight]
     flight.clear()
     for item in voided:
         if item.record is not None:

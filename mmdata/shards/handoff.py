@@ -6,10 +6,9 @@ band: they are written once, side by side, into a slot file in shared memory (``
 the worker maps that file and rebuilds the arrays as read-only views of the mapping (no copy), and only the small
 pickle of everything else goes through the pipe. A field whose values are arrays of one dtype and shape in every
 sample of the task skips pickling altogether: its arrays are written back to back and come back as the rows of
-one ``[n, ...]`` column. Slot files are reused round-robin (rewriting pages tmpfs already
-holds costs a third of writing fresh ones): with at most ``ahead`` tasks in flight, submission ``n`` may reuse the
-slot of submission ``n - ahead - 1``, whose result the driver has already taken. The driver removes the folder at
-the end, so a killed worker leaves nothing behind.
+one ``[n, ...]`` column. Slot files are reused (rewriting pages tmpfs already holds costs a third of
+writing fresh ones): :class:`mmdata.shards.taskpool.TaskPool` gives each task in flight its own slot, free again
+once the task's result is back, and removes the folder at the end, so a killed worker leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import gc
 import mmap
 import os
 import pickle
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -131,26 +129,3 @@ def run_packed(job: ShardJob, meta: bytes, path: str, sizes: list[int], columns:
     result = run_task(job, unpack(meta, path, sizes, columns))
     result.task = None  # type: ignore[assignment]  # the driver has it; sending it back would copy it again
     return result
-
-
-class Handoff:
-    """Submits tasks to worker processes through ``slots`` reused slot files in a scratch folder."""
-
-    def __init__(self, slots: int) -> None:
-        self.folder = tempfile.TemporaryDirectory(prefix="mmdata-handoff-", dir=scratch_root())
-        self.slots, self.count = slots, 0
-
-    def submit(self, executor: Any, job: ShardJob, task: Task) -> Any:
-        path = Path(self.folder.name) / f"slot-{self.count % self.slots}"
-        self.count += 1
-        return executor.submit(run_packed, job, *pack(task, path))
-
-    def close(self) -> None:
-        self.folder.cleanup()
-
-
-def submit(executor: Any, job: ShardJob, task: Task, handoff: Handoff | None) -> Any:
-    """Submit ``task``: through ``handoff`` for worker processes, as it is inline (``handoff`` None)."""
-    if handoff is None:
-        return executor.submit(run_task, job, task)
-    return handoff.submit(executor, job, task)

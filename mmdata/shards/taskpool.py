@@ -1,0 +1,143 @@
+"""The writing engine's worker processes, each fed through its own pipe by the driver's one thread.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: its feeder and manager threads need the GIL to hand a task to
+a worker or take a result back, and the driver holds the GIL while it writes a shard itself (the driver is one of
+the N writing processes, :mod:`mmdata.shards.engine`). A worker then waited for its next task, and the driver for
+a result already sent, up to a GIL switch interval (5 ms) at a time: 2 processes wrote 1.3-1.4x as fast as 1
+(``bench/write_speed.py``). Here the driver writes each packed task (:mod:`mmdata.shards.handoff`) straight into
+a worker's pipe and reads results whenever it looks for them; nothing runs behind its back.
+
+A worker holds at most :data:`DEPTH` tasks (one running, the next already in its pipe), so it never waits for
+the driver between two tasks. Each task in flight has its own slot file for its arrays, reused once its result is
+back. Workers ignore SIGINT (the driver, in the same process group, gets it and stops them) and die on SIGTERM.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import tempfile
+import traceback
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from mmdata.errors import RemoteTraceback, ShardIntegrityError
+from mmdata.shards.handoff import pack, run_packed, scratch_root
+from mmdata.shards.task import ShardJob, Task, TaskResult
+
+#: Tasks a worker holds at once: the one it runs and the next, already sent.
+DEPTH = 2
+
+
+def _reply(error: BaseException) -> bytes:
+    """A task's error for the driver, with its cause and the worker's traceback (neither survives pickling)."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        reply = pickle.dumps((False, (error, error.__cause__, text)))
+        pickle.loads(reply)  # some errors pickle but do not unpickle (an __init__ with other arguments)
+        return reply
+    except Exception:  # noqa: BLE001 - an error that does not travel is sent as its text
+        return pickle.dumps((False, (RuntimeError(f"{type(error).__name__}: {error}"), None, text)))
+
+
+def _serve(conn: Connection, job: ShardJob) -> None:
+    """A worker's loop: run each packed task that arrives, send its result or error back; stop at an empty one."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler, inherited by fork
+    while message := conn.recv_bytes():
+        try:
+            reply = pickle.dumps((True, run_packed(job, *pickle.loads(message))))
+        except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it in shard order
+            reply = _reply(error)
+        conn.send_bytes(reply)
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    pending: deque[tuple[Future, Path]] = field(default_factory=deque)  # in the order it runs them
+
+
+class TaskPool:
+    """``workers`` forked processes running shard tasks of ``job``; results come back as futures."""
+
+    def __init__(self, job: ShardJob, workers: int) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="mmdata-handoff-", dir=scratch_root())
+        self.free = [Path(self.folder.name) / f"slot-{i}" for i in range(workers * DEPTH)]
+        context = multiprocessing.get_context("fork")  # the job (and any patched module) is inherited, not sent
+        self.workers: list[_Worker] = []
+        for _ in range(workers):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_serve, args=(theirs, job), daemon=True)
+            process.start()
+            theirs.close()
+            self.workers.append(_Worker(process, ours))
+
+    def has_room(self) -> bool:
+        """Whether some worker holds fewer than :data:`DEPTH` tasks."""
+        return any(len(worker.pending) < DEPTH for worker in self.workers)
+
+    def submit(self, task: Task) -> Future:
+        """Hand ``task`` to the least busy worker (call only when :meth:`has_room`)."""
+        worker = min(self.workers, key=lambda w: len(w.pending))
+        slot = self.free.pop()
+        worker.conn.send_bytes(pickle.dumps(pack(task, slot)))
+        future: Future = Future()
+        worker.pending.append((future, slot))
+        return future
+
+    def collect(self, block: bool) -> None:
+        """Take in every result that has arrived; with ``block``, wait for one first (if any task is out).
+
+        Raises:
+            ShardIntegrityError: a worker died (killed, out of memory) with tasks out.
+        """
+        busy = [worker for worker in self.workers if worker.pending]
+        if not busy:
+            return
+        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], None if block else 0)
+        for worker in busy:
+            if worker.conn in ready or worker.process.sentinel in ready:
+                self._take(worker)
+
+    def _take(self, worker: _Worker) -> None:
+        """Read one result of ``worker`` (its pipe is readable or the worker is gone) into its oldest future."""
+        try:
+            ok, value = pickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            raise ShardIntegrityError(f"a shard-writing process died (exit code {worker.process.exitcode}) "
+                                      f"with {len(worker.pending)} task(s) out; nothing published") from exc
+        future, slot = worker.pending.popleft()
+        self.free.append(slot)
+        if ok:
+            future.set_result(value)
+            return
+        error, cause, text = value
+        error.__cause__ = cause if cause is not None else RemoteTraceback(text)
+        future.set_exception(error)
+
+    def result(self, future: Future) -> TaskResult:
+        """The task's result, taking in results until it is there; its error is raised here."""
+        while not future.done():
+            self.collect(block=True)
+        return future.result()
+
+    def close(self, failed: bool) -> None:
+        """Stop the workers (at once after a failure: SIGKILL) and remove the slot files."""
+        for worker in self.workers:
+            if failed:
+                worker.process.kill()
+            else:
+                try:
+                    worker.conn.send_bytes(b"")
+                except OSError:  # already gone
+                    worker.process.kill()
+        for worker in self.workers:
+            worker.process.join()
+            worker.conn.close()
+        self.folder.cleanup()
