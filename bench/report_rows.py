@@ -86,6 +86,7 @@ def write(rows: list[dict]) -> list[dict]:
     if ceiling is None:
         return generic("write", rows)
     out = []
+    parts = {r["processes"]: r for r in rows if r.get("what") == "independent_parts"}
     for r in rows:
         if r.get("what") != "write_split":
             continue
@@ -97,6 +98,12 @@ def write(rows: list[dict]) -> list[dict]:
         if n > 1 and speedup is not None:
             out.append(row("write", name, r["samples_per_s"], r["samples_per_s"] / speedup, speedup,
                            "1 process", 1.8, note=same.strip("; ")))
+        if n in parts:  # the machine's own ceiling: n processes sharing nothing
+            part = parts[n]
+            ceiling_speedup = next(v for k, v in part.items() if k.startswith("speedup_vs_"))
+            out.append(row("write", f"{n} independent 1-proc writes of 1/{n} each, at once", part["samples_per_s"],
+                           part["samples_per_s"] / ceiling_speedup, ceiling_speedup, "1 process", None,
+                           note=f"the machine's ceiling; the engine reaches {speedup / ceiling_speedup:.2f} of it"))
     return out
 
 

@@ -8,7 +8,11 @@ label per sample) generated in memory, so the source reader's cost is left out. 
   before its cached header; the issue's "0.15 of the encode ceiling" was measured against it);
 - ``write_split`` with each process count (their order alternates from repeat to repeat, so a burst of load from
   the machine's other users falls on each count alike): admission, encode, audit, tar, crc32, sha256, the post-write header
-  check, index and manifest, publish.
+  check, index and manifest, publish;
+- ``independent_parts`` (each process count above 1): the samples cut into that many contiguous parts, each
+  written by its own 1-process ``write_split`` in its own forked process, all at once: what this machine gives
+  N processes that share nothing (no driver, no handoff, no merge; each still forks, fsyncs to the one disk and
+  writes its own index), the ceiling an engine's speedup is read against.
 
 Printed per process count: samples/s (median), the ratios to both ceilings per core (``samples/s / processes /
 ceiling``), the speedup over 1 process, and whether every output file is byte-identical to the 1-process one;
@@ -81,6 +85,25 @@ def _write(items: list[dict], out: Path, processes: int, cpu: list[float] | None
     return time.perf_counter() - start
 
 
+def _parts(items: list[dict], out: Path, processes: int) -> float:
+    """Wall seconds of ``processes`` 1-process write_splits of contiguous parts of ``items``, run at once."""
+    import multiprocessing
+
+    context, step = multiprocessing.get_context("fork"), -(-len(items) // processes)
+    for k in range(processes):
+        shutil.rmtree(out / f"part{k}", ignore_errors=True)
+    start = time.perf_counter()
+    children = [context.Process(target=_write, args=(items[k * step:(k + 1) * step], out / f"part{k}", 1))
+                for k in range(processes)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    if any(child.exitcode for child in children):
+        raise RuntimeError(f"an independent part's write failed: exit codes {[c.exitcode for c in children]}")
+    return time.perf_counter() - start
+
+
 def _digests(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
@@ -94,6 +117,8 @@ def _times(items: list[dict], processes: Sequence[int], repeats: int, tmp: Path)
         times["np_save_ceiling"].append(_np_save_all(items))
         for count in (processes if repeat % 2 == 0 else processes[::-1]):
             times[count].append(_write(items, tmp / f"p{count}" / "train", count, times[f"cpu{count}"]))
+            if count > 1:
+                times.setdefault(f"parts{count}", []).append(_parts(items, tmp / f"parts{count}", count))
     return times
 
 
@@ -117,6 +142,10 @@ def measure(samples: int = 12000, processes: Sequence[int] = (1, 2), repeats: in
                      f"speedup_vs_{processes[0]}": rate[count] / rate[processes[0]], "identical": identical[count],
                      # CPU of all processes per sample: with free cores, speedup ~ processes * cpu(1) / cpu(N)
                      "cpu_us_per_sample": 1e6 * statistics.median(times[f"cpu{count}"]) / samples})
+        if count > 1:
+            rows.append({**common, "what": "independent_parts", "processes": count,
+                         "samples_per_s": rate[f"parts{count}"],
+                         f"speedup_vs_{processes[0]}": rate[f"parts{count}"] / rate[processes[0]]})
     return rows
 
 
@@ -130,6 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{rows[0]['cpus']} CPUs, load average {rows[0]['load_average_at_start']:.2f} at start; "
           f"{args.samples} samples, medians of {args.repeats} interleaved repeats")
     for row in rows:
+        if row["what"] == "independent_parts":
+            print(f"{'parts at once':15s} processes {row['processes']}  {row['samples_per_s']:9.0f} samples/s  "
+                  f"speedup {row[f'speedup_vs_{args.processes[0]}']:.2f}x (the machine's ceiling for the engine)")
+            continue
         extra = "" if row["what"] != "write_split" else (
             f"  ratio/core: encode {row['ratio_to_ceiling_per_core']:.3f}, np.save "
             f"{row['ratio_to_np_save_ceiling_per_core']:.2f}  speedup {row[f'speedup_vs_{args.processes[0]}']:.2f}x"
