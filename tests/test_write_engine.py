@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,31 @@ def test_the_pool_gives_each_task_in_flight_its_own_slot_and_reuses_it_after_its
     assert [r.record["keys"] for r in results] == [[s["__key__"] for _, s, *_ in samples[5 * i:5 * i + 5]]
                                                    for i in range(8)]
     assert len(pool.free) == 2 * DEPTH
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_every_shard_is_fsynced_before_the_index_is_written(tmp_path, monkeypatch, processes):
+    """The fsyncs run in the background (mmdata.shards.durable), in the driver and in the workers; the engine
+    waits for all of them before the index (and so the manifest) is written. Each fsync logs its file's name to a
+    file (a worker's log reaches the test too) after a delay, so a sync not waited for would be missed."""
+    log, real_fsync, real_index = tmp_path / "fsynced.log", os.fsync, write_module.write_index
+
+    def slow_fsync(fd):
+        time.sleep(0.05)
+        real_fsync(fd)
+        with open(log, "a") as out:
+            out.write(Path(os.readlink(f"/proc/self/fd/{fd}")).name + "\n")
+
+    def index_after_syncs(path, rows):
+        shards = {p.name for p in path.parent.glob("*.tar")}
+        assert shards and shards <= set(log.read_text().split()), "index written before every shard was synced"
+        return real_index(path, rows)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(write_module, "write_index", index_after_syncs)
+    manifest = write_split(toy_samples(40), TOY_FEATURES, tmp_path / "toy" / "train", corpus="toy", split="train",
+                           max_samples=5, processes=processes)
+    assert len(manifest["shards"]) == 8
 
 
 def _wrong_keys(path: Path) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any
 from mmdata.corpora.base import Skip
 from mmdata.shards.codec import encoded_size
 from mmdata.shards.content import ContentAudit
+from mmdata.shards.durable import syncs
 from mmdata.shards.task import Admitted, ShardJob, Task, TaskResult, run_task
 from mmdata.shards.taskpool import TaskPool
 
@@ -120,17 +121,26 @@ class _Buffer:
 def write_shards(admitted: Iterator[Admitted], job: ShardJob, processes: int = 1) -> Written:
     """Write the admitted samples (in source order) as shards with ``processes`` processes.
 
+    Each process fsyncs its closed shards in the background (:mod:`mmdata.shards.durable`); this returns once
+    all of them are on disk.
+
     Raises:
         ShardIntegrityError: a worker process died (killed, out of memory); any task's error is re-raised.
+        DiskFullError: a shard's fsync found the disk full (it names the shard).
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     pool, failed = (TaskPool(job, processes - 1) if processes > 1 else None), True
     try:
         written = _drive(pool, _Buffer(admitted), job, FLIGHT * processes)
+        if pool is not None:
+            pool.sync()
+        syncs().wait()  # every shard on disk before the caller writes the index and the manifest
         failed = False
         return written
     finally:
+        if failed:
+            syncs().discard()
         if pool is not None:
             pool.close(failed)
 

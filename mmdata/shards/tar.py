@@ -113,10 +113,14 @@ class ShardSink:
     :func:`member_header` and each sample is written (and hashed) as one buffer.
     """
 
-    def __init__(self, directory: Path, prefix: str, max_samples: int, max_bytes: int, first: int = 0) -> None:
-        """``first``: the number of the first shard (a task of the engine writes shard ``first`` on)."""
+    def __init__(self, directory: Path, prefix: str, max_samples: int, max_bytes: int, first: int = 0,
+                 syncs: Any = None) -> None:
+        """``first``: the number of the first shard (a task of the engine writes shard ``first`` on); ``syncs``:
+        a :class:`mmdata.shards.durable.Syncs` that fsyncs each closed shard in the background (its owner waits
+        for it before publishing), or None to fsync at close."""
         if max_samples < 1 or max_bytes < 1:
             raise ValueError("max_samples and max_bytes must be positive")
+        self.syncs = syncs
         self.directory, self.prefix = directory, prefix
         self.max_samples, self.max_bytes, self.first = max_samples, max_bytes, first
         self.current: _Shard | None = None
@@ -153,9 +157,14 @@ class ShardSink:
     def _finish(self) -> None:
         shard = self.current
         shard.file.write(archive_end(shard.offset))
-        shard.file.close()  # still ``current`` here, so a disk-full error names this file
+        if self.syncs is None:
+            shard.file.close()  # still ``current`` here, so a disk-full error names this file
+        else:
+            shard.file.handle.flush()  # every byte handed to the OS; the fsync follows in the background
         self.current = None
         os.replace(shard.path.with_name(shard.path.name + ".partial"), shard.path)
+        if self.syncs is not None:
+            self.syncs.add(shard.file.handle, shard.path)
         self.done.append({"name": shard.path.name, "samples": len(shard.keys), "bytes": shard.path.stat().st_size,
                           "sha256": shard.file.digest.hexdigest(), "first_key": shard.keys[0],
                           "last_key": shard.keys[-1], "keys": shard.keys})

@@ -4,7 +4,8 @@ A task runs in a worker process or inline. It gets the admitted samples from a k
 exactly one shard: each sample is checked against the schema first (:func:`mmdata.corpora.check.check_sample`,
 the view rows; a failing sample is a skip the task records, with the same reason and detail a sequential writer
 gives), then encoded, audited and appended, until the shard is full (``max_samples`` written, or the next sample
-would pass ``max_bytes``) or the samples run out. The samples it went through (``count``, skips included) are
+would pass ``max_bytes``) or the samples run out. The closed shard is fsynced in the background
+(:mod:`mmdata.shards.durable`): the engine waits for that before anything is published. The samples it went through (``count``, skips included) are
 where the next shard starts.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mmdata.corpora.check import check_rows, check_sample
 from mmdata.errors import SampleError, ShardIntegrityError
 from mmdata.shards.codec import encode
 from mmdata.shards.content import ContentAudit
+from mmdata.shards.durable import syncs
 from mmdata.shards.index import index_label
 from mmdata.shards.publish import disk_full_names
 from mmdata.shards.tar import ShardSink
@@ -143,7 +145,7 @@ def run_task(job: ShardJob, task: Task) -> TaskResult:
     """Write one shard (see :class:`Task` and the module docstring); runs in a worker process or inline."""
     names, codecs = sorted(job.features), member_suffixes(job)
     fields = columns(job.features)
-    sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=task.index)
+    sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=task.index, syncs=syncs())
     result = TaskResult(task, 0, False, None, [], ContentAudit(job.features))
     written, cut = 0, False
     with sink, disk_full_names(lambda: sink.writing() or job.directory):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdata.errors import RemoteTraceback, ShardIntegrityError
+from mmdata.shards.durable import syncs
 from mmdata.shards.handoff import pack, run_packed, scratch_root
 from mmdata.shards.task import ShardJob, Task, TaskResult
 
@@ -44,13 +45,19 @@ def _reply(error: BaseException) -> bytes:
         return pickle.dumps((False, (RuntimeError(f"{type(error).__name__}: {error}"), None, text)))
 
 
+#: The message asking a worker to wait for its background fsyncs (a task's message is a pickle: never this).
+_SYNC = b"sync"
+
+
 def _serve(conn: Connection, job: ShardJob) -> None:
-    """A worker's loop: run each packed task that arrives, send its result or error back; stop at an empty one."""
+    """A worker's loop: run each packed task that arrives and send its result or error back; on :data:`_SYNC`,
+    wait for the shards it wrote to be on disk and say so; stop at an empty message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler, inherited by fork
     while message := conn.recv_bytes():
         try:
-            reply = pickle.dumps((True, run_packed(job, *pickle.loads(message))))
+            value = syncs().wait() if message == _SYNC else run_packed(job, *pickle.loads(message))
+            reply = pickle.dumps((True, value))
         except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it in shard order
             reply = _reply(error)
         conn.send_bytes(reply)
@@ -60,7 +67,7 @@ def _serve(conn: Connection, job: ShardJob) -> None:
 class _Worker:
     process: Any
     conn: Connection
-    pending: deque[tuple[Future, Path]] = field(default_factory=deque)  # in the order it runs them
+    pending: deque[tuple[Future, Path | None]] = field(default_factory=deque)  # in the order it runs them
 
 
 class TaskPool:
@@ -113,7 +120,8 @@ class TaskPool:
             raise ShardIntegrityError(f"a shard-writing process died (exit code {worker.process.exitcode}) "
                                       f"with {len(worker.pending)} task(s) out; nothing published") from exc
         future, slot = worker.pending.popleft()
-        self.free.append(slot)
+        if slot is not None:  # None: a sync request, which holds no slot
+            self.free.append(slot)
         if ok:
             future.set_result(value)
             return
@@ -126,6 +134,16 @@ class TaskPool:
         while not future.done():
             self.collect(block=True)
         return future.result()
+
+    def sync(self) -> None:
+        """Return once every worker's shards are on disk (call with no task out); raise a worker's fsync error."""
+        futures: list[Future] = []
+        for worker in self.workers:
+            worker.conn.send_bytes(_SYNC)
+            futures.append(Future())
+            worker.pending.append((futures[-1], None))
+        for future in futures:
+            self.result(future)
 
     def close(self, failed: bool) -> None:
         """Stop the workers (at once after a failure: SIGKILL) and remove the slot files."""

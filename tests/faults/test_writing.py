@@ -30,17 +30,19 @@ def _assert_nothing_published(caught: pytest.ExceptionInfo, named: str, base: Pa
     assert not [p for p in base.rglob("*.tmp-*")]
 
 
-@pytest.mark.parametrize("step, named", [("fsync", "toy-train-000000.tar.partial"), ("index", "index.parquet"),
-                                         ("manifest", "manifest.json")])
-def test_shw_03_disk_full_at_each_split_commit_step_names_the_file(tmp_path, monkeypatch, step, named):
-    """SHW-03: ENOSPC from the first shard's fsync (at close, before its rename), from writing index.parquet and
-    from writing manifest.json."""
+@pytest.mark.parametrize("step, named, processes", [
+    ("fsync", "toy-train-000000.tar", 1), ("fsync", ".tar", 2), ("index", "index.parquet", 1),
+    ("manifest", "manifest.json", 1)])
+def test_shw_03_disk_full_at_each_split_commit_step_names_the_file(tmp_path, monkeypatch, step, named, processes):
+    """SHW-03: ENOSPC from the shards' fsync (in the background after close, waited for before the index; with 2
+    processes the driver's or the worker's, whichever is waited for first), from writing index.parquet and from
+    writing manifest.json."""
     if step == "fsync":
         monkeypatch.setattr(os, "fsync", _enospc)
     else:
         monkeypatch.setattr(write_module, {"index": "write_index", "manifest": "write_json_atomic"}[step], _enospc)
     with pytest.raises(DiskFullError) as caught:
-        write_toy(tmp_path / "toy" / "train", n=20, max_samples=5)
+        write_toy(tmp_path / "toy" / "train", n=20, max_samples=5, processes=processes)
     _assert_nothing_published(caught, named, tmp_path)
     assert not (tmp_path / "toy" / "train").exists()
 
