@@ -94,6 +94,10 @@ def write(rows: list[dict]) -> list[dict]:
         same = "" if r.get("identical", True) else "OUTPUT BYTES DIFFER from 1 process; "
         out.append(row("write", f"{name} / core", r["samples_per_s"] / n, ceiling["samples_per_s"],
                        r["ratio_to_ceiling_per_core"], "encode ceiling (1 core)", 0.8, note=same.strip("; ")))
+        if "ratio_to_checked_ceiling_per_core" in r:  # the least any writer keeping the checks costs
+            checked = r["samples_per_s"] / n / r["ratio_to_checked_ceiling_per_core"]
+            out.append(row("write", f"{name} / core, checked", r["samples_per_s"] / n, checked,
+                           r["ratio_to_checked_ceiling_per_core"], "encode + crc32 + sha256 x2 ceiling (1 core)", None))
         speedup = next((v for k, v in r.items() if k.startswith("speedup_vs_")), None)
         if n > 1 and speedup is not None:
             out.append(row("write", name, r["samples_per_s"], r["samples_per_s"] / speedup, speedup,

@@ -4,11 +4,15 @@ The corpus is AV-MNIST-like (an image [28, 28] float32 .npy, a spectrogram [112,
 label per sample) generated in memory, so the source reader's cost is left out. Per repeat, interleaved:
 
 - ``encode_ceiling``: every payload encoded with :func:`mmdata.shards.codec.encode` in a tight loop (one core);
+- ``checked_ceiling``: the encode ceiling plus what the writer's guarantees cost at the least, each payload
+  encoded, its crc32 (the index's) and the sha256 of its bytes twice (the shard digest of the manifest and the
+  content digest of the duplicate report) in a tight loop: no writer that keeps those checks goes faster on one
+  core;
 - ``np_save_ceiling``: the old ceiling, every payload through ``np.save`` into a BytesIO (what the encoder did
   before its cached header; the issue's "0.15 of the encode ceiling" was measured against it);
 - ``write_split`` with each process count (their order alternates from repeat to repeat, so a burst of load from
-  the machine's other users falls on each count alike): admission, encode, audit, tar, crc32, sha256, the post-write header
-  check, index and manifest, publish;
+  the machine's other users falls on each count alike): admission, encode, audit, tar, crc32, sha256, the
+  post-write header check, index and manifest, publish;
 - ``independent_parts`` (each process count above 1): the samples cut into that many contiguous parts, each
   written by its own 1-process ``write_split`` in its own forked process, all at once: what this machine gives
   N processes that share nothing (no driver, no handoff, no merge; each still forks, fsyncs to the one disk and
@@ -31,6 +35,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,6 +60,24 @@ def _encode_all(items: list[dict]) -> float:
     for sample in items:
         for name in names:
             encode(sample[name], FEATURES[name])
+    return time.perf_counter() - start
+
+
+def _checked_all(items: list[dict]) -> float:
+    names = sorted(FEATURES)
+    content_names = [n for n in names if n != "label"]  # the duplicate report's digest leaves labels out
+    shard = hashlib.sha256()
+    start = time.perf_counter()
+    for sample in items:
+        content = hashlib.sha256()
+        for name in names:
+            data = encode(sample[name], FEATURES[name])
+            zlib.crc32(data)
+            shard.update(data)
+            if name in content_names:
+                content.update(data)
+        content.digest()
+    shard.digest()
     return time.perf_counter() - start
 
 
@@ -110,10 +133,12 @@ def _digests(directory: Path) -> dict[str, str]:
 
 def _times(items: list[dict], processes: Sequence[int], repeats: int, tmp: Path) -> dict[object, list[float]]:
     """Seconds per repeat of each measurement; the write order alternates (1, 2 then 2, 1 ...)."""
-    times: dict[object, list[float]] = {"encode_ceiling": [], "np_save_ceiling": [], **{p: [] for p in processes},
+    times: dict[object, list[float]] = {"encode_ceiling": [], "checked_ceiling": [], "np_save_ceiling": [],
+                                        **{p: [] for p in processes},
                                         **{f"cpu{p}": [] for p in processes}}
     for repeat in range(repeats):
         times["encode_ceiling"].append(_encode_all(items))
+        times["checked_ceiling"].append(_checked_all(items))
         times["np_save_ceiling"].append(_np_save_all(items))
         for count in (processes if repeat % 2 == 0 else processes[::-1]):
             times[count].append(_write(items, tmp / f"p{count}" / "train", count, times[f"cpu{count}"]))
@@ -134,10 +159,11 @@ def measure(samples: int = 12000, processes: Sequence[int] = (1, 2), repeats: in
               "cpus": os.cpu_count(), "load_average_at_start": load}
     rate = {k: samples / statistics.median(v) for k, v in times.items()}
     rows = [{**common, "what": what, "processes": 1, "samples_per_s": rate[what]}
-            for what in ("encode_ceiling", "np_save_ceiling")]
+            for what in ("encode_ceiling", "checked_ceiling", "np_save_ceiling")]
     for count in processes:
         rows.append({**common, "what": "write_split", "processes": count, "samples_per_s": rate[count],
                      "ratio_to_ceiling_per_core": rate[count] / count / rate["encode_ceiling"],
+                     "ratio_to_checked_ceiling_per_core": rate[count] / count / rate["checked_ceiling"],
                      "ratio_to_np_save_ceiling_per_core": rate[count] / count / rate["np_save_ceiling"],
                      f"speedup_vs_{processes[0]}": rate[count] / rate[processes[0]], "identical": identical[count],
                      # CPU of all processes per sample: with free cores, speedup ~ processes * cpu(1) / cpu(N)
@@ -164,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"speedup {row[f'speedup_vs_{args.processes[0]}']:.2f}x (the machine's ceiling for the engine)")
             continue
         extra = "" if row["what"] != "write_split" else (
-            f"  ratio/core: encode {row['ratio_to_ceiling_per_core']:.3f}, np.save "
+            f"  ratio/core: encode {row['ratio_to_ceiling_per_core']:.3f}, "
+            f"checked {row['ratio_to_checked_ceiling_per_core']:.2f}, np.save "
             f"{row['ratio_to_np_save_ceiling_per_core']:.2f}  speedup {row[f'speedup_vs_{args.processes[0]}']:.2f}x"
             f"  cpu {row['cpu_us_per_sample']:.0f} us/sample  identical {row['identical']}")
         print(f"{row['what']:15s} processes {row['processes']}  {row['samples_per_s']:9.0f} samples/s{extra}")

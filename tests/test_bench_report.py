@@ -69,18 +69,20 @@ def test_write_rows_judge_the_engine_and_show_the_machines_own_ceiling_beside_it
     common = {"corpus": "avmnist-like", "samples": 100}
     rows = rr.write([{**common, "what": "encode_ceiling", "processes": 1, "samples_per_s": 1000.0},
                      {**common, "what": "write_split", "processes": 1, "samples_per_s": 100.0,
-                      "ratio_to_ceiling_per_core": 0.1, "speedup_vs_1": 1.0, "identical": True},
+                      "ratio_to_ceiling_per_core": 0.1, "ratio_to_checked_ceiling_per_core": 0.5, "speedup_vs_1": 1.0,
+                      "identical": True},
                      {**common, "what": "write_split", "processes": 2, "samples_per_s": 150.0,
                       "ratio_to_ceiling_per_core": 0.075, "speedup_vs_1": 1.5, "identical": False},
                      {**common, "what": "independent_parts", "processes": 2, "samples_per_s": 160.0,
                       "speedup_vs_1": 1.6}])
     got = [(r["name"], r["ratio"], r["met"]) for r in rows]
     assert got == [("avmnist-like 100 samples, 1 proc / core", 0.1, False),
+                   ("avmnist-like 100 samples, 1 proc / core, checked", 0.5, None),
                    ("avmnist-like 100 samples, 2 proc / core", 0.075, False),
                    ("avmnist-like 100 samples, 2 proc", 1.5, False),
                    ("2 independent 1-proc writes of 1/2 each, at once", 1.6, None)]
-    assert rows[3]["goal"] is None and "0.94 of it" in rows[3]["note"]
-    assert "OUTPUT BYTES DIFFER" in rows[2]["note"]
+    assert rows[1]["ref"] == 200.0 and rows[4]["goal"] is None and "0.94 of it" in rows[4]["note"]
+    assert "OUTPUT BYTES DIFFER" in rows[3]["note"]
 
 
 def test_report_writes_json_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
