@@ -7,6 +7,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import pickle
 import tarfile
 import tempfile
 import time
@@ -366,12 +367,16 @@ def test_the_handoff_gives_a_worker_the_samples_it_was_given(tmp_path):
         sample = {"__key__": f"toy/train/{i}", "image": rng.random((3, 4), dtype=np.float32),
                   "ragged": np.arange(i + 1), "fortran": np.asfortranarray(rng.random((2, 3))),
                   "objects": np.array([str(i), None], object), "zero_d": np.array(i), "label": np.int64(i),
-                  "empty": np.zeros((0, 2), np.int16), "text": f"sample {i}"}
+                  "empty": np.zeros((0, 2), np.int16), "text": f"sample {i}", "source": bytes([i]) * 300_000}
         samples.append((i, sample, None, {"fixed": i}, f"raw/{i}"))
     task = Task(3, 10, samples, True)
-    meta, path, sizes, columns = pack(task, tmp_path / "slot")
+    message = pack(task, tmp_path / "slot")
+    path, meta_size, sizes, columns = message
     assert {name for name, *_ in columns} == {"image", "empty"}
-    back = unpack(meta, path, sizes, columns)
+    # 1.5 MB of source bytes travel in the slot file: what goes down the pipe stays small, so the driver never
+    # blocks sending a task to a worker that is itself blocked sending a result
+    assert meta_size > 1_500_000 and len(pickle.dumps(message)) < 2000
+    back = unpack(path, meta_size, sizes, columns)
     assert (back.index, back.start, back.final) == (3, 10, True)
     for (pos, want, *rest), (got_pos, got, *got_rest) in zip(samples, back.samples):
         assert (pos, rest) == (got_pos, got_rest) and list(got) == list(want)

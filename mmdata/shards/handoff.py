@@ -78,9 +78,10 @@ def _columns(samples: list[Admitted]) -> tuple[list[Admitted], list[Column], lis
     return stripped, columns, arrays
 
 
-def pack(task: Task, path: Path) -> tuple[bytes, str, list[int], list[Column]]:
-    """(the task pickled without its arrays, the slot file now holding them, the lengths of the pickle's own
-    out-of-band buffers, the columns written after those buffers)."""
+def pack(task: Task, path: Path) -> tuple[str, int, list[int], list[Column]]:
+    """Write the task into the slot file ``path``: the pickle's own out-of-band buffers, then the columns, then
+    the pickle of everything else. Returns (the slot file, the pickle's length, the buffers' lengths, the
+    columns): what :func:`unpack` needs, a few hundred bytes whatever the samples hold."""
     samples, columns, arrays = _columns(task.samples)
     buffers: list[pickle.PickleBuffer] = []
     with _no_collection():
@@ -88,6 +89,7 @@ def pack(task: Task, path: Path) -> tuple[bytes, str, list[int], list[Column]]:
     views = [buffer.raw() for buffer in buffers]
     sizes = [view.nbytes for view in views]
     views += [array for values in arrays for array in values]  # a column's arrays land back to back
+    views.append(meta)  # last, so the arrays keep their offsets; in the file, the pipe carries a few bytes only
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         offset = 0
@@ -95,24 +97,22 @@ def pack(task: Task, path: Path) -> tuple[bytes, str, list[int], list[Column]]:
             offset += os.pwritev(fd, views[first:first + _IOV_MAX], offset)
     finally:
         os.close(fd)
-    return meta, str(path), sizes, columns
+    return str(path), len(meta), sizes, columns
 
 
-def unpack(meta: bytes, path: str, sizes: list[int], columns: Sequence[Column] = ()) -> Task:
+def unpack(path: str, meta_size: int, sizes: list[int], columns: Sequence[Column] = ()) -> Task:
     """The task :func:`pack` wrote, its arrays read-only views of the mapped slot file."""
     spans = [int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64)) * count
              for _, dtype, shape, count in columns]
-    total = sum(sizes) + sum(spans)
-    if not total:
-        return _restored(pickle.loads(meta, buffers=[b"" for _ in sizes]), columns, [b"" for _ in columns])
     with open(path, "rb") as handle:
-        mapping = mmap.mmap(handle.fileno(), total, access=mmap.ACCESS_READ)
+        mapping = mmap.mmap(handle.fileno(), sum(sizes) + sum(spans) + meta_size, access=mmap.ACCESS_READ)
     view, offset, parts = memoryview(mapping), 0, []
-    for size in sizes + spans:
+    for size in sizes + spans + [meta_size]:
         parts.append(view[offset:offset + size])
         offset += size
-    task = pickle.loads(meta, buffers=parts[:len(sizes)])  # the mapping lives as long as an array still views it
-    return _restored(task, columns, parts[len(sizes):])
+    # The mapping lives as long as an array still views it.
+    task = pickle.loads(parts[-1], buffers=parts[:len(sizes)])
+    return _restored(task, columns, parts[len(sizes):-1])
 
 
 def _restored(task: Task, columns: Sequence[Column], data: list[Any]) -> Task:
@@ -124,8 +124,8 @@ def _restored(task: Task, columns: Sequence[Column], data: list[Any]) -> Task:
     return task
 
 
-def run_packed(job: ShardJob, meta: bytes, path: str, sizes: list[int], columns: list[Column]) -> TaskResult:
+def run_packed(job: ShardJob, path: str, meta_size: int, sizes: list[int], columns: list[Column]) -> TaskResult:
     """:func:`mmdata.shards.task.run_task` on a task handed over by :func:`pack` (runs in the worker)."""
-    result = run_task(job, unpack(meta, path, sizes, columns))
+    result = run_task(job, unpack(path, meta_size, sizes, columns))
     result.task = None  # type: ignore[assignment]  # the driver has it; sending it back would copy it again
     return result

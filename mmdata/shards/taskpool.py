@@ -8,14 +8,16 @@ a result already sent, up to a GIL switch interval (5 ms) at a time: 2 processes
 a worker's pipe and reads results whenever it looks for them; nothing runs behind its back.
 
 A worker holds at most :data:`DEPTH` tasks (one running, the next already in its pipe), so it never waits for
-the driver between two tasks. Each task in flight has its own slot file for its arrays, reused once its result is
-back. Workers ignore SIGINT (the driver, in the same process group, gets it and stops them) and die on SIGTERM.
+the driver between two tasks. Each task in flight has its own slot file, reused once its result is back; the task
+is in the file, so what goes down the pipe is a few hundred bytes and the driver never blocks sending (a worker
+blocked sending a result to a driver blocked sending it a task would be a deadlock). Workers ignore SIGINT (the driver, in the same process group, gets it and stops them) and die on SIGTERM.
 """
 from __future__ import annotations
 
 import multiprocessing
 import pickle
 import signal
+import socket
 import tempfile
 import traceback
 from collections import deque
@@ -63,6 +65,20 @@ def _serve(conn: Connection, job: ShardJob) -> None:
         conn.send_bytes(reply)
 
 
+#: Send buffer of a worker's end (capped by the kernel's net.core.wmem_max): a result of a few hundred kB (index
+#: rows of a 1000-sample shard) is then written at once, and the worker goes on while the driver writes a shard.
+SEND_BUFFER = 4 << 20
+
+
+def _widen(conn: Connection) -> None:
+    """Enlarge the send buffer of ``conn``'s socket (best effort: the default is ~200 kB)."""
+    try:
+        with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as view:  # a dup of the same socket
+            view.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    except OSError:
+        pass
+
+
 @dataclass
 class _Worker:
     process: Any
@@ -80,6 +96,7 @@ class TaskPool:
         self.workers: list[_Worker] = []
         for _ in range(workers):
             ours, theirs = context.Pipe()
+            _widen(theirs)
             process = context.Process(target=_serve, args=(theirs, job), daemon=True)
             process.start()
             theirs.close()
@@ -93,7 +110,10 @@ class TaskPool:
         """Hand ``task`` to the least busy worker (call only when :meth:`has_room`)."""
         worker = min(self.workers, key=lambda w: len(w.pending))
         slot = self.free.pop()
-        worker.conn.send_bytes(pickle.dumps(pack(task, slot)))
+        try:  # a few hundred bytes (the task is in its slot file): never blocks on a busy worker
+            worker.conn.send_bytes(pickle.dumps(pack(task, slot)))
+        except OSError as exc:
+            raise self._died(worker) from exc
         future: Future = Future()
         worker.pending.append((future, slot))
         return future
@@ -117,8 +137,7 @@ class TaskPool:
         try:
             ok, value = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError) as exc:
-            raise ShardIntegrityError(f"a shard-writing process died (exit code {worker.process.exitcode}) "
-                                      f"with {len(worker.pending)} task(s) out; nothing published") from exc
+            raise self._died(worker) from exc
         future, slot = worker.pending.popleft()
         if slot is not None:  # None: a sync request, which holds no slot
             self.free.append(slot)
@@ -128,6 +147,12 @@ class TaskPool:
         error, cause, text = value
         error.__cause__ = cause if cause is not None else RemoteTraceback(text)
         future.set_exception(error)
+
+    @staticmethod
+    def _died(worker: _Worker) -> ShardIntegrityError:
+        worker.process.join(1)  # its exit code, when it is gone
+        return ShardIntegrityError(f"a shard-writing process died (exit code {worker.process.exitcode}) with "
+                                   f"{len(worker.pending)} task(s) out; nothing published")
 
     def result(self, future: Future) -> TaskResult:
         """The task's result, taking in results until it is there; its error is raised here."""
