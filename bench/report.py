@@ -56,8 +56,9 @@ def sections(quick: bool, work: Path) -> dict[str, Callable[[], list[dict]]]:
         "codecs": lambda: rr.codecs(_call("codec_families", repeats=reps, work=work / "codecs")),
         "workers": lambda: rr.workers(_call("workers", batch_sizes=(32,) if quick else (32, 128), workers=(0, 2),
                                             epochs=3, repeats=reps)),
+        # 5 repeats: a speed-up of two short runs swings most with the machine's other users (seconds, not minutes)
         "write": lambda: rr.write(_call("write_speed", samples=2000 if quick else 10000,
-                                                   processes=(1, 2), repeats=reps)),
+                                                   processes=(1, 2), repeats=1 if quick else 5)),
         "samplers": lambda: rr.samplers(_call("samplers", batch_sizes=(32, 128, 256), repeats=reps)),
     }
 
