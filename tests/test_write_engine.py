@@ -117,15 +117,21 @@ def _slot_folders() -> set[str]:
     return {p.name for p in Path(scratch_root() or tempfile.gettempdir()).glob("mmdata-handoff-*")}
 
 
-def _pool_run(tmp_path: Path, encoder) -> None:
-    """One task of toy samples 30-34 run by a worker of a TaskPool with this encoder; its result or error."""
+def _pool_job(tmp_path: Path, encoder=encode):
+    """A job of 5-sample toy shards written under ``tmp_path/out`` and 40 admitted toy samples for its tasks."""
     from mmdata.shards.engine import ShardJob
-    from mmdata.shards.task import Task
-    from mmdata.shards.taskpool import TaskPool
 
     (tmp_path / "out").mkdir(exist_ok=True)
     job = ShardJob(tmp_path / "out", "toy-train", TOY_FEATURES, "label", 5, 1 << 20, encoder)
-    samples = [(i, s, None, {}, "raw") for i, s in enumerate(toy_samples(40))]
+    return job, [(i, s, None, {}, "raw") for i, s in enumerate(toy_samples(40))]
+
+
+def _pool_run(tmp_path: Path, encoder) -> None:
+    """One task of toy samples 30-34 run by a worker of a TaskPool with this encoder; raises its error."""
+    from mmdata.shards.task import Task
+    from mmdata.shards.taskpool import TaskPool
+
+    job, samples = _pool_job(tmp_path, encoder)
     pool = TaskPool(job, 1)
     try:
         pool.result(pool.submit(Task(0, 30, samples[30:35], False)))
@@ -162,13 +168,10 @@ def test_workers_and_their_slot_files_are_gone_after_a_run(tmp_path, monkeypatch
 def test_the_pool_gives_each_task_in_flight_its_own_slot_and_reuses_it_after_its_result(tmp_path):
     """More tasks than slots, every result read back: each worker holds DEPTH tasks at most and no two tasks
     in flight share a slot file (a shared slot would hand a worker another task's arrays)."""
-    from mmdata.shards.engine import ShardJob
     from mmdata.shards.task import Task
     from mmdata.shards.taskpool import DEPTH, TaskPool
 
-    (tmp_path / "out").mkdir()
-    job = ShardJob(tmp_path / "out", "toy-train", TOY_FEATURES, "label", 5, 1 << 20)
-    samples = [(i, s, None, {}, "raw") for i, s in enumerate(toy_samples(40))]
+    job, samples = _pool_job(tmp_path)
     pool = TaskPool(job, 2)
     failed = True
     try:
