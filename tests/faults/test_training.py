@@ -2,8 +2,11 @@
 at open rather than leaving one rank short."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -12,13 +15,17 @@ from mmdata.errors import ShardIntegrityError
 from mmdata.shards.plan import plan_rank
 from tests.conftest import write_toy
 
-VICTIM = "toy/train/s0013"
 
-
-def _kill_self_on_victim(sample, rng):
-    """An augmenter that dies like an OOM-killed worker when it reaches one sample."""
-    if sample["__key__"] == VICTIM:
+def _die_in_a_worker(sample, rng, main: int, flag: Path):
+    """An augmenter that dies like an OOM-killed worker on the first sample a worker reaches. The main process
+    also decodes batches no worker has started (mmdata.shards.pool): there it never dies (that would kill the
+    test run) but waits until a worker has reached this point, so a worker is killed however slow the machine."""
+    if os.getpid() != main:
+        flag.touch()
         os.kill(os.getpid(), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return sample
 
 
@@ -35,10 +42,11 @@ def alarm():
     signal.signal(signal.SIGALRM, previous)
 
 
-def test_trn_04_a_killed_worker_is_an_error_naming_it_not_a_stall(toy_split, alarm):
+def test_trn_04_a_killed_worker_is_an_error_naming_it_not_a_stall(toy_split, tmp_path, alarm):
     """TRN-04: SIGKILL in a worker (as the OOM killer does) ends the epoch with an error naming the worker's
     pid, within the timeout."""
-    loader = mmdata.load(toy_split, batch_size=4, num_workers=2, shuffle=False, augment=_kill_self_on_victim)
+    augment = functools.partial(_die_in_a_worker, main=os.getpid(), flag=tmp_path / "a-worker-died")
+    loader = mmdata.load(toy_split, batch_size=4, num_workers=2, shuffle=False, augment=augment)
     with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid"):
         list(loader)
 
