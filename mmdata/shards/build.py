@@ -16,7 +16,9 @@ from tqdm import tqdm
 from mmdata.corpora import get_corpus
 from mmdata.corpora.base import Corpus, Skip, require_root
 from mmdata.errors import ConfigError
+from mmdata.shards.localtasks import LocalSplit
 from mmdata.shards.manifest import sha256_file
+from mmdata.shards.parted import SplitSource
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
                                    replace_dir, temp_path)
 from mmdata.shards.reconcile import check_source_count
@@ -51,7 +53,9 @@ def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[s
         max_samples, max_bytes, max_skip_fraction: see :func:`mmdata.shards.write.write_split`.
         progress: show a progress bar (None: only on a terminal).
         wait: when another run holds the output's lock, wait for it instead of failing.
-        processes: processes writing shards (:mod:`mmdata.shards.engine`; None: 1); with ``engine`` "ray", the
+        processes: processes writing shards (None: 1). Several, on a corpus tasks can read in parts, each
+            reads, checks and encodes its own parts (:mod:`mmdata.shards.localtasks`); else the driver reads
+            and the processes check, encode and write (:mod:`mmdata.shards.engine`). With ``engine`` "ray", the
             CPUs of the local Ray instance started here (None: all). Not a param of the output, whose bytes are
             the same for any number.
         engine: "local" (this machine's processes) or "ray" (tasks on Ray: :mod:`mmdata.shards.ray_engine`,
@@ -93,15 +97,21 @@ def _session(engine: str, address: str | None, processes: int | None) -> Any:
     return ray_session(address, processes)
 
 
-def _split_items(corpus: Corpus, root: Path, split: str, options: dict[str, Any], max_samples: int, ray: Any
-                 ) -> tuple[Iterable[Sample | Skip], Writer | None]:
-    """The split's raw items and the writing engine: the reader's stream and the local one, or Ray's."""
-    if ray is None:
-        return corpus.iter_samples(root, split, **options), None
-    from mmdata.shards.ray_engine import RaySplit, SplitSource
+def _split_items(corpus: Corpus, root: Path, split: str, options: dict[str, Any], max_samples: int, ray: Any,
+                 processes: int) -> tuple[Iterable[Sample | Skip], Writer | None]:
+    """The split's raw items and the writing engine: on Ray, Ray's two phases of tasks; locally with several
+    processes and a source tasks can read in parts, the same two phases on this machine's processes
+    (:mod:`mmdata.shards.localtasks`); else the reader's stream and the local engine."""
+    if ray is not None:
+        from mmdata.shards.ray_engine import RaySplit
 
-    run = RaySplit(ray, SplitSource(corpus, root, split, options), part_size=max_samples)
-    return run.items(), run.write
+        run = RaySplit(ray, SplitSource(corpus, root, split, options), part_size=max_samples)
+        return run.items(), run.write
+    source = SplitSource(corpus, root, split, options)
+    if processes > 1 and source.parts_count() is not None:
+        local = LocalSplit(processes, source, part_size=max_samples)
+        return local.items(), local.write
+    return corpus.iter_samples(root, split, **options), None
 
 
 def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], *, max_samples: int,
@@ -117,7 +127,7 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
     manifests = {}
     try:
         for split in corpus.splits:
-            items, writer = _split_items(corpus, root, split, options, max_samples, ray)
+            items, writer = _split_items(corpus, root, split, options, max_samples, ray, processes)
             items = tqdm(items, desc=f"{name}/{split}", unit="sample",
                          disable=None if progress is None else not progress)
             count = corpus.count_raw(root, split, **options) if corpus.count_raw else None

@@ -1,38 +1,20 @@
 """Shard writing on Ray (``mmdata shard --engine ray``): the same bytes as the local engine, from Ray tasks.
 
-A split is written in two kinds of Ray task (:mod:`mmdata.shards.parts`):
-
-1. The source is cut into contiguous parts of ``max_samples`` raw items (shard-sized). A corpus with
-   ``iter_part`` (and ``count_raw``, which enumerates its raw items cheaply) has each part read by its own task
-   (every registered corpus but the stocks); the others, and a ``count_raw`` of index rows (the stock windows),
-   are read by the driver and their parts shipped to the tasks (the fallback: the same bytes, the reading is
-   not spread). Each task checks and encodes its samples as a local shard task does and returns, per
-   raw item, a small record (key, source, repairs, exact payload sizes, the check's verdict) while the encoded
-   samples stay in Ray's object store.
-2. The driver admits the records in source order exactly as the local engine does (key pattern, name length,
-   duplicate keys: :mod:`mmdata.shards.write`), takes the failed checks as skips, and plans where every shard
-   ends from the exact payload sizes (the tar sink's rule, no guess: every payload is already encoded). Each
-   shard is then written by one task under the temporary output, from the prepared samples.
-
-Results are merged in shard order, skips by raw position, so manifest, index and skip report equal the local
-engine's; :func:`mmdata.shards.write.write_split` still writes index and manifest and publishes atomically.
-A task whose worker dies is retried by Ray (``max_retries``); a task that keeps dying or fails makes the run
-fail: the tasks still running are cancelled and waited for, and nothing is published.
+The split is written by :class:`mmdata.shards.parted.PartedSplit` (two phases: parts read, checked and encoded
+by tasks; shards planned by the driver from exact payload sizes and written by tasks) with Ray as its task
+backend (:class:`RayTasks`): the prepared samples stay in Ray's object store between the phases. A task whose
+worker dies is retried by Ray (``max_retries``); a task that keeps dying or fails makes the run fail: the
+tasks still running are cancelled and waited for, and nothing is published.
 """
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from mmdata.corpora.base import Corpus, Skip
+from mmdata.corpora.base import Skip
 from mmdata.errors import ConfigError, ShardIntegrityError
-from mmdata.shards.content import ContentAudit
-from mmdata.shards.engine import Admitted, ShardJob, Written
-from mmdata.shards.parts import Meta, prepare_items, prepare_part, write_group
+from mmdata.shards.parted import PartedSplit, SplitSource
 from mmdata.types import Sample
 
 #: Retries of a task whose worker process died (Ray's ``max_retries``); a task's own error is never retried.
@@ -69,149 +51,25 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()
 
 
-@dataclass
-class _Group:
-    """The samples planned into one shard: (part, place in part) each, and the shard's size so far."""
+class RayTasks:
+    """Ray as the task backend of :class:`~mmdata.shards.parted.PartedSplit` (see :class:`~mmdata.shards.
+    parted.Tasks`): one remote function per task function, retried when its worker dies."""
 
-    picks: list[tuple[int, int]] = field(default_factory=list)
-    offset: int = 0
+    def __init__(self, ray: Any) -> None:
+        self.ray, self.cpus = ray, int(ray.cluster_resources().get("CPU", 1))
+        self.remotes: dict[tuple[Callable[..., Any], int], Any] = {}
 
-    def full(self, job: ShardJob, sizes: list[int]) -> bool:
-        """Whether a sample with these payload sizes starts a new shard (:meth:`ShardSink.rotates`'s rule)."""
-        return bool(self.picks) and (len(self.picks) >= job.max_samples
-                                     or self.offset + sum(size + 1024 for size in sizes) > job.max_bytes)
+    def put(self, value: Any) -> Any:
+        return self.ray.put(value)
 
-    def add(self, part: int, at: int, sizes: list[int]) -> None:
-        self.picks.append((part, at))
-        self.offset += sum(512 + size + -size % 512 for size in sizes)
+    def submit(self, function: Callable[..., Any], *args: Any, returns: int = 1) -> Any:
+        remote = self.remotes.get((function, returns))
+        if remote is None:
+            remote = self.ray.remote(num_returns=returns, max_retries=MAX_RETRIES)(function)
+            self.remotes[function, returns] = remote
+        return remote.remote(*args)
 
-
-@dataclass(frozen=True)
-class SplitSource:
-    """Where a split's raw items come from: corpus, root, split and reader options."""
-
-    corpus: Corpus
-    root: str | Path
-    split: str
-    options: dict[str, Any]
-
-    def parted(self) -> bool:
-        """Whether tasks can read parts themselves (the corpus has ``iter_part`` and ``count_raw``)."""
-        return self.corpus.iter_part is not None and self.corpus.count_raw is not None
-
-
-class RaySplit:
-    """One split written on Ray. :meth:`items` is the stream ``write_split`` admits (per raw item the reader's
-    Skip or a stub sample, in source order, phase 1 running ahead); :meth:`write` is the engine it hands the
-    admitted stubs to. ``write`` sets the job before it pulls the stream, so the stream's tasks have it."""
-
-    def __init__(self, ray: Any, source: SplitSource | Iterable[Sample | Skip], part_size: int) -> None:
-        """``source``: a corpus split, or the items themselves (read here, in the driver); ``part_size``: raw
-        items per phase-1 task."""
-        self.ray, self.source = ray, source
-        self.what = f"{source.corpus.name}/{source.split}" if isinstance(source, SplitSource) else "split"
-        self.part_size, self.ahead = part_size, 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.job_ref: Any = None
-        self.parts: dict[int, Any] = {}  # part number -> ref of its prepared samples, while a shard needs it
-        self.where: dict[int, tuple[int, int, Meta]] = {}  # raw position -> (part, place, meta)
-        self.pending: deque[tuple[int, int, Any, Any]] = deque()  # phase 1 in flight: part, first, refs
-        self.flight: deque[Any] = deque()  # phase 2 in flight, in shard order
-        self.written: Written | None = None
-        remote = ray.remote
-        self._part = remote(num_returns=2, max_retries=MAX_RETRIES)(prepare_part)
-        self._items = remote(num_returns=2, max_retries=MAX_RETRIES)(prepare_items)
-        self._group = remote(max_retries=MAX_RETRIES)(write_group)
-
-    def items(self) -> Iterator[Sample | Skip]:
-        """Per raw item, in source order: the reader's Skip, or a stub sample (``__key__``, source, repairs)."""
-        for part, (first, metas, prepared) in enumerate(self._submitted()):
-            self.pending.append((part, first, metas, prepared))
-            if len(self.pending) > self.ahead:
-                yield from self._take()
-        while self.pending:
-            yield from self._take()
-
-    def _submitted(self) -> Iterator[tuple[int, Any, Any]]:
-        """(first raw position, meta ref, prepared ref) of each part's phase-1 task, submitted one by one."""
-        source, size = self.source, self.part_size
-        parted = isinstance(source, SplitSource) and source.parted()
-        count = source.corpus.count_raw(source.root, source.split, **source.options) if parted else None
-        # rows: it counts index rows, not the items iter_part numbers; not parted: each part would load it whole.
-        if count is None or count.rows or not count.parted:
-            yield from self._shipped()
-            return
-        raw = count.raw
-        for part, start in enumerate(range(0, raw, size)):
-            yield start, *self._part.remote(self.job_ref, source.corpus.name, str(source.root), source.split,
-                                            source.options, part, start, min(start + size, raw))
-
-    def _shipped(self) -> Iterator[tuple[int, Any, Any]]:
-        """The fallback for a corpus without ``iter_part`` (or counted in index rows): the driver reads, the tasks
-        check and encode."""
-        source, chunk, start, size = self.source, [], 0, self.part_size
-        if isinstance(source, SplitSource):
-            source = source.corpus.iter_samples(source.root, source.split, **source.options)
-        for item in source:
-            chunk.append(item)
-            if len(chunk) == size:
-                yield start, *self._items.remote(self.job_ref, chunk, start // size)
-                start, chunk = start + size, []
-        if chunk:
-            yield start, *self._items.remote(self.job_ref, chunk, start // size)
-
-    def _take(self) -> Iterator[Sample | Skip]:
-        part, first, metas, prepared = self.pending.popleft()
-        self.parts[part] = prepared
-        for at, meta in enumerate(self._get(metas)):
-            self.where[first + at] = (part, at, meta)
-            yield meta[0]
-
-    def write(self, admitted: Iterator[Admitted], job: ShardJob) -> Written:
-        """Plan and write the shards of the admitted samples (see the module docstring); on any failure cancel
-        and wait for every task in flight, so nothing writes into the temporary output after it."""
-        self.job_ref = self.ray.put(job)
-        self.written = Written([], [], ContentAudit(job.features))
-        try:
-            self._plan(admitted, job)
-            while self.flight:
-                self.written.add(self._get(self.flight.popleft()))
-        except BaseException:
-            self._cancel()
-            raise
-        return self.written
-
-    def _plan(self, admitted: Iterator[Admitted], job: ShardJob) -> None:
-        group, index, seen = _Group(), 0, 0
-        for position, stub, _, repairs, source in admitted:
-            for earlier in range(seen, position):  # refused by admission: no longer needed
-                self.where.pop(earlier, None)
-            seen = position + 1
-            part, at, (_, sizes, problem, error) = self.where.pop(position)
-            if error is not None:
-                raise error
-            if problem is not None:
-                self.written.skips.append((position, Skip(stub["__key__"], source, *problem)))
-                continue
-            if group.full(job, sizes):
-                self._submit(index, group.picks)
-                group, index = _Group(), index + 1
-                for done in [n for n in self.parts if n < part]:
-                    del self.parts[done]  # the submitted tasks hold what they need
-            group.add(part, at, sizes)
-            self.written.repairs.update(repairs)
-        if group.picks:
-            self._submit(index, group.picks)
-
-    def _submit(self, index: int, picks: list[tuple[int, int]]) -> None:
-        numbers = sorted({part for part, _ in picks})
-        slot = {number: i for i, number in enumerate(numbers)}
-        self.flight.append(self._group.remote(self.job_ref, index, [(slot[part], at) for part, at in picks],
-                                              *[self.parts[number] for number in numbers]))
-        while len(self.flight) > self.ahead:
-            self.written.add(self._get(self.flight.popleft()))
-
-    def _get(self, ref: Any) -> Any:
-        """A task's result; its own error re-raised as itself, a dead worker's as ShardIntegrityError."""
+    def get(self, ref: Any, what: str) -> Any:
         exceptions = self.ray.exceptions
         try:
             return self.ray.get(ref)
@@ -221,11 +79,10 @@ class RaySplit:
             raise
         except exceptions.RayError as exc:
             raise ShardIntegrityError(
-                f"{self.what}: a Ray task (reading and encoding a part, or writing a shard) failed for good "
+                f"{what}: a Ray task (reading and encoding a part, or writing a shard) failed for good "
                 f"({type(exc).__name__}, after up to {MAX_RETRIES} retries): {exc}; nothing published") from exc
 
-    def _cancel(self) -> None:
-        refs = [*self.flight, *(ref for item in self.pending for ref in item[2:])]
+    def cancel(self, refs: list[Any]) -> None:
         for ref in refs:
             try:
                 self.ray.cancel(ref, force=True)
@@ -233,5 +90,10 @@ class RaySplit:
                 pass
         if refs:
             self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT)
-        self.flight.clear()
-        self.pending.clear()
+
+
+class RaySplit(PartedSplit):
+    """A split written by Ray tasks (:class:`~mmdata.shards.parted.PartedSplit` on :class:`RayTasks`)."""
+
+    def __init__(self, ray: Any, source: SplitSource | Iterable[Sample | Skip], part_size: int) -> None:
+        super().__init__(RayTasks(ray), source, part_size)

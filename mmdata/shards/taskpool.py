@@ -36,7 +36,7 @@ from mmdata.shards.task import ShardJob, Task, TaskResult
 DEPTH = 2
 
 
-def _reply(error: BaseException) -> bytes:
+def error_reply(error: BaseException) -> bytes:
     """A task's error for the driver, with its cause and the worker's traceback (neither survives pickling)."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     try:
@@ -61,7 +61,7 @@ def _serve(conn: Connection, job: ShardJob) -> None:
             value = syncs().wait() if message == _SYNC else run_packed(job, *pickle.loads(message))
             reply = pickle.dumps((True, value))
         except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it in shard order
-            reply = _reply(error)
+            reply = error_reply(error)
         conn.send_bytes(reply)
 
 
