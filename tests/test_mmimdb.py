@@ -218,3 +218,36 @@ def test_missing_root_and_files(tmp_path):
     (tmp_path / "split.json").write_text('{"train": []}')
     with pytest.raises(ConfigError, match="'dev'"):
         mmimdb.describe(tmp_path)
+
+
+def _found_or_error(find, movie: str, ext: str):
+    try:
+        return find(movie, ext)
+    except Exception as exc:  # noqa: BLE001 - the error type and reason are what is compared
+        return type(exc), getattr(exc, "reason", None)
+
+
+def test_the_split_list_finder_finds_what_find_finds(tmp_path):
+    """The one-lstat finder the split list and parts use gives _find's path or error for every kind of id: a
+    listed file, an unpadded id of a padded file, a missing one, a folder, symlinks inside and out of the
+    release, a symlinked dataset folder leading out, a climbing, absolute, NUL or non-ASCII-digit id."""
+    release = tmp_path / "mmimdb"
+    dataset = release / "dataset"
+    dataset.mkdir(parents=True)
+    (tmp_path / "outside.json").write_text("{}")
+    for name in ("0012345.json", "inside.json", "7654321.json"):
+        (dataset / name).write_text("{}")
+    (dataset / "dir.json").mkdir()
+    (dataset / "0099999.json").mkdir()
+    (dataset / "link-in.json").symlink_to(dataset / "inside.json")
+    (dataset / "link-out.json").symlink_to(tmp_path / "outside.json")
+    (dataset / "0077777.json").symlink_to(tmp_path / "outside.json")
+    ids = ["0012345", "12345", "7654321", "inside", "missing", "424242", "dir", "99999", "link-in", "link-out",
+           "77777", "../outside", "/etc/passwd", "a\0b", "..", ".", "", "²"]
+    for root in (dataset, release / "dataset-link"):
+        if root.name == "dataset-link":  # a dataset folder that is a symlink out of the release
+            root.symlink_to(tmp_path)
+        find = mmimdb._finder(root)
+        for movie in ids:
+            assert _found_or_error(find, movie, "json") == \
+                _found_or_error(lambda m, e: mmimdb._find(root, m, e), movie, "json"), (root.name, movie)

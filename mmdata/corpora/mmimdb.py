@@ -15,7 +15,9 @@ or lacking its poster, plot or genres, is skipped with a reason. An id listed tw
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,26 +99,61 @@ def _find(dataset: Path, movie: str, ext: str) -> Path:
     return path
 
 
-def _found(dataset: Path, movie: str, ext: str) -> Path | None:
-    """:func:`_find`, or None for an id leading out of the release (iter_samples reports it as a Skip)."""
+def _candidates(movie: str, ext: str) -> Iterator[str]:
+    """The file names :func:`_find` tries, in its order (the padded ones only after the listed one)."""
+    yield f"{movie}.{ext}"
+    for width in (7, 8):
+        yield f"{int(movie):0{width}d}.{ext}"
+
+
+def _finder(dataset: Path) -> Callable[[str, str], Path]:
+    """:func:`_find` for the many ids of a split list, with what is the same for all of them done once: the
+    release's dataset folder resolved inside the release, a plain id (no separator, no ``..``) whose candidate
+    is a regular file or absent then needs one ``lstat``, not a path resolution (parts read every id listed
+    before them). Any other case (a symlink, a folder, an odd id) goes through :func:`_find` itself."""
     try:
-        return _find(dataset, movie, ext)
-    except FileError:
-        return None
+        inside = dataset.resolve().is_relative_to(dataset.parent.resolve())
+    except (OSError, RuntimeError):
+        inside = False
+
+    def find(movie: str, ext: str) -> Path:
+        if not inside or not isinstance(movie, str) or not movie or any(c in movie for c in "/\\\0") \
+                or movie.startswith("..") or movie[1:2] == ":":
+            return _find(dataset, movie, ext)
+        for at, name in enumerate(_candidates(movie, ext)):
+            try:
+                mode = os.lstat(dataset / name).st_mode
+            except FileNotFoundError:
+                if at == 0 and not movie.isdigit():  # as _find: no padded spellings to try
+                    return dataset / name
+                continue
+            except OSError:
+                return _find(dataset, movie, ext)
+            return dataset / name if stat.S_ISREG(mode) else _find(dataset, movie, ext)
+        return dataset / f"{movie}.{ext}"
+    return find
 
 
-def _stem(dataset: Path, movie: str) -> str:
+def _stem(find: Callable[[str, str], Path], movie: str) -> str:
     """The stem of the JSON an id names ("0012345" for "12345"), or the id itself when it leads outside."""
-    path = _found(dataset, movie, "json")
-    return movie if path is None else path.stem
+    try:
+        return find(movie, "json").stem
+    except FileError:
+        return movie
 
 
 def sources(root: str | Path, *, plot: str = "longest", image_size: Any = DEFAULT_IMAGE_SIZE) -> list[Path]:
     """split.json and every existing JSON and poster of the listed ids."""
     base = _base(root)
     ids = sorted({m for split in _split_ids(base).values() for m in split})
-    files = [_found(base / "dataset", m, ext) for m in ids for ext in ("json", "jpeg")]
-    return [base / "split.json", *(p for p in files if p is not None and p.is_file())]
+    find, files = _finder(base / "dataset"), []
+    for movie in ids:
+        for ext in ("json", "jpeg"):
+            try:
+                files.append(find(movie, ext))
+            except FileError:  # an id leading out of the release: iter_samples reports it as a Skip
+                continue
+    return [base / "split.json", *(p for p in files if p.is_file())]
 
 
 def describe(root: str | Path, *, plot: str = "longest", image_size: Any = DEFAULT_IMAGE_SIZE) -> str:
@@ -203,10 +240,11 @@ def iter_part(root: str | Path, split: str, start: int, stop: int | None, *, plo
     order = list(SPLIT_KEYS)
     # Ids are compared by the file they name ("12345" and "0012345" are one movie); a leak into a later
     # split is skipped there.
-    earlier = {_stem(dataset, m): s for s in order[:order.index(split)] for m in ids[s]}
+    find = _finder(dataset)
+    earlier = {_stem(find, m): s for s in order[:order.index(split)] for m in ids[s]}
     seen: set[str] = set()
     for index, listed in enumerate(ids[split][:stop]):
-        claim = _claim(dataset, split, listed, earlier, seen)
+        claim = _claim(find, split, listed, earlier, seen)
         if index < start:
             continue
         if isinstance(claim, Skip):
@@ -219,11 +257,11 @@ def iter_part(root: str | Path, split: str, start: int, stop: int | None, *, plo
             yield Skip(key, str(path), err.reason, str(err))
 
 
-def _claim(dataset: Path, split: str, listed: str, earlier: dict[str, str], seen: set[str]
+def _claim(find: Callable[[str, str], Path], split: str, listed: str, earlier: dict[str, str], seen: set[str]
            ) -> tuple[str, str, Path] | Skip:
     """(movie stem, key, JSON path) of a listed id, now claimed in ``seen``; or a Skip (outside, duplicate)."""
     try:
-        path = _find(dataset, listed, "json")
+        path = find(listed, "json")
     except FileError as err:  # the id names a file outside the release: a counted skip, never read
         return Skip(_key(split, listed), str(err.path), err.reason, str(err))
     movie = path.stem if path.is_file() else listed
