@@ -3,9 +3,11 @@
 A synthetic AV-MNIST (``mmdata.synth``, real layout: six .npy files; ``--train`` + ``--test`` rows) is sharded
 whole (train, valid, test) with:
 
-- ``local``, 1 process (and 2, for reference): the reader in the driver, :mod:`mmdata.shards.engine`;
+- ``local``, 1 process (the reader in the driver, :mod:`mmdata.shards.engine`) and 2 (the two phases below on
+  this machine's processes, :mod:`mmdata.shards.localtasks`);
 - ``ray``, a local Ray instance with 1 and 2 CPUs (``ray.init(num_cpus=N)``): tasks read their own parts of the
-  .npy files, check and encode them, and write the shards (:mod:`mmdata.shards.ray_engine`).
+  .npy files, check and encode them, and write the shards (:mod:`mmdata.shards.parted`,
+  :mod:`mmdata.shards.ray_engine`).
 
 Per repeat, every configuration runs once untimed (Ray's workers import mmdata; the page cache is filled) and
 once timed, configurations interleaved and their order rotated from repeat to repeat (a burst of load from the

@@ -10,7 +10,8 @@ Sections (each measured side by side in one run; a missing or failing one prints
 - ``codecs``: the mmdata reader vs the decode ceiling per codec family, and shared decodes of stock windows
   (``bench/codec_families.py``).
 - ``workers``: 2 DataLoader workers vs none per corpus (``bench/workers.py``).
-- ``write``: encode ceiling and 1 vs 2 writer processes (``bench/write_speed.py``).
+- ``write``: encode ceiling and 1 vs 2 writer processes, on samples in memory and on a whole AV-MNIST release on
+  disk (``bench/write_speed.py``).
 - ``samplers``: each sampler, ``gather`` and the tuple loss vs loading the batch (``bench/samplers.py``).
 
 Every ratio is oriented so that the goal reads "ratio >= goal". Run: ``python bench/report.py [--quick]
@@ -58,7 +59,9 @@ def sections(quick: bool, work: Path) -> dict[str, Callable[[], list[dict]]]:
                                             epochs=3, repeats=reps)),
         # 5 repeats: a speed-up of two short runs swings most with the machine's other users (seconds, not minutes)
         "write": lambda: rr.write(_call("write_speed", samples=2000 if quick else 10000,
-                                                   processes=(1, 2), repeats=1 if quick else 5)),
+                                        processes=(1, 2), repeats=1 if quick else 5)
+                                  + _call("write_speed", "measure_release", train=2000 if quick else 10000,
+                                          processes=(1, 2), repeats=1 if quick else 3)),
         "samplers": lambda: rr.samplers(_call("samplers", batch_sizes=(32, 128, 256), repeats=reps)),
     }
 

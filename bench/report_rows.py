@@ -87,6 +87,12 @@ def write(rows: list[dict]) -> list[dict]:
         return generic("write", rows)
     out = []
     parts = {r["processes"]: r for r in rows if r.get("what") == "independent_parts"}
+    for r in rows:  # a whole release on disk: reading, fingerprint, index and manifests included
+        if r.get("what") == "shard_corpus" and r["processes"] > 1:
+            speedup = next(v for k, v in r.items() if k.startswith("speedup_vs_"))
+            same = "" if r["identical"] else "OUTPUT BYTES DIFFER from 1 process"
+            out.append(row("write", f"{r['corpus']} {r['samples']} raw items, shard_corpus {r['processes']} proc",
+                           r["samples_per_s"], r["samples_per_s"] / speedup, speedup, "1 process", 1.8, note=same))
     for r in rows:
         if r.get("what") != "write_split":
             continue

@@ -16,14 +16,18 @@ label per sample) generated in memory, so the source reader's cost is left out. 
 - ``independent_parts`` (each process count above 1): the samples cut into that many contiguous parts, each
   written by its own 1-process ``write_split`` in its own forked process, all at once: what this machine gives
   N processes that share nothing (no driver, no handoff, no merge; each still forks, fsyncs to the one disk and
-  writes its own index), the ceiling an engine's speedup is read against.
+  writes its own index), the ceiling an engine's speedup is read against;
+- ``shard_corpus`` (with ``--release N``): a synthetic AV-MNIST release on disk (real layout: six .npy files,
+  ``N`` train + ``N // 10`` test rows) sharded whole with each process count, interleaved: the reader, the
+  raw-file fingerprint and every split's index and manifest included. With several processes the workers read
+  their own parts of the .npy files (:mod:`mmdata.shards.localtasks`), as Ray's workers would.
 
 Printed per process count: samples/s (median), the ratios to both ceilings per core (``samples/s / processes /
 ceiling``), the speedup over 1 process, and whether every output file is byte-identical to the 1-process one;
 first, the machine's CPU count and load average at the start (others' work on a shared machine skews speedups),
 and per process count the CPU time of all its processes per sample (what the processes would cost on free cores).
 
-    python bench/write_speed.py [--samples 12000] [--repeats 3] [--processes 1 2]
+    python bench/write_speed.py [--samples 12000] [--repeats 3] [--processes 1 2] [--release 10000]
 """
 from __future__ import annotations
 
@@ -42,8 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from mmdata.corpora.avmnist import FEATURES
+from mmdata.shards.build import shard_corpus
 from mmdata.shards.codec import encode
 from mmdata.shards.write import write_split
+from mmdata.synth import SYNTHS
 
 
 def avmnist_like(samples: int, seed: int = 0) -> list[dict]:
@@ -175,19 +181,63 @@ def measure(samples: int = 12000, processes: Sequence[int] = (1, 2), repeats: in
     return rows
 
 
+def _shard(root: Path, out: Path, processes: int) -> tuple[float, int]:
+    """Wall seconds of one whole-release shard run, and the raw items it read."""
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    manifests = shard_corpus("avmnist", root, out, max_samples=250, progress=False, processes=processes)
+    return time.perf_counter() - start, sum(m["report"]["raw"] for m in manifests.values())
+
+
+def _tree(directory: Path) -> dict[str, str]:
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def measure_release(train: int = 10000, processes: Sequence[int] = (1, 2), repeats: int = 3) -> list[dict]:
+    """Rows of ``shard_corpus`` on a synthetic AV-MNIST release per process count (medians of interleaved
+    repeats, each after one untimed run that fills the page cache)."""
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = SYNTHS["avmnist"](Path(tmp) / "raw", train=train, test=max(1, train // 10))
+        seconds: dict[int, list[float]] = {p: [] for p in processes}
+        raw = 0
+        for count in processes:
+            _shard(root, Path(tmp) / f"p{count}" / "avmnist", count)
+        for repeat in range(repeats):
+            for count in (processes if repeat % 2 == 0 else processes[::-1]):
+                wall, raw = _shard(root, Path(tmp) / f"p{count}" / "avmnist", count)
+                seconds[count].append(wall)
+        reference = _tree(Path(tmp) / f"p{processes[0]}" / "avmnist")
+        identical = {p: _tree(Path(tmp) / f"p{p}" / "avmnist") == reference for p in processes}
+    rate = {p: raw / statistics.median(seconds[p]) for p in processes}
+    return [{"bench": "write", "what": "shard_corpus", "corpus": "avmnist release", "samples": raw,
+             "repeats": repeats, "cpus": os.cpu_count(), "load_average_at_start": load, "processes": p,
+             "samples_per_s": rate[p], f"speedup_vs_{processes[0]}": rate[p] / rate[processes[0]],
+             "identical": identical[p]} for p in processes]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=12000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--release", type=int, default=0, help="also shard an AV-MNIST release of N train rows")
     args = parser.parse_args(argv)
     rows = measure(args.samples, tuple(args.processes), args.repeats)
+    if args.release:
+        rows += measure_release(args.release, tuple(args.processes), args.repeats)
     print(f"{rows[0]['cpus']} CPUs, load average {rows[0]['load_average_at_start']:.2f} at start; "
           f"{args.samples} samples, medians of {args.repeats} interleaved repeats")
     for row in rows:
         if row["what"] == "independent_parts":
             print(f"{'parts at once':15s} processes {row['processes']}  {row['samples_per_s']:9.0f} samples/s  "
                   f"speedup {row[f'speedup_vs_{args.processes[0]}']:.2f}x (the machine's ceiling for the engine)")
+            continue
+        if row["what"] == "shard_corpus":
+            print(f"{'shard_corpus':15s} processes {row['processes']}  {row['samples_per_s']:9.0f} samples/s  "
+                  f"speedup {row[f'speedup_vs_{args.processes[0]}']:.2f}x  identical {row['identical']}  "
+                  f"({row['samples']} raw items of a synthetic AV-MNIST release)")
             continue
         extra = "" if row["what"] != "write_split" else (
             f"  ratio/core: encode {row['ratio_to_ceiling_per_core']:.3f}, "

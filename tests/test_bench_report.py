@@ -109,3 +109,14 @@ def test_write_and_sampler_rows_are_oriented_higher_is_better() -> None:
                          "gbps": 1.0}])
     assert [(r["name"], r["ratio"], r["met"]) for r in rows] == [("marginal_permute b32", 50.0, True),
                                                                  ("gather inputs b32", 2.0, None)]
+
+
+def test_a_whole_release_gets_its_own_speedup_row() -> None:
+    """shard_corpus rows (reading, fingerprint and manifests included): 2 vs 1 process, judged against 1.8x."""
+    common = {"what": "shard_corpus", "corpus": "avmnist release", "samples": 1100, "identical": True}
+    rows = rr.write([{"what": "encode_ceiling", "samples_per_s": 1000.0},
+                     {**common, "processes": 1, "samples_per_s": 100.0, "speedup_vs_1": 1.0},
+                     {**common, "processes": 2, "samples_per_s": 190.0, "speedup_vs_1": 1.9, "identical": False}])
+    assert [(r["name"], r["ours"], r["ref"], r["ratio"], r["met"]) for r in rows] == \
+        [("avmnist release 1100 raw items, shard_corpus 2 proc", 190.0, 100.0, 1.9, True)]
+    assert "OUTPUT BYTES DIFFER" in rows[0]["note"]
