@@ -4,11 +4,12 @@ Pickled as usual, a task's numpy arrays are copied into the pickle, through the 
 copies on 3.11's default protocol). Here the task is pickled with protocol 5 and its array buffers kept out of
 band: they are written once, side by side, into a slot file in shared memory (``/dev/shm`` where there is one);
 the worker maps that file and rebuilds the arrays as read-only views of the mapping (no copy). The pickle of
-everything else follows them in the file, so what goes through the pipe is a few hundred bytes. A field whose values are arrays of one dtype and shape in every
-sample of the task skips pickling altogether: its arrays are written back to back and come back as the rows of
-one ``[n, ...]`` column. Slot files are reused (rewriting pages tmpfs already holds costs a third of
-writing fresh ones): :class:`mmdata.shards.taskpool.TaskPool` gives each task in flight its own slot, free again
-once the task's result is back, and removes the folder at the end, so a killed worker leaves nothing behind.
+everything else follows them in the file, so what goes through the pipe is a few hundred bytes. A field whose
+values are arrays of one dtype and shape in every sample of the task skips pickling altogether: its arrays
+are written back to back and come back as the rows of one ``[n, ...]`` column. Slot files are reused (rewriting
+pages tmpfs already holds costs a third of writing fresh ones): :class:`mmdata.shards.taskpool.TaskPool` gives
+each task in flight its own slot, free again once the task's result is back, and removes the folder at the end,
+so a killed worker leaves nothing behind.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import pickle
 import signal
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -31,6 +31,7 @@ from typing import Any
 
 from mmdata.corpora.base import Skip
 from mmdata.errors import RemoteTraceback, ShardIntegrityError
+from mmdata.shards.engine import Admitted, ShardJob, Written
 from mmdata.shards.handoff import scratch_root
 from mmdata.shards.parted import PartedSplit, SplitSource
 from mmdata.shards.taskpool import error_reply
@@ -219,7 +220,7 @@ class LocalSplit(PartedSplit):
     def __init__(self, processes: int, source: SplitSource | Iterable[Sample | Skip], part_size: int) -> None:
         super().__init__(LocalTasks(processes), source, part_size)
 
-    def write(self, admitted, job):  # type: ignore[no-untyped-def] - PartedSplit.write's signature
+    def write(self, admitted: Iterator[Admitted], job: ShardJob) -> Written:
         try:
             return super().write(admitted, job)
         finally:

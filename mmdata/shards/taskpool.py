@@ -10,7 +10,8 @@ a worker's pipe and reads results whenever it looks for them; nothing runs behin
 A worker holds at most :data:`DEPTH` tasks (one running, the next already in its pipe), so it never waits for
 the driver between two tasks. Each task in flight has its own slot file, reused once its result is back; the task
 is in the file, so what goes down the pipe is a few hundred bytes and the driver never blocks sending (a worker
-blocked sending a result to a driver blocked sending it a task would be a deadlock). Workers ignore SIGINT (the driver, in the same process group, gets it and stops them) and die on SIGTERM.
+blocked sending a result to a driver blocked sending it a task would be a deadlock). Workers ignore SIGINT (the
+driver, in the same process group, gets it and stops them) and die on SIGTERM.
 """
 from __future__ import annotations
 
