@@ -4,13 +4,14 @@ skips, duplicates and byte cuts merge exactly; a task's error and a killed worke
 published and nothing left in shared memory; result files go when their references do."""
 from __future__ import annotations
 
+import errno
 import gc
 import os
 
 import pytest
 
 import mmdata.shards.write as write_module
-from mmdata.errors import RemoteTraceback, ShardIntegrityError
+from mmdata.errors import DiskFullError, RemoteTraceback, ShardIntegrityError
 from mmdata.shards import localtasks
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.codec import encode
@@ -116,6 +117,10 @@ def test_a_killed_worker_fails_the_run_and_an_earlier_output_stays(tmp_path, mon
     assert not _shm_leftovers()
 
 
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def _pair(n: int) -> tuple[list[int], bytes]:
     return list(range(n)), b"x" * n
 
@@ -151,3 +156,15 @@ def test_results_are_files_removed_with_their_references():
     folder = paths[2].parent
     tasks.close()
     assert not folder.exists()
+
+
+def test_a_failed_background_fsync_in_a_worker_is_a_disk_full_error_naming_the_shard(tmp_path, monkeypatch):
+    """The shard-writing tasks leave their fsyncs to the worker's background syncs; the driver waits for every
+    worker's before the index: ENOSPC there is one DiskFullError naming a shard, and nothing is published."""
+    monkeypatch.setattr(os, "fsync", _enospc)
+    out = tmp_path / "out" / "avmnist"
+    with pytest.raises(DiskFullError, match=r"avmnist-train-\d{6}\.tar") as caught:
+        _shard("avmnist", raw("avmnist"), out, 2, 90)
+    assert caught.value.__cause__ is not None
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not _shm_leftovers()

@@ -91,14 +91,47 @@ def pack(task: Task, path: Path) -> tuple[str, int, list[int], list[Column]]:
     sizes = [view.nbytes for view in views]
     views += [array for values in arrays for array in values]  # a column's arrays land back to back
     views.append(meta)  # last, so the arrays keep their offsets; in the file, the pipe carries a few bytes only
+    write_views(path, views)  # the one copy of the sample arrays
+    return str(path), len(meta), sizes, columns
+
+
+def write_views(path: Path, views: Sequence[Any]) -> None:
+    """Write the buffers ``views`` back to back from the start of ``path`` (created if missing)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         offset = 0
-        for first in range(0, len(views), _IOV_MAX):  # the one copy of the sample arrays
+        for first in range(0, len(views), _IOV_MAX):
             offset += os.pwritev(fd, views[first:first + _IOV_MAX], offset)
     finally:
         os.close(fd)
-    return str(path), len(meta), sizes, columns
+
+
+def dump(value: Any, path: Path) -> None:
+    """``value`` pickled into ``path`` (protocol 5) with its out-of-band buffers written beside the pickle, not
+    copied into it: a header (its length in 8 bytes, then the pickle's and every buffer's length), the buffers,
+    the pickle. An object that hands its large bytes out as ``PickleBuffer``s (:class:`mmdata.shards.parts.
+    Prepared`) then costs one copy into the file."""
+    buffers: list[pickle.PickleBuffer] = []
+    with _no_collection():
+        meta = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    views = [buffer.raw() for buffer in buffers]
+    head = pickle.dumps((len(meta), [view.nbytes for view in views]))
+    write_views(path, [len(head).to_bytes(8, "little"), head, *views, meta])
+
+
+def load(path: Path) -> Any:
+    """The value :func:`dump` wrote; its out-of-band buffers come back as read-only views of the mapped file
+    (no copy; the mapping lives as long as a view of it, so the file may be removed meanwhile)."""
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        meta_size, sizes = pickle.loads(handle.read(length))
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    view, offset, parts = memoryview(mapping), 8 + length, []
+    for size in sizes:
+        parts.append(view[offset:offset + size])
+        offset += size
+    with _no_collection():
+        return pickle.loads(view[offset:offset + meta_size], buffers=parts)
 
 
 def unpack(path: str, meta_size: int, sizes: list[int], columns: Sequence[Column] = ()) -> Task:

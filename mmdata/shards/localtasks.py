@@ -32,7 +32,8 @@ from typing import Any
 from mmdata.corpora.base import Skip
 from mmdata.errors import RemoteTraceback, ShardIntegrityError
 from mmdata.shards.engine import Admitted, ShardJob, Written
-from mmdata.shards.handoff import scratch_root
+from mmdata.shards.durable import syncs
+from mmdata.shards.handoff import dump, load, scratch_root
 from mmdata.shards.parted import PartedSplit, SplitSource
 from mmdata.shards.taskpool import error_reply
 from mmdata.types import Sample
@@ -48,16 +49,6 @@ class Ref:
     task: int = -1
 
 
-def _dump(value: Any, path: Path) -> None:
-    with open(path, "wb") as file:
-        pickle.dump(value, file, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _load(path: Path) -> Any:
-    with open(path, "rb") as file:
-        return pickle.load(file)
-
-
 def _serve(conn: Connection, values: dict[int, Any]) -> None:
     """A worker's loop: run each task file named by a message, its results into their files, and answer
     ``(task, None)`` or ``(task, error reply)``; stop at an empty message."""
@@ -66,20 +57,25 @@ def _serve(conn: Connection, values: dict[int, Any]) -> None:
     while message := conn.recv_bytes():
         task, path, outs = pickle.loads(message)
         try:
-            function, args = _load(path)
+            function, args = load(path)
             value = function(*[_resolve(arg, values) for arg in args])
             for out, item in zip(outs, value if len(outs) > 1 else (value,)):
-                _dump(item, out)
+                dump(item, out)
             reply = pickle.dumps((task, None))
         except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it where it is fetched
             reply = pickle.dumps((task, error_reply(error)))
         conn.send_bytes(reply)
 
 
+def _wait_syncs() -> None:
+    """In a worker: return once the shards it wrote are on disk (:mod:`mmdata.shards.durable`)."""
+    syncs().wait()
+
+
 def _resolve(arg: Any, values: dict[int, Any]) -> Any:
     if not isinstance(arg, Ref):
         return arg
-    return values[arg.key] if arg.path is None else _load(arg.path)
+    return values[arg.key] if arg.path is None else load(arg.path)
 
 
 @dataclass
@@ -92,6 +88,10 @@ class _Worker:
 class LocalTasks:
     """``processes`` forked workers running task functions; results kept in shared-memory files (see the module
     docstring). Close with :meth:`close` (after a failure, :meth:`cancel` kills the workers)."""
+
+    #: Shard-writing tasks leave their fsyncs to background threads of the worker (as the driver engine's
+    #: workers do), so a worker encodes the next shard meanwhile; :meth:`sync` waits for them.
+    background_sync = True
 
     def __init__(self, processes: int) -> None:
         self.cpus = processes
@@ -112,6 +112,10 @@ class LocalTasks:
     def submit(self, function: Callable[..., Any], *args: Any, returns: int = 1) -> Ref | tuple[Ref, ...]:
         if not self.workers:
             self._start()
+        return self._send(min(self.workers, key=lambda w: len(w.out)), function, args, returns)
+
+    def _send(self, worker: _Worker, function: Callable[..., Any], args: tuple, returns: int
+              ) -> Ref | tuple[Ref, ...]:
         task = next(self.keys)
         refs = tuple(self._result(task, i) for i in range(returns))
         inputs = [arg for arg in args if isinstance(arg, Ref)]
@@ -119,8 +123,7 @@ class LocalTasks:
             if ref.path is not None:
                 self._wait(ref.task)  # its file is written: the task may run on any worker
         path = Path(self.folder.name, f"task-{task}")
-        _dump((function, args), path)
-        worker = min(self.workers, key=lambda w: len(w.out))
+        dump((function, args), path)
         try:  # a few hundred bytes: never blocks on a busy worker
             worker.conn.send_bytes(pickle.dumps((task, path, [ref.path for ref in refs])))
         except OSError as exc:
@@ -128,6 +131,11 @@ class LocalTasks:
         worker.out.add(task)
         self.holding[task] = inputs
         return refs if returns > 1 else refs[0]
+
+    def sync(self) -> None:
+        """Wait for every worker's background fsyncs (their shards on disk); raise a failed one's error."""
+        for ref in [self._send(worker, _wait_syncs, (), 1) for worker in self.workers]:
+            self.get(ref, "sync")
 
     def _result(self, task: int, i: int) -> Ref:
         """A reference to result ``i`` of ``task``, whose file is removed when the reference is garbage."""
@@ -142,7 +150,7 @@ class LocalTasks:
         error = self.done[ref.task]
         if error is not None:
             raise error
-        return _load(ref.path)
+        return load(ref.path)
 
     def _wait(self, task: int) -> None:
         """Take in answers until ``task``'s has come."""

@@ -39,6 +39,8 @@ class Tasks(Protocol):
     """What a backend gives the two phases: remote calls whose results are fetched by reference."""
 
     cpus: int  # processes running tasks at once: the driver keeps twice as many parts and shards ahead
+    #: Whether a shard-writing task leaves its fsync to the process's background syncs (:meth:`sync` waits).
+    background_sync: bool
 
     def put(self, value: Any) -> Any:
         """A reference to ``value`` for tasks' arguments (the job: put once, before any task)."""
@@ -50,6 +52,9 @@ class Tasks(Protocol):
     def get(self, ref: Any, what: str) -> Any:
         """The result behind ``ref``; a task's own error raised as itself, a task that could not run (its
         process died for good) as ShardIntegrityError naming ``what``."""
+
+    def sync(self) -> None:
+        """Return once every shard the tasks wrote is on disk; raise a failed fsync, naming the shard."""
 
     def cancel(self, refs: list[Any]) -> None:
         """Stop the tasks behind ``refs`` and wait for them, so none writes after it."""
@@ -162,6 +167,7 @@ class PartedSplit:
             self._plan(admitted, job)
             while self.flight:
                 self.written.add(self.tasks.get(self.flight.popleft(), self.what))
+            self.tasks.sync()  # before write_split writes the index and the manifest
         except BaseException:
             self._cancel()
             raise
@@ -193,7 +199,7 @@ class PartedSplit:
         numbers = sorted({part for part, _ in picks})
         slot = {number: i for i, number in enumerate(numbers)}
         self.flight.append(self.tasks.submit(write_group, self.job_ref, index,
-                                             [(slot[part], at) for part, at in picks],
+                                             [(slot[part], at) for part, at in picks], self.tasks.background_sync,
                                              *[self.parts[number] for number in numbers]))
         while len(self.flight) > self.ahead:
             self.written.add(self.tasks.get(self.flight.popleft(), self.what))

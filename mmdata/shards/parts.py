@@ -15,6 +15,7 @@ local task does. The bytes are those of the local engine: same checks, same enco
 from __future__ import annotations
 
 import os
+import pickle
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from mmdata.corpora import get_corpus
 from mmdata.corpora.base import REPAIRS, SOURCE, Skip
 from mmdata.errors import ShardIntegrityError
 from mmdata.shards.content import ContentAudit
+from mmdata.shards.durable import syncs
 from mmdata.shards.publish import disk_full_names
 from mmdata.shards.tar import ShardSink
 from mmdata.shards.task import (ShardJob, TaskResult, columns, index_rows, member_suffixes, reconcile_shard,
@@ -42,13 +44,22 @@ Meta = tuple["Skip | Sample", "list[int] | None", "tuple[str, str] | None", "Bas
 
 @dataclass
 class Prepared:
-    """One sample checked and encoded: its payloads (sorted field order), its index rows (``shard`` and the
-    ``offset_*`` columns are filled when written) and its ``feat_*`` values (the content audit's flags)."""
+    """One sample checked and encoded: its payloads (sorted field order; bytes, or read-only views once it
+    crossed processes), its index rows (``shard`` and the ``offset_*`` columns are filled when written) and its
+    ``feat_*`` values (the content audit's flags)."""
 
     key: str
     payloads: list[bytes]
     rows: list[dict[str, Any]]
     feats: dict[str, Any]
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        """Under protocol 5 the payloads go out of band (``PickleBuffer``), so Ray's object store and the local
+        engine's result files hold them beside the pickle, not copied into it, and hand them back as read-only
+        views (bytes-like: the tar sink and the audit take them as they are)."""
+        if protocol < 5:
+            return super().__reduce_ex__(protocol)
+        return Prepared, (self.key, [pickle.PickleBuffer(data) for data in self.payloads], self.rows, self.feats)
 
 
 def fault_hook(prefix: str, task: str) -> None:
@@ -120,17 +131,20 @@ def _fill(item: Prepared, shard: str, offsets: list[int], fields: list) -> list[
     return item.rows
 
 
-def write_group(job: ShardJob, index: int, picks: list[tuple[int, int]], *parts: list[Prepared | None]
-                ) -> TaskResult:
+def write_group(job: ShardJob, index: int, picks: list[tuple[int, int]], background: bool,
+                *parts: list[Prepared | None]) -> TaskResult:
     """Phase 2: write shard ``index`` from the prepared samples ``parts[slot][at]`` for ``(slot, at)`` in
-    ``picks`` (every one written: the driver planned the shard's end from the payload sizes).
+    ``picks`` (every one written: the driver planned the shard's end from the payload sizes). ``background``:
+    fsync the closed shard in this process's background syncs (:mod:`mmdata.shards.durable`; the backend then
+    waits for them before anything is published), else before returning.
 
     Raises:
         ShardIntegrityError: the samples do not fit one shard (a planning bug), or the keys read back differ.
     """
     fault_hook(job.prefix, f"shard{index}")
     fields, codecs = columns(job.features), member_suffixes(job)
-    sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=index)
+    sink = ShardSink(job.directory, job.prefix, job.max_samples, job.max_bytes, first=index,
+                     syncs=syncs() if background else None)
     result = TaskResult(None, 0, True, None, [], ContentAudit(job.features))  # type: ignore[arg-type]
     with sink, disk_full_names(lambda: sink.writing() or job.directory):
         for slot, at in picks:

@@ -195,6 +195,8 @@ def disk_full_names(current: Callable[[], object]) -> Iterator[None]:
     """Turn ENOSPC/EDQUOT inside the block into one :class:`DiskFullError` naming ``current()``, the file written."""
     try:
         yield
+    except DiskFullError:  # named already, by the block closest to the write (a shard's background fsync)
+        raise
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left" not in str(exc):
             raise

@@ -55,6 +55,9 @@ class RayTasks:
     """Ray as the task backend of :class:`~mmdata.shards.parted.PartedSplit` (see :class:`~mmdata.shards.
     parted.Tasks`): one remote function per task function, retried when its worker dies."""
 
+    #: A Ray task's process may be gone when the driver would wait for its syncs: each fsyncs its shard itself.
+    background_sync = False
+
     def __init__(self, ray: Any) -> None:
         self.ray, self.cpus = ray, int(ray.cluster_resources().get("CPU", 1))
         self.remotes: dict[tuple[Callable[..., Any], int], Any] = {}
@@ -81,6 +84,9 @@ class RayTasks:
             raise ShardIntegrityError(
                 f"{what}: a Ray task (reading and encoding a part, or writing a shard) failed for good "
                 f"({type(exc).__name__}, after up to {MAX_RETRIES} retries): {exc}; nothing published") from exc
+
+    def sync(self) -> None:
+        """Nothing to wait for: every shard-writing task fsynced its shard before it returned."""
 
     def cancel(self, refs: list[Any]) -> None:
         for ref in refs:
