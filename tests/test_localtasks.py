@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import gc
+import multiprocessing
 import os
 
 import pytest
 
+import mmdata.shards.build as build_module
 import mmdata.shards.write as write_module
 from mmdata.errors import DiskFullError, RemoteTraceback, ShardIntegrityError
 from mmdata.shards import localtasks
@@ -168,3 +170,18 @@ def test_a_failed_background_fsync_in_a_worker_is_a_disk_full_error_naming_the_s
     assert caught.value.__cause__ is not None
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     assert not _shm_leftovers()
+
+
+def _unreadable(path):
+    raise PermissionError(13, "Permission denied", str(path))
+
+
+def test_raw_files_are_hashed_meanwhile_and_a_hashing_error_is_raised_as_itself(tmp_path, monkeypatch):
+    """With several processes the fingerprint's files are hashed by a forked process while the splits are
+    written (the manifests equal one process's: the test above); when hashing fails there, the driver hashes
+    again and raises the error itself; nothing is published and the hashing process is reaped."""
+    monkeypatch.setattr(build_module, "sha256_file", _unreadable)
+    with pytest.raises(PermissionError, match="Permission denied"):
+        _shard("avmnist", raw("avmnist"), tmp_path / "out" / "avmnist", 2, 90)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not multiprocessing.active_children()

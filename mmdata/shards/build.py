@@ -5,9 +5,12 @@ mmdata output of the same corpus, or an empty folder, is ever replaced), and the
 """
 from __future__ import annotations
 
+import multiprocessing
 import shutil
+import signal
 from collections.abc import Iterable
 from contextlib import nullcontext
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,60 @@ ENGINES = ("local", "ray")
 
 def fingerprint(corpus: Corpus, root: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Which release was read and the size and sha256 of every raw file (paths relative to root)."""
+    return {**_release(corpus, root, options), "files": _files(corpus, root, options)}
+
+
+def _release(corpus: Corpus, root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    return {"release": corpus.describe(root, **options), "root": str(root)}
+
+
+def _files(corpus: Corpus, root: Path, options: dict[str, Any]) -> list[dict[str, Any]]:
     files = []
     for path in sorted(corpus.sources(root, **options)):
         rel = path.relative_to(root) if root.is_dir() else Path(path.name)
         files.append({"path": rel.as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-    return {"release": corpus.describe(root, **options), "root": str(root), "files": files}
+    return files
+
+
+class _FilesMeanwhile:
+    """The fingerprint's files hashed by a forked process while the splits are written (with several writer
+    processes the driver otherwise hashes every raw file alone before any split starts: 10% of an AV-MNIST run,
+    a quarter of an MM-IMDb one). Calling it returns them; if that process failed or died, they are hashed here,
+    so an unreadable raw file raises its own error, as without it."""
+
+    def __init__(self, corpus: Corpus, root: Path, options: dict[str, Any]) -> None:
+        self.args, self.files = (corpus, root, options), None
+        context = multiprocessing.get_context("fork")  # forked before any writer process or thread exists
+        self.conn, theirs = context.Pipe(duplex=False)
+        self.process = context.Process(target=self._hash, args=(theirs, self.args), daemon=True)
+        self.process.start()
+        theirs.close()
+
+    @staticmethod
+    def _hash(conn: Connection, args: tuple) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver, in the same process group, gets Ctrl-C
+        try:
+            conn.send(_files(*args))
+        except Exception:  # noqa: BLE001 - the driver hashes again and raises the error itself
+            conn.send(None)
+
+    def __call__(self) -> list[dict[str, Any]]:
+        if self.files is None:
+            try:
+                self.files = self.conn.recv()
+            except (EOFError, OSError):  # the process died
+                pass
+            self.close()
+            if self.files is None:
+                self.files = _files(*self.args)
+        return self.files
+
+    def close(self) -> None:
+        """Stop the process if it still runs (a failed run) and reap it."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
 
 
 def shard_corpus(name: str, root: str | Path, out: str | Path, *, reader: dict[str, Any] | None = None,
@@ -119,7 +171,9 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
                 ) -> dict[str, dict[str, Any]]:
     """Write every split into ``<out>.tmp-<pid>`` and publish it as ``out`` (the caller holds the lock)."""
     name = corpus.name
-    source = fingerprint(corpus, root, options)
+    # With several local processes the raw files are hashed meanwhile (Ray's driver holds threads: no fork there).
+    files = _FilesMeanwhile(corpus, root, options) if processes > 1 and ray is None else None
+    source = _release(corpus, root, options) if files else fingerprint(corpus, root, options)
     features = corpus.features(root, **options)
     params = {"reader": options, "max_samples": max_samples, "max_bytes": max_bytes,
               "max_skip_fraction": max_skip_fraction}
@@ -136,7 +190,7 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
                                            max_skip_fraction=max_skip_fraction, params=params, source=source,
                                            view=corpus.view_for(root, **options),
                                            ignored=count.ignored if count else 0, processes=processes,
-                                           writer=writer)
+                                           writer=writer, source_files=files)
             if count is not None:  # the reader and the release's own enumeration must agree, or nothing publishes
                 check_source_count(count, manifests[split], root, f"{name}/{split}")
         with disk_full_names(lambda: tmp / RECORD):
@@ -145,4 +199,7 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if files is not None:
+            files.close()
     return manifests

@@ -135,7 +135,8 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
                 max_samples: int = 1000, max_bytes: int = 256 << 20, max_skip_fraction: float = 0.05,
                 params: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
                 view: View | None = None, wait: bool = False, ignored: int = 0, processes: int = 1,
-                writer: Writer | None = None) -> dict[str, Any]:
+                writer: Writer | None = None, source_files: Callable[[], list[dict[str, Any]]] | None = None
+                ) -> dict[str, Any]:
     """Write one split as tar shards + index.parquet + manifest.json, atomically.
 
     Args:
@@ -147,6 +148,8 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
         max_samples, max_bytes: shard size bounds (a shard always holds at least one sample).
         max_skip_fraction: fail (nothing committed) when more than this share of raw items is skipped.
         params, source: the params used and the raw-source fingerprint, recorded in the manifest.
+        source_files: when given, the fingerprint's ``files`` (size and sha256 of every raw file), asked for
+            only once the shards are written, so hashing the raw files can go on meanwhile elsewhere.
         view: how stored samples expand into index rows (samples then carry ``__rows__``), or None.
         wait: when another run holds the output's lock, wait for it instead of failing.
         ignored: OS clutter files (``.DS_Store`` ...) found in the source folders, recorded in the report.
@@ -175,7 +178,7 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
             manifest = _write_into(tmp, items, features, corpus=corpus, split=split, max_samples=max_samples,
                                    max_bytes=max_bytes, max_skip_fraction=max_skip_fraction, params=params or {},
                                    source=source or {}, view=view, ignored=ignored, processes=processes,
-                                   writer=writer)
+                                   writer=writer, source_files=source_files)
             replace_dir(tmp, split_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
@@ -194,8 +197,8 @@ def _admitted(items: Iterable[Sample | Skip], features: Features, ledger: _Ledge
 
 def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *, corpus: str, split: str,
                 max_samples: int, max_bytes: int, max_skip_fraction: float, params: dict[str, Any],
-                source: dict[str, Any], view: View | None, ignored: int, processes: int, writer: Writer | None
-                ) -> dict[str, Any]:
+                source: dict[str, Any], view: View | None, ignored: int, processes: int, writer: Writer | None,
+                source_files: Callable[[], list[dict[str, Any]]] | None) -> dict[str, Any]:
     if max_samples < 1 or max_bytes < 1:
         raise ValueError("max_samples and max_bytes must be positive")
     label, names = _label_name(features), sorted(features)
@@ -219,7 +222,8 @@ def _write_into(tmp: Path, items: Iterable[Sample | Skip], features: Features, *
         "shards": [{**{k: v for k, v in s.items() if k != "keys"}, "rows": per_shard[s["name"]]} for s in shards],
         "samples": report["written"], "rows": len(rows),
         **_label_summary([row["label"] for row in rows], features, label),
-        "source": source, "params": params, "report": report,
+        "source": source if source_files is None else {**source, "files": source_files()},
+        "params": params, "report": report,
     }
     with disk_full_names(lambda: tmp / MANIFEST):
         write_json_atomic(tmp / MANIFEST, manifest)  # last: its presence means the split is complete
