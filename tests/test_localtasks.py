@@ -8,13 +8,20 @@ import errno
 import gc
 import multiprocessing
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 import mmdata.shards.build as build_module
 import mmdata.shards.write as write_module
 from mmdata.errors import DiskFullError, RemoteTraceback, ShardIntegrityError
-from mmdata.shards import localtasks
+from mmdata.shards import handoff
 from mmdata.shards.build import shard_corpus
 from mmdata.shards.codec import encode
 from mmdata.shards.localtasks import LocalSplit, LocalTasks
@@ -34,7 +41,9 @@ def splits(monkeypatch):
 
 
 def _shm_leftovers() -> list[str]:
-    return [name for name in os.listdir(localtasks.scratch_root() or "/tmp") if name.startswith("mmdata-parts-")]
+    """This process's folders of result files (another test run on the machine may hold its own meanwhile)."""
+    root = handoff.scratch_root() or tempfile.gettempdir()
+    return [name for name in os.listdir(root) if name.startswith(f"mmdata-parts-{os.getpid()}-")]
 
 
 def _shard(name: str, root, out, processes: int, max_samples: int) -> dict:
@@ -185,3 +194,80 @@ def test_raw_files_are_hashed_meanwhile_and_a_hashing_error_is_raised_as_itself(
         _shard("avmnist", raw("avmnist"), tmp_path / "out" / "avmnist", 2, 90)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     assert not multiprocessing.active_children()
+
+
+def test_a_killed_writers_folders_are_removed_by_the_next_run(tmp_path):
+    """A writer killed with SIGKILL leaves its folder of hand-over files (memory, in /dev/shm); the next one
+    removes the folders of processes that are gone, and keeps those of live ones."""
+    root = Path(handoff.scratch_root() or tempfile.gettempdir())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    stale = [root / f"mmdata-{kind}-{dead}-test" for kind in ("parts", "handoff")]
+    live = root / f"mmdata-parts-{os.getppid()}-test"
+    for folder in (*stale, live):
+        folder.mkdir()
+        (folder / "result-0-0").write_bytes(b"x" * 100)
+    try:
+        LocalTasks(2).close()
+        handoff.scratch_folder("handoff").cleanup()
+        assert [folder.exists() for folder in (*stale, live)] == [False, False, True]
+    finally:
+        for folder in (*stale, live):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+_SLOW_RUN = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+import mmdata.shards.write as write_module
+from mmdata.shards.build import shard_corpus
+from mmdata.shards.codec import encode
+
+def slow(value, field):
+    time.sleep(0.002)
+    return encode(value, field)
+
+write_module.encode = slow
+print(os.getpid(), flush=True)
+shard_corpus("avmnist", {root!r}, {out!r}, max_samples=40, progress=False, processes={processes})
+"""
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process parents from /proc")
+@pytest.mark.parametrize("name", ["avmnist", "mosi"])
+def test_a_writer_killed_with_sigkill_leaves_no_worker_holding_its_lock(tmp_path, name):
+    """SIGKILL to the driver mid-write (two-phase engine: avmnist; driver engine: mosi, read whole): its workers
+    and hashing process end too (they inherited the output lock's flock and the driver's pipe ends), so the next
+    run takes the lock, removes the killed run's folders and writes the output."""
+    out = tmp_path / "out" / name
+    code = _SLOW_RUN.format(repo=str(Path(__file__).parents[1]), root=str(raw(name)), out=str(out), processes=2)
+    code = code.replace('"avmnist"', repr(name))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    deadline = time.monotonic() + 60
+    while len(_children(pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    children = _children(pid)
+    assert len(children) >= 2, "the workers never started"
+    os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{child}").exists() for child in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [child for child in children if Path(f"/proc/{child}").exists()]
+    assert not (out / "mmdata.json").exists()
+    _shard(name, raw(name), out, 2, 40)  # a worker still holding the flock would make this a LockError
+    root = Path(handoff.scratch_root() or tempfile.gettempdir())
+    assert not list(root.glob(f"mmdata-*-{pid}-*"))
+    assert sorted(p.name for p in out.parent.iterdir()) == [name]  # no temporary folder or lock file left

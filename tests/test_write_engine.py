@@ -114,7 +114,8 @@ def _encode_unpicklable(value, field):
 def _slot_folders() -> set[str]:
     from mmdata.shards.handoff import scratch_root
 
-    return {p.name for p in Path(scratch_root() or tempfile.gettempdir()).glob("mmdata-handoff-*")}
+    # This process's only: another test run on the machine may hold its own meanwhile.
+    return {p.name for p in Path(scratch_root() or tempfile.gettempdir()).glob(f"mmdata-handoff-{os.getpid()}-*")}
 
 
 def _pool_job(tmp_path: Path, encoder=encode):

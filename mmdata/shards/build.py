@@ -6,6 +6,7 @@ mmdata output of the same corpus, or an empty folder, is ever replaced), and the
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import signal
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from mmdata.corpora.base import Corpus, Skip, require_root
 from mmdata.errors import ConfigError
 from mmdata.shards.localtasks import LocalSplit
 from mmdata.shards.manifest import sha256_file
+from mmdata.shards.orphans import end_with_parent
 from mmdata.shards.parted import SplitSource
 from mmdata.shards.publish import (check_output, disk_full_names, interruptible, output_lock, remove_stale,
                                    replace_dir, temp_path)
@@ -59,12 +61,14 @@ class _FilesMeanwhile:
         self.args, self.files = (corpus, root, options), None
         context = multiprocessing.get_context("fork")  # forked before any writer process or thread exists
         self.conn, theirs = context.Pipe(duplex=False)
-        self.process = context.Process(target=self._hash, args=(theirs, self.args), daemon=True)
+        self.process = context.Process(target=self._hash, args=(theirs, self.args, os.getpid(), self.conn),
+                                       daemon=True)
         self.process.start()
         theirs.close()
 
     @staticmethod
-    def _hash(conn: Connection, args: tuple) -> None:
+    def _hash(conn: Connection, args: tuple, parent: int, parent_end: Connection) -> None:
+        end_with_parent(parent, [parent_end])
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver, in the same process group, gets Ctrl-C
         try:
             conn.send(_files(*args))

@@ -17,6 +17,8 @@ import gc
 import mmap
 import os
 import pickle
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mmdata.shards.publish import pid_alive
 from mmdata.shards.task import Admitted, ShardJob, Task, TaskResult, run_task
 
 _IOV_MAX = 1024  # buffers per pwritev call (the POSIX minimum of IOV_MAX)
@@ -33,6 +36,20 @@ _IOV_MAX = 1024  # buffers per pwritev call (the POSIX minimum of IOV_MAX)
 def scratch_root() -> str | None:
     """Where handoff folders go: shared memory where the system has it, else the default temp folder."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def scratch_folder(kind: str) -> tempfile.TemporaryDirectory:
+    """A new folder ``mmdata-<kind>-<pid>-*`` for this process's hand-over files, under :func:`scratch_root`.
+
+    The folders of processes that are gone are removed first: a writer killed with SIGKILL (or by the OOM killer)
+    never removes its own, and in ``/dev/shm`` what it held is memory until the next reboot.
+    """
+    root = Path(scratch_root() or tempfile.gettempdir())
+    for folder in root.glob(f"mmdata-{kind}-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"mmdata-{kind}-{os.getpid()}-", dir=root)
 
 
 @contextmanager

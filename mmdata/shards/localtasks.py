@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from mmdata.corpora.base import Skip
 from mmdata.errors import RemoteTraceback, ShardIntegrityError
 from mmdata.shards.engine import Admitted, ShardJob, Written
 from mmdata.shards.durable import syncs
-from mmdata.shards.handoff import dump, load, scratch_root
+from mmdata.shards.handoff import dump, load, scratch_folder
+from mmdata.shards.orphans import end_with_parent
 from mmdata.shards.parted import PartedSplit, SplitSource
 from mmdata.shards.taskpool import error_reply
 from mmdata.types import Sample
@@ -49,12 +49,13 @@ class Ref:
     task: int = -1
 
 
-def _serve(conn: Connection, values: dict[int, Any]) -> None:
+def _serve(conn: Connection, values: dict[int, Any], parent: int, parent_ends: list[Connection]) -> None:
     """A worker's loop: run each task file named by a message, its results into their files, and answer
     ``(task, None)`` or ``(task, error reply)``; stop at an empty message."""
+    end_with_parent(parent, parent_ends)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver, in the same process group, gets Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    while message := conn.recv_bytes():
+    while message := _next(conn):
         task, path, outs = pickle.loads(message)
         try:
             function, args = load(path)
@@ -65,6 +66,14 @@ def _serve(conn: Connection, values: dict[int, Any]) -> None:
         except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it where it is fetched
             reply = pickle.dumps((task, error_reply(error)))
         conn.send_bytes(reply)
+
+
+def _next(conn: Connection) -> bytes:
+    """The driver's next message; empty (stop) when the driver is gone (killed: its end of the pipe closed)."""
+    try:
+        return conn.recv_bytes()
+    except (EOFError, OSError):
+        return b""
 
 
 def _wait_syncs() -> None:
@@ -97,7 +106,7 @@ class LocalTasks:
         self.cpus = processes
         self.values: dict[int, Any] = {}  # what the driver put, inherited by the workers
         self.keys = itertools.count()
-        self.folder = tempfile.TemporaryDirectory(prefix="mmdata-parts-", dir=scratch_root())
+        self.folder = scratch_folder("parts")
         self.workers: list[_Worker] = []
         self.done: dict[int, BaseException | None] = {}  # finished task -> its error (None: ok)
         self.holding: dict[int, list[Ref]] = {}  # task out -> the refs it reads (kept alive until it is done)
@@ -188,7 +197,9 @@ class LocalTasks:
         context = multiprocessing.get_context("fork")  # the put values (the job) are inherited, not sent
         for _ in range(self.cpus):
             ours, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs, self.values), daemon=True)
+            parent_ends = [*(worker.conn for worker in self.workers), ours]  # inherited by the fork
+            process = context.Process(target=_serve, args=(theirs, self.values, os.getpid(), parent_ends),
+                                      daemon=True)
             process.start()
             theirs.close()
             self.workers.append(_Worker(process, ours))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch._utils import ExceptionWrapper
 
+from mmdata.shards.orphans import end_with_parent
 from mmdata.shards.slots import Packed, Slots, forget, register, release_stale
 from mmdata.shards.stream import EpochStream, pin
 
@@ -116,8 +117,11 @@ def _produce(stream: EpochStream, slots: Slots, conn: Connection, worker: int, w
     return None
 
 
-def _work(stream: EpochStream, conn: Connection, worker: int, workers: int) -> None:
+def _work(stream: EpochStream, conn: Connection, worker: int, workers: int, parent: int,
+          parent_ends: list[Connection]) -> None:
     """A worker process: follow ``start`` commands until ``stop`` or the main process goes away."""
+    # No kill with the parent: a persistent worker may outlive the thread that started it (mmdata.shards.orphans).
+    end_with_parent(parent, parent_ends, kill=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(1)  # two workers on two cores: intra-op threads would only contend
     os.nice(WORKER_NICE)
@@ -171,7 +175,11 @@ class WorkerPool:
         context = multiprocessing.get_context()
         for worker in range(self.workers):
             ours, theirs = context.Pipe()
-            process = context.Process(target=_work, args=(self.stream, theirs, worker, self.workers), daemon=True)
+            # Forked, a worker inherits the main process's ends of every pipe so far: it closes them (end of file
+            # then tells it the main process is gone). Spawned, it inherits none.
+            parent_ends = [*self.conns, ours] if context.get_start_method() == "fork" else []
+            process = context.Process(target=_work, args=(self.stream, theirs, worker, self.workers, os.getpid(),
+                                                          parent_ends), daemon=True)
             process.start()
             theirs.close()
             self.processes.append(process)

@@ -39,7 +39,7 @@ def temp_path(out: Path) -> Path:
     return out.with_name(f"{out.name}.tmp-{os.getpid()}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while process ``pid`` runs; a zombie (killed, not yet reaped) is gone: it writes nothing more."""
     if pid == os.getpid():
         return True
@@ -58,7 +58,7 @@ def _pid_alive(pid: int) -> bool:
 def _stale(path: Path, base: str) -> bool:
     """True for ``<base>.tmp-<pid>`` / ``<base>.old-<pid>`` whose process is gone."""
     match = _TEMP.match(path.name)
-    return bool(match) and match["base"] == base and not _pid_alive(int(match["pid"]))
+    return bool(match) and match["base"] == base and not pid_alive(int(match["pid"]))
 
 
 def remove_stale(out: Path, children: tuple[str, ...] = ()) -> list[Path]:

@@ -16,10 +16,10 @@ driver, in the same process group, gets it and stops them) and die on SIGTERM.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
 import socket
-import tempfile
 import traceback
 from collections import deque
 from concurrent.futures import Future
@@ -30,7 +30,8 @@ from typing import Any
 
 from mmdata.errors import RemoteTraceback, ShardIntegrityError
 from mmdata.shards.durable import syncs
-from mmdata.shards.handoff import pack, run_packed, scratch_root
+from mmdata.shards.handoff import pack, run_packed, scratch_folder
+from mmdata.shards.orphans import end_with_parent
 from mmdata.shards.task import ShardJob, Task, TaskResult
 
 #: Tasks a worker holds at once: the one it runs and the next, already sent.
@@ -52,9 +53,10 @@ def error_reply(error: BaseException) -> bytes:
 _SYNC = b"sync"
 
 
-def _serve(conn: Connection, job: ShardJob) -> None:
+def _serve(conn: Connection, job: ShardJob, parent: int, parent_ends: list[Connection]) -> None:
     """A worker's loop: run each packed task that arrives and send its result or error back; on :data:`_SYNC`,
     wait for the shards it wrote to be on disk and say so; stop at an empty message."""
+    end_with_parent(parent, parent_ends)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler, inherited by fork
     while message := conn.recv_bytes():
@@ -91,14 +93,15 @@ class TaskPool:
     """``workers`` forked processes running shard tasks of ``job``; results come back as futures."""
 
     def __init__(self, job: ShardJob, workers: int) -> None:
-        self.folder = tempfile.TemporaryDirectory(prefix="mmdata-handoff-", dir=scratch_root())
+        self.folder = scratch_folder("handoff")
         self.free = [Path(self.folder.name) / f"slot-{i}" for i in range(workers * DEPTH)]
         context = multiprocessing.get_context("fork")  # the job (and any patched module) is inherited, not sent
         self.workers: list[_Worker] = []
         for _ in range(workers):
             ours, theirs = context.Pipe()
             _widen(theirs)
-            process = context.Process(target=_serve, args=(theirs, job), daemon=True)
+            parent_ends = [*(worker.conn for worker in self.workers), ours]  # inherited by the fork
+            process = context.Process(target=_serve, args=(theirs, job, os.getpid(), parent_ends), daemon=True)
             process.start()
             theirs.close()
             self.workers.append(_Worker(process, ours))
