@@ -175,15 +175,16 @@ def _shard_into(corpus: Corpus, root: Path, out: Path, options: dict[str, Any], 
                 ) -> dict[str, dict[str, Any]]:
     """Write every split into ``<out>.tmp-<pid>`` and publish it as ``out`` (the caller holds the lock)."""
     name = corpus.name
-    # With several local processes the raw files are hashed meanwhile (Ray's driver holds threads: no fork there).
-    files = _FilesMeanwhile(corpus, root, options) if processes > 1 and ray is None else None
-    source = _release(corpus, root, options) if files else fingerprint(corpus, root, options)
-    features = corpus.features(root, **options)
     params = {"reader": options, "max_samples": max_samples, "max_bytes": max_bytes,
               "max_skip_fraction": max_skip_fraction}
     tmp = temp_path(out)
     manifests = {}
-    try:
+    files = None
+    try:  # the hashing process too: an error before the first split still reaps it
+        # With several local processes the raw files are hashed meanwhile (Ray's driver holds threads: no fork).
+        files = _FilesMeanwhile(corpus, root, options) if processes > 1 and ray is None else None
+        source = _release(corpus, root, options) if files is not None else fingerprint(corpus, root, options)
+        features = corpus.features(root, **options)
         for split in corpus.splits:
             items, writer = _split_items(corpus, root, split, options, max_samples, ray, processes)
             items = tqdm(items, desc=f"{name}/{split}", unit="sample",

@@ -30,12 +30,12 @@ from typing import Any
 
 from mmdata.corpora.base import Skip
 from mmdata.errors import RemoteTraceback, ShardIntegrityError
-from mmdata.shards.engine import Admitted, ShardJob, Written
 from mmdata.shards.durable import syncs
+from mmdata.shards.engine import Admitted, ShardJob, Written
 from mmdata.shards.handoff import dump, load, scratch_folder
 from mmdata.shards.orphans import end_with_parent
 from mmdata.shards.parted import PartedSplit, SplitSource
-from mmdata.shards.taskpool import error_reply
+from mmdata.shards.taskpool import error_reply, stop_workers
 from mmdata.types import Sample
 
 
@@ -210,17 +210,7 @@ class LocalTasks:
 
     def close(self, failed: bool = False) -> None:
         """Stop the workers (at once after a failure: SIGKILL) and remove every file."""
-        for worker in self.workers:
-            if failed:
-                worker.process.kill()
-            else:
-                try:
-                    worker.conn.send_bytes(b"")
-                except OSError:  # already gone
-                    worker.process.kill()
-        for worker in self.workers:
-            worker.process.join()
-            worker.conn.close()
+        stop_workers(self.workers, failed)
         self.workers.clear()
         self.folder.cleanup()
 

@@ -176,15 +176,21 @@ class TaskPool:
 
     def close(self, failed: bool) -> None:
         """Stop the workers (at once after a failure: SIGKILL) and remove the slot files."""
-        for worker in self.workers:
-            if failed:
-                worker.process.kill()
-            else:
-                try:
-                    worker.conn.send_bytes(b"")
-                except OSError:  # already gone
-                    worker.process.kill()
-        for worker in self.workers:
-            worker.process.join()
-            worker.conn.close()
+        stop_workers(self.workers, failed)
         self.folder.cleanup()
+
+
+def stop_workers(workers: list[Any], failed: bool) -> None:
+    """Stop worker processes (each with ``process`` and ``conn``, the driver's pipe end): an empty message asks
+    each to stop; after a failure, or for one already gone, SIGKILL. Returns once all are reaped."""
+    for worker in workers:
+        if failed:
+            worker.process.kill()
+        else:
+            try:
+                worker.conn.send_bytes(b"")
+            except OSError:  # already gone
+                worker.process.kill()
+    for worker in workers:
+        worker.process.join()
+        worker.conn.close()
