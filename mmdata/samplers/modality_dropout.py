@@ -11,6 +11,7 @@ least one modality is dropped and at least one is kept (an all-placeholder tuple
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,12 +46,18 @@ def modality_dropout(n: int, rng: np.random.Generator, *, modalities: Sequence[s
         raise ValueError(f"need 0 <= p <= 1 and scope in {SCOPES}, got p={p}, scope={scope!r}")
     if num_modalities < 2 and p > 0:
         raise ValueError(f"modality dropout needs >= 2 modalities (one must stay), got {list(modalities)}")
-    active = rng.random(1 if scope == "batch" else n) < p
-    active = np.broadcast_to(active, (n,))
+    active = rng.random(1 if scope == "batch" else n) < p  # [1] or [n]
     # Subsets are the bit patterns 1 .. 2^M - 2: neither empty nor all modalities.
     dropped_set = rng.integers(1, max(2 ** num_modalities - 1, 2), size=n)
-    bits = (dropped_set[:, None] >> np.arange(num_modalities)) & 1
-    return ~(bits.astype(bool) & active[:, None])
+    return ~(_subset_bits(num_modalities)[dropped_set] & active[:, None])
+
+
+@functools.lru_cache(maxsize=16)
+def _subset_bits(num_modalities: int) -> np.ndarray:
+    """bool ``[2^M, M]``: row ``s`` holds the bits of subset ``s`` (a lookup is ~3x faster than shifting them)."""
+    bits = ((np.arange(2 ** num_modalities)[:, None] >> np.arange(num_modalities)) & 1).astype(bool)
+    bits.setflags(write=False)  # shared between calls through the cache
+    return bits
 
 
 def drop_tuples(tuples: Tuples, mask: np.ndarray) -> Tuples:
@@ -66,7 +73,11 @@ def drop_tuples(tuples: Tuples, mask: np.ndarray) -> Tuples:
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (tuples.idx.shape[0], tuples.idx.shape[2]):
         raise ValueError(f"mask must be [n, M] = {[tuples.idx.shape[0], tuples.idx.shape[2]]}, got {mask.shape}")
-    return Tuples(np.where(mask[:, None, :], tuples.idx, DROPPED), tuples.modalities)
+    idx = tuples.idx.copy()
+    # Through the [n, M, k] view the mask indexes whole rows of k: 2-3x faster than a where() broadcasting
+    # [n, 1, M] against [n, k, M] (an inner loop of M elements).
+    idx.transpose(0, 2, 1)[~mask] = DROPPED
+    return Tuples(idx, tuples.modalities)
 
 
 def drop_batch(batch: Mapping[str, Any], mask: np.ndarray, modalities: Sequence[str], *,
