@@ -48,7 +48,7 @@ from mmdata.shards.members import BATCH_DECODE_MAX  # noqa: E402
 from mmdata.shards.codec import decode_npy_batch, decoder  # noqa: E402
 from mmdata.shards.collate import collate  # noqa: E402
 from mmdata.shards.read import SplitShards  # noqa: E402
-from mmdata.shards.tar import MemberReader  # noqa: E402
+from mmdata.shards.members import MemberReader  # noqa: E402
 from common import settled  # noqa: E402
 from mmdata.synth import SYNTHS  # noqa: E402
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
 import numpy as np  # noqa: E402
 
 from mmdata.shards.read import SplitShards, resolve_split_dir  # noqa: E402
-from mmdata.shards.tar import MemberReader  # noqa: E402
+from mmdata.shards.members import MemberReader  # noqa: E402
 from mmdata.types import Field, field_modality  # noqa: E402
 
 

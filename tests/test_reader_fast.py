@@ -13,7 +13,7 @@ from mmdata.shards.codec import _decode_image, decoder, encode
 from mmdata.shards.index import read_index
 from mmdata.shards.manifest import INDEX
 from mmdata.shards.read import SplitShards
-from mmdata.shards.tar import MemberReader
+from mmdata.shards.members import MemberReader
 from mmdata.shards.write import write_split
 from mmdata.types import Field, View
 from tests.conftest import toy_samples

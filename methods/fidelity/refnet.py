@@ -17,6 +17,7 @@ import torch
 from methods import refnet
 from methods.fidelity.schemas import ArrayBatches
 from methods.loop import fit
+from methods.parallel import available_cores, run_parallel
 from mmdata.rng import make_rng, torch_seed
 from mmdata.types import Field
 
@@ -235,7 +236,10 @@ def refnet_unimodal(*, seed_offset: int = 0, seeds: int = 5, gamma: float = 0.1,
     """
     settings = {"gamma": gamma, "epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train,
                 "n_test": n_test, "centre_scale": centre_scale, "model": UNIMODAL_MODEL}
-    rows = [_one_seed((seed_offset, "refnet_unimodal", s), (0.0, gamma), settings) for s in range(seeds)]
+    # seeds side by side, one thread each (the CLI's default; more would not fork safely): the same numbers
+    processes = available_cores() if torch.get_num_threads() == 1 else 1
+    rows = run_parallel(_one_seed, [((seed_offset, "refnet_unimodal", s), (0.0, gamma), settings)
+                                    for s in range(seeds)], processes)
     higher = {x: sum(r[f"r2_{x}_refiner"] > r[f"r2_{x}_base"] for r in rows) for x in ("x1", "x2")}
     mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
     drop = mean["accuracy_base"] - mean["accuracy_refiner"]

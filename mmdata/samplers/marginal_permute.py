@@ -29,7 +29,7 @@ import numpy as np
 from mmdata.samplers.derange import MAX_TRIES, derangements
 from mmdata.shards.collate import collate
 from mmdata.shards.read import SplitShards
-from mmdata.shards.tar import MemberReader
+from mmdata.shards.members import MemberReader
 from mmdata.types import Sample, Tuples
 
 

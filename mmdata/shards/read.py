@@ -35,7 +35,7 @@ from mmdata.shards.split import DEFAULT_SHARDS_ROOT, SplitShards, resolve_split_
 from mmdata.shards.pool import WorkerPool
 from mmdata.shards.remote import RemoteReader, open_split
 from mmdata.shards.stream import EpochStream, pin
-from mmdata.shards.tar import MemberReader
+from mmdata.shards.members import MemberReader
 from mmdata.types import Features, Sample
 
 Augment = Callable[[Sample, np.random.Generator], Sample]

@@ -274,6 +274,3 @@ def shard_keys(path: Path) -> list[str]:
             keys.append(key)
     return [key.decode(tarfile.ENCODING, "surrogateescape") for key in keys]
 
-
-# The checked member reader lives in mmdata.shards.members; imported here for the modules that import it from tar.
-from mmdata.shards.members import MemberReader  # noqa: E402,F401
