@@ -268,7 +268,7 @@ def test_the_graph_sees_lazy_relative_and_bench_imports():
     targets = {(imp.target, imp.lazy) for imp in GRAPH[ROOT]}
     assert ("mmdata.errors", False) in targets and ("mmdata.shards.read", True) in targets
     assert "bench.common" in {imp.target for imp in GRAPH["bench.augment"]}
-    assert "mmdata.shards.tar" in {imp.target for imp in GRAPH["mmdata.shards.read"]}
+    assert "mmdata.shards.members" in {imp.target for imp in GRAPH["mmdata.shards.read"]}
 
 
 def _with_imports(monkeypatch: pytest.MonkeyPatch, *imports: Import) -> None:
