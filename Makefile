@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml
 	@# Byte-compiled on both cores instead of by pip on one (its compile was half of set-up: 50 s -> 25 s). Not
 	@# left to first imports: with PYTHONDONTWRITEBYTECODE set (as on these machines) every stage would recompile torch.
 	@# Some packages ship files that do not compile (templates, other Pythons' fixtures); pip skips them too.
-	$(BIN)/python -m compileall -q -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+	$(BIN)/python -m compileall -q -j 0 \
+	  $$($(BIN)/python -c 'import sysconfig; p = sysconfig.get_paths(); print(*{p["purelib"], p["platlib"]})') \
 	  >/dev/null || true
 	touch $(STAMP)
 
