@@ -7,19 +7,27 @@ positive (an augmented view) and of its k negatives (e.g. disturbed tuples); per
 
 computed as ``-log_softmax(logits)[0]`` for numerical stability. Unlike the classic in-batch InfoNCE,
 the negatives are per anchor (``[n, k, d]``), which is what tuple disturbing needs.
+
+On CPU (float32, float64) the loss runs as one fused kernel per direction (:mod:`mmdata.samplers.fused_loss`);
+elsewhere, and with ``kernel="torch"``, as the composed torch form below. Both compute the same values up to float
+rounding (tests/test_fused_loss.py).
 """
 from __future__ import annotations
 
 import torch
 
+from mmdata.samplers import fused_loss
+
 SIMILARITIES = ("cosine", "dot")
+#: ``kernel`` values: "auto" = fused where :func:`mmdata.samplers.fused_loss.applies`, else torch.
+KERNELS = ("auto", "fused", "torch")
 #: Smallest norm divided by in cosine similarity (F.normalize's default eps).
 EPS = 1e-12
 
 
 def tuple_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, *,
                   temperature: float = 0.1, similarity: str = "cosine",
-                  negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+                  negative_mask: torch.Tensor | None = None, kernel: str = "auto") -> torch.Tensor:
     """Per-anchor InfoNCE loss over (positive + negatives).
 
     Args:
@@ -30,19 +38,29 @@ def tuple_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
         similarity: "cosine" (embeddings L2-normalised first) or "dot".
         negative_mask: optional bool ``[n, k]``, False = ignore that negative (e.g. the -1 padding of
             :func:`mmdata.samplers.pairs.hard_negatives`).
+        kernel: "auto", "fused" (CPU float32/float64 only) or "torch". The fused kernel is differentiable once;
+            take "torch" for second derivatives (e.g. a gradient penalty through the loss).
 
     Returns:
         ``[n]`` loss per anchor (average it, or weight it, yourself); differentiable.
 
     Raises:
-        ValueError: unknown similarity, non-positive temperature, or mismatched shapes.
+        ValueError: unknown similarity or kernel, non-positive temperature, mismatched shapes, or "fused" on
+            tensors it cannot run on.
     """
     if similarity not in SIMILARITIES or temperature <= 0:
         raise ValueError(f"similarity must be one of {SIMILARITIES} and temperature > 0, got "
                          f"{similarity!r}, {temperature}")
-    if anchor.shape != positive.shape or negatives.shape[::2] != anchor.shape:
+    if anchor.shape != positive.shape or negatives.dim() != 3 or negatives.shape[::2] != anchor.shape:
         raise ValueError(f"need anchor, positive [n, d] and negatives [n, k, d]; got {tuple(anchor.shape)}, "
                          f"{tuple(positive.shape)}, {tuple(negatives.shape)}")
+    fusable = fused_loss.applies(anchor, positive, negatives)
+    if kernel not in KERNELS or (kernel == "fused" and not fusable):
+        raise ValueError(f"kernel must be one of {KERNELS} (\"fused\" needs CPU tensors of one dtype in "
+                         f"{fused_loss.DTYPES}); got {kernel!r} on {anchor.device} {anchor.dtype}")
+    if fusable and kernel != "torch":
+        return fused_loss.tuple_infonce_fused(anchor, positive, negatives, negative_mask, temperature=temperature,
+                                              cosine=similarity == "cosine", eps=EPS)
     # Two passes over negatives [n, k, d] (the only large input): one product, one norm (cosine). Scaling the small
     # [n, 1 + k] logits instead of normalising every negative is 2x faster forward and 2-4x faster backward than
     # F.normalize + einsum; fused kernels (vector_norm, vecdot, log_softmax) over a product and a sum each cut
