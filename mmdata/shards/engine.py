@@ -68,19 +68,26 @@ def planned_count(samples: list[Admitted], job: ShardJob, start: int = 0, failed
     A shard cut by bytes is given its first sample that does not fit, so the task sees the cut itself; with a
     size unknown before encoding the task is given every sample and the count is a guess by ``max_samples``.
     """
-    names, offset, written, known, cut = sorted(job.features), 0, 0, True, None
+    fields = [(name, job.features[name]) for name in sorted(job.features)]
+    offset, written, known, cut = 0, 0, True, None
     for i, (_, sample, *_) in enumerate(samples):
         if start + i in failed:
             continue
         if written == job.max_samples:
             return (i, i, True) if known else (i, len(samples), False)
-        sizes = [encoded_size(sample[name], job.features[name]) for name in names] if known else []
-        known = known and None not in sizes
-        if known and written and offset + sum(size + 1024 for size in sizes) > job.max_bytes:
+        room = padded = 0  # the sample's room as ShardSink.rotates counts it, and its bytes in the tar
+        for name, feature in fields if known else ():  # one loop, no per-sample lists: the driver plans every sample
+            size = encoded_size(sample[name], feature)
+            if size is None:
+                known = False
+                break
+            room += size + 1024
+            padded += 512 + size + -size % 512
+        if known and written and offset + room > job.max_bytes:
             cut = i
             break
         if known:
-            offset += sum(512 + size + -size % 512 for size in sizes)
+            offset += padded
         written += 1
     if cut is not None:
         return cut, cut + 1, True

@@ -95,7 +95,7 @@ def _label_summary(labels: list[Any], features: Features, label: str) -> dict[st
                               "mean": float(values.mean()), "rounded_counts": dict(sorted(rounded.items()))}}
 
 
-def _admit(item: Sample | Skip, features: Features, seen: dict[str, tuple[str, str]], ledger: _Ledger, where: str
+def _admit(item: Sample | Skip, longest: int, seen: dict[str, tuple[str, str]], ledger: _Ledger, where: str
            ) -> Admitted | None:
     """Count one raw item; return it admitted (see :data:`mmdata.shards.task.Admitted`), or None after recording
     why it was skipped. Only the sequential checks run here (key, name length, duplicates); the schema checks run
@@ -112,18 +112,18 @@ def _admit(item: Sample | Skip, features: Features, seen: dict[str, tuple[str, s
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
         ledger.skip(Skip(str(key), source, "bad_key", f"key {key!r} does not match {KEY_PATTERN.pattern}"))
         return None
-    longest = max(len(f".{n}.{f.codec}") for n, f in features.items())
     if len(key.encode()) + longest > MAX_MEMBER_NAME:
         ledger.skip(Skip(key, source, "key_too_long",
                                  f"member names of key {key} exceed {MAX_MEMBER_NAME} bytes"))
         return None
     # Keyed by the lower-case key: 'Clip' and 'clip' are one file where a shard is unpacked on macOS or Windows.
-    if key.lower() in seen:
-        first, first_source = seen[key.lower()]
+    folded = key.lower()
+    if folded in seen:
+        first, first_source = seen[folded]
         reason, which = ("duplicate_key", "") if first == key else ("duplicate_key_case", f" as {first}")
         ledger.skip(Skip(key, source, reason, f"key {key} already written{which} from {first_source}"))
         return None
-    seen[key.lower()] = (key, source)
+    seen[folded] = (key, source)
     return ledger.raw - 1, sample, rows, repairs, source
 
 
@@ -189,8 +189,9 @@ def write_split(items: Iterable[Sample | Skip], features: Features, split_dir: P
 def _admitted(items: Iterable[Sample | Skip], features: Features, ledger: _Ledger, where: str) -> Iterator[Admitted]:
     """The samples that pass admission (key, unique keys), in source order; the ledger counts the rest."""
     seen: dict[str, tuple[str, str]] = {}
+    longest = max(len(f".{n}.{f.codec}") for n, f in features.items())  # the longest member-name suffix
     for item in items:
-        admitted = _admit(item, features, seen, ledger, where)
+        admitted = _admit(item, longest, seen, ledger, where)
         if admitted is not None:
             yield admitted
 
