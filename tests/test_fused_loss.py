@@ -113,3 +113,10 @@ def test_no_graph_without_gradients():
         assert tuple_infonce(*inputs).grad_fn is None
     assert tuple_infonce(*[x.detach() for x in inputs]).grad_fn is None
     assert tuple_infonce(*inputs).grad_fn is not None
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_a_mask_of_the_wrong_shape_is_named(kernel):
+    inputs = _inputs(4, 3, 5, torch.float32)
+    with pytest.raises(ValueError, match=r"negative_mask must broadcast to \[n, k\] = \[4, 3\]; got \[4, 4\]"):
+        tuple_infonce(*inputs, negative_mask=torch.ones(4, 4, dtype=torch.bool), kernel=kernel)

@@ -45,8 +45,8 @@ def tuple_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
         ``[n]`` loss per anchor (average it, or weight it, yourself); differentiable.
 
     Raises:
-        ValueError: unknown similarity or kernel, non-positive temperature, mismatched shapes, or "fused" on
-            tensors it cannot run on.
+        ValueError: unknown similarity or kernel, non-positive temperature, mismatched shapes (a mask that does
+            not broadcast to ``[n, k]`` included), or "fused" on tensors it cannot run on.
     """
     if similarity not in SIMILARITIES or temperature <= 0:
         raise ValueError(f"similarity must be one of {SIMILARITIES} and temperature > 0, got "
@@ -54,6 +54,9 @@ def tuple_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
     if anchor.shape != positive.shape or negatives.dim() != 3 or negatives.shape[::2] != anchor.shape:
         raise ValueError(f"need anchor, positive [n, d] and negatives [n, k, d]; got {tuple(anchor.shape)}, "
                          f"{tuple(positive.shape)}, {tuple(negatives.shape)}")
+    if negative_mask is not None and _broadcast(negative_mask.shape, negatives.shape[:2]) != negatives.shape[:2]:
+        raise ValueError(f"negative_mask must broadcast to [n, k] = {list(negatives.shape[:2])}; got "
+                         f"{list(negative_mask.shape)}")
     fusable = fused_loss.applies(anchor, positive, negatives)
     if kernel not in KERNELS or (kernel == "fused" and not fusable):
         raise ValueError(f"kernel must be one of {KERNELS} (\"fused\" needs CPU tensors of one dtype in "
@@ -77,6 +80,14 @@ def tuple_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
         keep = torch.nn.functional.pad(negative_mask.to(logits.device, torch.bool), (1, 0), value=True)
         logits = logits.masked_fill(~keep, float("-inf"))
     return -torch.log_softmax(logits, dim=1)[:, 0]
+
+
+def _broadcast(*shapes: torch.Size) -> torch.Size | None:
+    """The shape ``shapes`` broadcast to, or None where they do not broadcast."""
+    try:
+        return torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return None
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
